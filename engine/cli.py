@@ -1,0 +1,86 @@
+"""The `iqart` command line: `iqart score PATH... --model NAME --out FILE` and friends."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from tqdm import tqdm
+
+from engine.images import find_images
+from engine.scoring import ScoreJob, pair_with_references, score_jobs
+from engine.torch_backend import PRECISIONS, TorchBackend
+from engine.writer import AtomicResultWriter
+from train.checkpoints import CheckpointError
+from train.zoo import MissingWeightsError, get_card, list_models
+
+BACKENDS = ("torch",)
+
+
+def add_score_parser(subparsers) -> None:
+    p = subparsers.add_parser("score", help="score image files or folders, writing CSV or JSONL")
+    p.add_argument("paths", nargs="+", help="image files and/or folders (searched recursively)")
+    p.add_argument("-m", "--model", default="qualiclip", help=f"model name: {', '.join(list_models())}")
+    p.add_argument("-w", "--weights", help="local weight file (default: demo or official weights)")
+    p.add_argument("--backend", default="torch", choices=BACKENDS)
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0")
+    p.add_argument("--precision", default="fp32", choices=list(PRECISIONS), help="torch backend precision")
+    p.add_argument("-b", "--batch-size", type=int, default=8)
+    p.add_argument("-r", "--ref", help="full-reference models: folder of references, paired by relative path")
+    p.add_argument("-o", "--out", default="scores.csv", help="output file, .csv or .jsonl (written atomically)")
+    p.set_defaults(run=run_score)
+
+
+def run_score(args: argparse.Namespace) -> int:
+    card = get_card(args.model)
+    if card.task == "fr" and not args.ref:
+        raise UsageError(f"{card.name} is a full-reference model: pass --ref DIR")
+    if card.task == "nr" and args.ref:
+        raise UsageError(f"{card.name} is a no-reference model: --ref does not apply")
+    files = find_images(args.paths)
+    if not files:
+        raise UsageError(f"no images found under: {' '.join(args.paths)}")
+    jobs = pair_with_references(files, args.ref) if args.ref else [ScoreJob(path) for path, _ in files]
+    backend = TorchBackend.from_zoo(card.name, args.weights, device=args.device, precision=args.precision)
+
+    columns = ["path", "reference", "score", "error"] if card.task == "fr" else ["path", "score", "error"]
+    scored = failed = 0
+    started = time.perf_counter()
+    with AtomicResultWriter(args.out, columns) as writer, tqdm(total=len(jobs), unit="img", disable=None) as bar:
+        for row in score_jobs(jobs, backend, card.resize, args.batch_size):
+            writer.write(row.as_dict())
+            scored, failed = scored + (row.error is None), failed + (row.error is not None)
+            if row.error:
+                tqdm.write(f"error: {row.path}: {row.error}", file=sys.stderr)
+            bar.update(1)
+    elapsed = time.perf_counter() - started
+    print(f"{card.name}: scored {scored}, failed {failed}, {len(jobs) / elapsed:.1f} images/s -> {args.out}")
+    return 0 if scored else 1
+
+
+class UsageError(Exception):
+    """A mistake in the command line; reported without a traceback."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="iqart", description="CLIP-based image quality: QualiCLIP and BPCLIP")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    add_score_parser(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except MissingWeightsError as exc:
+        print(f"iqart: {exc}", file=sys.stderr)
+        return 2
+    except (CheckpointError, UsageError, ValueError) as exc:
+        print(f"iqart: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

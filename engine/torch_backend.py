@@ -1,0 +1,41 @@
+"""The reference backend: the PyTorch model itself, fed the same uint8 batches as every backend."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+from torch import nn
+
+from train.preprocess import uint8_nhwc_to_model_input
+from train.zoo import load_model
+
+PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+class TorchBackend:
+    """Scores uint8 RGB NHWC batches with the PyTorch model (fp32, or autocast on request)."""
+
+    name = "torch"
+
+    def __init__(self, model: nn.Module, device: str = "cpu", precision: str = "fp32"):
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+        self.device = torch.device(device)
+        self.precision = precision
+        self.model = model.to(self.device).eval()
+
+    @classmethod
+    def from_zoo(cls, name: str, weights: str | os.PathLike | None = None, **kwargs) -> "TorchBackend":
+        return cls(load_model(name, weights), **kwargs)
+
+    @torch.inference_mode()
+    def __call__(self, images: np.ndarray, references: np.ndarray | None = None) -> np.ndarray:
+        inputs = [uint8_nhwc_to_model_input(torch.from_numpy(images).to(self.device))]
+        if references is not None:
+            inputs.append(uint8_nhwc_to_model_input(torch.from_numpy(references).to(self.device)))
+        dtype = PRECISIONS[self.precision]
+        with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
+            scores = self.model(*inputs)
+        return scores.float().cpu().numpy()

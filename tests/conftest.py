@@ -1,0 +1,71 @@
+"""Shared fixtures: tiny models with weights scrambled so that scores depend on the input.
+
+A freshly initialised CLIP ResNet zeroes the last BatchNorm of every block and keeps identity
+running statistics, which makes its outputs almost input-independent; tests that compare
+scores need models whose outputs move with the image.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from train.zoo import build_model
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE_IMAGES = REPO / "examples" / "images"
+EXAMPLE_PAIRS = REPO / "examples" / "fr"
+
+
+def scramble(model: nn.Module, seed: int) -> nn.Module:
+    """Give every BatchNorm random affine parameters and running statistics, and (BPCLIP)
+    amplify the per-scale projections so image content is not drowned by the positional
+    embedding, as it is at initialisation (in place)."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                n = module.num_features
+                module.weight.copy_(0.5 + torch.rand(n, generator=generator))
+                module.bias.copy_(0.2 * torch.randn(n, generator=generator))
+                module.running_mean.copy_(0.2 * torch.randn(n, generator=generator))
+                module.running_var.copy_(0.5 + torch.rand(n, generator=generator))
+        for scale in getattr(model, "scales", []):
+            scale.project.weight.mul_(30.0)
+    return model.eval()
+
+
+@pytest.fixture
+def scrambled():
+    """Factory: scrambled(name, seed=0) -> a tiny zoo model whose scores depend on the input."""
+    return lambda name, seed=0: scramble(build_model(name, seed=seed), seed)
+
+
+def structured_noise(n: int, height: int, width: int, generator: torch.Generator) -> torch.Tensor:
+    """Random images that differ in content, not only in pixels: white noise of one size is
+    statistically the same image to a CNN, so each image gets its own blob scale, colour cast
+    and contrast."""
+    images = []
+    for _ in range(n):
+        cells = int(torch.randint(2, 12, (1,), generator=generator))
+        coarse = torch.randn(1, 3, cells, cells, generator=generator)
+        smooth = torch.nn.functional.interpolate(coarse, size=(height, width), mode="bilinear", align_corners=False)
+        gain, cast = 0.5 + 1.5 * torch.rand(1, generator=generator), 0.5 * torch.randn(1, 3, 1, 1, generator=generator)
+        images.append(gain * smooth + cast + 0.3 * torch.randn(1, 3, height, width, generator=generator))
+    return torch.cat(images)
+
+
+@pytest.fixture
+def random_images():
+    """Factory: random_images(n, h, w, seed=None) -> CLIP-normalised-scale float images, fresh
+    each call unless a seed is given."""
+
+    def make(n: int, height: int, width: int, seed: int | None = None) -> torch.Tensor:
+        seed = seed if seed is not None else int(np.random.SeedSequence().entropy % 2**31)
+        return structured_noise(n, height, width, torch.Generator().manual_seed(seed))
+
+    return make

@@ -1,0 +1,197 @@
+"""BPCLIP (Song et al., ICME 2025): bottom-up IQA from distortion to semantics on CLIP RN50.
+
+The paper's code and several details are not public. Everything below follows DESIGN.md; the
+choices marked OURS are ours, not the paper's:
+
+1. Encoder: CLIP RN50, five taps (stem, layer1..layer4); FR is siamese (shared encoder).
+2. Gated local pooling per scale. NR: sigmoid(phi(F)) * (W F). FR: sigmoid(phi(|Fd - Fr|)) *
+   [Fd, Fr, |Fd - Fr|]. phi is a 1x1 -> 3x3 -> 1x1 conv bottleneck ending in one channel (OURS:
+   the exact bottleneck). Each scale is average-pooled to the last stage's grid, projected to
+   d_model, given a fixed 2-D sinusoidal positional embedding (OURS: sinusoidal, so any grid
+   works without interpolation) and one pre-norm self-attention block: tokens G1..G5.
+3. Bottom-up cross-attention: h1 = G1; h_i = Block(query=G_i, key/value=h_{i-1}), i = 2..5:
+   deep semantics query the accumulated distortion evidence.
+4. Text: 40 adjectives (train/prompts.py, OURS) through the frozen CLIP text tower give a
+   (40, embed_dim) buffer. The mean of h5 is projected to the CLIP space; cosine similarity x
+   100 (CLIP's temperature) gives a 40-d attribute vector; LayerNorm([pooled h5, attributes])
+   -> MLP -> sigmoid: a score in [0, 1], higher is better (OURS: LayerNorm and sigmoid head,
+   trained against MOS normalised to [0, 1]).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from train.attention import cross_attention
+from train.checkpoints import CheckpointError, check_fit, is_clip_state_dict, select_prefix
+from train.clip_backbone import backbone_config, build_clip, clip_from_state_dict, encode_prompts, stage_features
+from train.prompts import adjective_prompts
+
+ATTRIBUTE_LOGIT_SCALE = 100.0
+
+
+@dataclass(frozen=True)
+class BPCLIPConfig:
+    backbone: str = "RN50"
+    task: str = "nr"  # "nr" or "fr"
+    d_model: int = 256
+    num_heads: int = 4  # heads of 64
+    ffn_dim: int = 1024
+    gate_hidden: int = 64
+    head_hidden: int = 256
+
+    def __post_init__(self):
+        if self.task not in ("nr", "fr"):
+            raise ValueError(f"BPCLIP task must be 'nr' or 'fr', not {self.task!r}")
+        if self.d_model % self.num_heads:
+            raise ValueError(f"d_model={self.d_model} is not divisible by num_heads={self.num_heads}")
+
+
+class AttentionBlock(nn.Module):
+    """Pre-norm transformer block: self-attention, or cross-attention when given a context."""
+
+    def __init__(self, d_model: int, num_heads: int, ffn_dim: int, cross: bool):
+        super().__init__()
+        self.num_heads = num_heads
+        self.norm_query = nn.LayerNorm(d_model)
+        self.norm_context = nn.LayerNorm(d_model) if cross else None
+        self.q_proj = nn.Linear(d_model, d_model)
+        self.k_proj = nn.Linear(d_model, d_model)
+        self.v_proj = nn.Linear(d_model, d_model)
+        self.out_proj = nn.Linear(d_model, d_model)
+        self.norm_ffn = nn.LayerNorm(d_model)
+        self.ffn = nn.Sequential(nn.Linear(d_model, ffn_dim), nn.GELU(), nn.Linear(ffn_dim, d_model))
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        query = self.norm_query(x)
+        if (context is None) != (self.norm_context is None):
+            raise ValueError("a cross-attention block needs a context; a self-attention block takes none")
+        keys = query if context is None else self.norm_context(context)
+        attended = cross_attention(self.q_proj(query), self.k_proj(keys), self.v_proj(keys), self.num_heads)
+        x = x + self.out_proj(attended)
+        return x + self.ffn(self.norm_ffn(x))
+
+
+def sinusoidal_2d(height: int, width: int, dim: int, device=None) -> torch.Tensor:
+    """Fixed 2-D positional embedding (H*W, dim): half the channels encode y, half x."""
+    quarter = dim // 4
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(quarter, device=device, dtype=torch.float32) / quarter)
+    ys = torch.arange(height, device=device, dtype=torch.float32)[:, None] * freqs
+    xs = torch.arange(width, device=device, dtype=torch.float32)[:, None] * freqs
+    y_emb = torch.cat([ys.sin(), ys.cos()], dim=1)[:, None, :].expand(height, width, 2 * quarter)
+    x_emb = torch.cat([xs.sin(), xs.cos()], dim=1)[None, :, :].expand(height, width, 2 * quarter)
+    return torch.cat([y_emb, x_emb], dim=-1).reshape(height * width, 4 * quarter)
+
+
+class GatedScale(nn.Module):
+    """One scale's gated local pooling, pooling to the token grid, projection and self-attention."""
+
+    def __init__(self, channels: int, cfg: BPCLIPConfig):
+        super().__init__()
+        self.fr = cfg.task == "fr"
+        self.gate = nn.Sequential(
+            nn.Conv2d(channels, cfg.gate_hidden, 1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(cfg.gate_hidden, cfg.gate_hidden, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(cfg.gate_hidden, 1, 1),
+        )
+        self.value = None if self.fr else nn.Conv2d(channels, channels, 1)
+        self.project = nn.Linear(3 * channels if self.fr else channels, cfg.d_model)
+        self.self_attention = AttentionBlock(cfg.d_model, cfg.num_heads, cfg.ffn_dim, cross=False)
+
+    def forward(self, distorted: torch.Tensor, reference: torch.Tensor | None, grid: tuple[int, int]) -> torch.Tensor:
+        if self.fr:
+            difference = (distorted - reference).abs()
+            gated = torch.sigmoid(self.gate(difference)) * torch.cat([distorted, reference, difference], dim=1)
+        else:
+            gated = torch.sigmoid(self.gate(distorted)) * self.value(distorted)
+        pooled = F.adaptive_avg_pool2d(gated, grid)
+        tokens = self.project(pooled.flatten(2).transpose(1, 2))
+        tokens = tokens + sinusoidal_2d(*grid, tokens.shape[-1], device=tokens.device).to(tokens.dtype)
+        return self.self_attention(tokens)
+
+
+class BPCLIP(nn.Module):
+    """NR: forward(images); FR: forward(distorted, reference). CLIP-normalised (N, 3, H, W) -> (N,)."""
+
+    def __init__(self, cfg: BPCLIPConfig = BPCLIPConfig(), seed: int | None = 0):
+        super().__init__()
+        self.cfg = cfg
+        backbone = backbone_config(cfg.backbone)
+        clip = build_clip(cfg.backbone, seed=seed)
+        self.encoder = clip.visual
+        self.encoder.attnpool = None  # the five taps end at layer4; the pool is unused
+        self.register_buffer("adjective_features", encode_prompts(clip, adjective_prompts()))
+        generator_state = torch.random.get_rng_state()
+        if seed is not None:
+            torch.manual_seed(seed + 1)
+        try:
+            self.scales = nn.ModuleList(GatedScale(c, cfg) for c in backbone.stage_channels)
+            self.chain = nn.ModuleList(
+                AttentionBlock(cfg.d_model, cfg.num_heads, cfg.ffn_dim, cross=True) for _ in backbone.stage_channels[1:]
+            )
+            self.to_clip_space = nn.Linear(cfg.d_model, backbone.embed_dim)
+            num_attributes = self.adjective_features.shape[0]
+            self.head = nn.Sequential(
+                nn.LayerNorm(cfg.d_model + num_attributes),
+                nn.Linear(cfg.d_model + num_attributes, cfg.head_hidden),
+                nn.GELU(),
+                nn.Linear(cfg.head_hidden, 1),
+            )
+        finally:
+            if seed is not None:
+                torch.random.set_rng_state(generator_state)
+
+    @property
+    def task(self) -> str:
+        return self.cfg.task
+
+    def tokens(self, distorted: torch.Tensor, reference: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """G1..G5: one token set per scale, all on the last stage's grid."""
+        taps_d = stage_features(self.encoder, distorted)
+        taps_r = stage_features(self.encoder, reference) if reference is not None else [None] * len(taps_d)
+        grid = tuple(taps_d[-1].shape[-2:])
+        return [scale(d, r, grid) for scale, d, r in zip(self.scales, taps_d, taps_r)]
+
+    def attributes(self, pooled: torch.Tensor) -> torch.Tensor:
+        """(N, 40): scaled cosine similarity of the pooled semantics to each quality adjective."""
+        embedded = F.normalize(self.to_clip_space(pooled), dim=-1)
+        return ATTRIBUTE_LOGIT_SCALE * embedded @ self.adjective_features.t()
+
+    def forward(self, distorted: torch.Tensor, reference: torch.Tensor | None = None) -> torch.Tensor:
+        if (self.task == "fr") != (reference is not None):
+            raise ValueError(f"BPCLIP-{self.task.upper()} takes {'a reference' if self.task == 'fr' else 'no reference'}")
+        if reference is not None and reference.shape != distorted.shape:
+            raise ValueError(f"reference {tuple(reference.shape)} and distorted {tuple(distorted.shape)} differ in shape")
+        g = self.tokens(distorted, reference)
+        h = g[0]
+        for block, query in zip(self.chain, g[1:]):
+            h = block(query, context=h)
+        pooled = h.mean(dim=1)
+        features = torch.cat([pooled, self.attributes(pooled)], dim=-1)
+        return torch.sigmoid(self.head(features)).squeeze(-1)
+
+    def load_weights(self, state: dict[str, torch.Tensor], source: str) -> None:
+        """Load a full BPCLIP state dict (as written by iqart training)."""
+        if is_clip_state_dict(state):
+            raise CheckpointError(
+                f"{source}: is a plain CLIP state dict, not trained BPCLIP weights; "
+                "use it to initialise training (init_from_clip), not to score"
+            )
+        check_fit(self.state_dict(), state, source)
+        self.load_state_dict(state)
+
+    def init_from_clip(self, state: dict[str, torch.Tensor], source: str) -> None:
+        """Start from pretrained CLIP: the image tower and the adjective embeddings of its text tower."""
+        if not is_clip_state_dict(state):
+            raise CheckpointError(f"{source}: not a CLIP state dict (expected visual.*, transformer.*, token_embedding.*)")
+        clip = clip_from_state_dict(self.cfg.backbone, state, source)
+        encoder_state = {k: v for k, v in select_prefix(state, "visual.").items() if not k.startswith("attnpool.")}
+        self.encoder.load_state_dict(encoder_state)
+        self.adjective_features.copy_(encode_prompts(clip, adjective_prompts()))

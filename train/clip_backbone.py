@@ -1,0 +1,148 @@
+"""CLIP ResNet backbones built with open_clip, and the two ways our models read them.
+
+- `image_features`: QualiCLIP's global feature. The attention pool runs WITHOUT its positional
+  embedding (so any H x W works) and only for the mean-token query: output token 0 of CLIP's
+  pool is the only one used, so computing it alone is a cross-attention of 1 query over HW+1 keys.
+- `stage_features`: BPCLIP's five multiscale taps (stem, layer1..layer4).
+
+Key names are open_clip's, which equal OpenAI CLIP's (`visual.conv1.weight`, ...), so both the
+official QualiCLIP checkpoint and plain CLIP state dicts load without renaming.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import open_clip
+import torch
+import torch.nn.functional as F
+from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
+from open_clip.modified_resnet import AttentionPool2d, ModifiedResNet
+
+from train.attention import cross_attention
+from train.checkpoints import check_fit
+
+# OpenAI's released state dicts carry these scalars beside the weights.
+OPENAI_METADATA_KEYS = ("input_resolution", "context_length", "vocab_size")
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    """Shape of a CLIP ResNet: image tower, text tower and the shared embedding width."""
+
+    name: str
+    embed_dim: int
+    layers: tuple[int, int, int, int]
+    width: int
+    text_width: int
+    text_heads: int
+    text_layers: int
+    image_size: int = 224
+    context_length: int = 77
+    vocab_size: int = 49408
+
+    @property
+    def stage_channels(self) -> tuple[int, int, int, int, int]:
+        """Channels of the five taps: stem, layer1..layer4 (Bottleneck expansion is 4)."""
+        w = self.width
+        return (w, 4 * w, 8 * w, 16 * w, 32 * w)
+
+    @property
+    def pool_heads(self) -> int:
+        """Attention-pool heads, as CLIP sets them: heads of 64 over the 32*width features."""
+        return self.width * 32 // 64
+
+
+BACKBONES: dict[str, BackboneConfig] = {
+    # The papers' backbone: OpenAI CLIP RN50.
+    "RN50": BackboneConfig("RN50", 1024, (3, 4, 6, 3), 64, 512, 8, 12),
+    # Ours: small enough to train on a 2-core CPU and to run in tests; same topology, same
+    # 64-wide heads (8 of them), same tokenizer and vocabulary.
+    "tiny": BackboneConfig("tiny", 256, (1, 1, 1, 1), 16, 128, 2, 2),
+}
+
+
+def backbone_config(name: str) -> BackboneConfig:
+    try:
+        return BACKBONES[name]
+    except KeyError:
+        raise ValueError(f"unknown backbone {name!r}; known: {', '.join(BACKBONES)}") from None
+
+
+def build_clip(name: str, seed: int | None = 0) -> CLIP:
+    """A randomly initialised open_clip CLIP with the named backbone (seeded: reproducible).
+
+    QuickGELU matches OpenAI's released RN50 weights, which both papers start from.
+    """
+    cfg = backbone_config(name)
+    generator_state = torch.random.get_rng_state()
+    if seed is not None:
+        torch.manual_seed(seed)
+    try:
+        model = CLIP(
+            embed_dim=cfg.embed_dim,
+            vision_cfg=CLIPVisionCfg(layers=cfg.layers, width=cfg.width, image_size=cfg.image_size),
+            text_cfg=CLIPTextCfg(
+                context_length=cfg.context_length,
+                vocab_size=cfg.vocab_size,
+                width=cfg.text_width,
+                heads=cfg.text_heads,
+                layers=cfg.text_layers,
+            ),
+            quick_gelu=True,
+        )
+    finally:
+        if seed is not None:
+            torch.random.set_rng_state(generator_state)
+    return model.eval()
+
+
+def clip_from_state_dict(name: str, state: dict[str, torch.Tensor], source: str) -> CLIP:
+    """A CLIP of the named backbone holding a plain open_clip / OpenAI state dict's weights."""
+    clip = build_clip(name, seed=None)
+    clip_state = {k: v for k, v in state.items() if k not in OPENAI_METADATA_KEYS}
+    check_fit(clip.state_dict(), clip_state, source)
+    clip.load_state_dict(clip_state)
+    return clip.eval()
+
+
+def tokenize(prompts: list[str]) -> torch.Tensor:
+    """CLIP's BPE tokenizer (the vocabulary ships inside open_clip: works offline)."""
+    return open_clip.tokenize(prompts)
+
+
+@torch.no_grad()
+def encode_prompts(clip: CLIP, prompts: list[str]) -> torch.Tensor:
+    """L2-normalised text embeddings (P, embed_dim), float32, from the frozen text tower."""
+    was_training = clip.training
+    clip.eval()
+    features = clip.encode_text(tokenize(prompts)).float()
+    clip.train(was_training)
+    return F.normalize(features, dim=-1)
+
+
+def attention_pool(pool: AttentionPool2d, features: torch.Tensor) -> torch.Tensor:
+    """CLIP's attention pool without positional embedding, for the mean-token query only.
+
+    features: (N, C, H, W) -> (N, output_dim). Equals token 0 of the full pool's output.
+    """
+    tokens = features.flatten(2).transpose(1, 2)  # (N, HW, C)
+    tokens = torch.cat([tokens.mean(dim=1, keepdim=True), tokens], dim=1)  # (N, HW+1, C)
+    query = pool.q_proj(tokens[:, :1])
+    pooled = cross_attention(query, pool.k_proj(tokens), pool.v_proj(tokens), pool.num_heads)
+    return pool.c_proj(pooled[:, 0])
+
+
+def stage_features(visual: ModifiedResNet, images: torch.Tensor) -> list[torch.Tensor]:
+    """The five multiscale taps [stem, layer1, layer2, layer3, layer4] of normalised images."""
+    x = visual.stem(images)
+    taps = [x]
+    for stage in (visual.layer1, visual.layer2, visual.layer3, visual.layer4):
+        x = stage(x)
+        taps.append(x)
+    return taps
+
+
+def image_features(visual: ModifiedResNet, images: torch.Tensor) -> torch.Tensor:
+    """QualiCLIP's image embedding (N, embed_dim) at any input size (not normalised)."""
+    return attention_pool(visual.attnpool, stage_features(visual, images)[-1])

@@ -1,0 +1,26 @@
+"""CLIP's input normalisation, shared by training, the torch backend and the exported graphs.
+
+Every consumer starts from uint8 RGB NHWC (what decoders produce and what the ONNX graphs take)
+so there is exactly one definition of the cast, scale, normalisation and layout change.
+"""
+
+from __future__ import annotations
+
+import torch
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def normalize_float(images: torch.Tensor) -> torch.Tensor:
+    """Float RGB NCHW in [0, 1] -> CLIP-normalised NCHW (what the reference models take)."""
+    mean = torch.tensor(CLIP_MEAN, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
+    std = torch.tensor(CLIP_STD, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
+    return (images - mean) / std
+
+
+def uint8_nhwc_to_model_input(images: torch.Tensor) -> torch.Tensor:
+    """uint8 RGB (N, H, W, 3) -> float32 CLIP-normalised (N, 3, H, W)."""
+    if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError(f"expected uint8 (N, H, W, 3) RGB, got {tuple(images.shape)} {images.dtype}")
+    return normalize_float(images.permute(0, 3, 1, 2).float() / 255.0)

@@ -1,0 +1,75 @@
+"""QualiCLIP (Agnolucci, Galteri, Bertini): opinion-unaware no-reference IQA with CLIP RN50.
+
+score = mean over the 7 antonym pairs of softmax(100 · cos(f, [T_pos, T_neg]))[pos], in [0, 1],
+higher is better. Images are scored at native resolution: the attention pool runs without its
+positional embedding. Only the image tower is held; the 14 prompt embeddings are a buffer.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from train.checkpoints import (
+    CheckpointError,
+    check_fit,
+    is_clip_state_dict,
+    is_official_qualiclip,
+    select_prefix,
+)
+from train.clip_backbone import build_clip, clip_from_state_dict, encode_prompts, image_features
+from train.prompts import ANTONYM_PAIRS, antonym_prompts
+
+LOGIT_SCALE = 100.0  # CLIP's (and the paper's) fixed temperature
+
+
+class QualiCLIP(nn.Module):
+    """Takes CLIP-normalised float images (N, 3, H, W), returns quality scores (N,)."""
+
+    def __init__(self, backbone: str = "RN50", seed: int | None = 0):
+        super().__init__()
+        self.backbone = backbone
+        clip = build_clip(backbone, seed=seed)
+        self.visual = clip.visual
+        self.register_buffer("prompts_features", encode_prompts(clip, antonym_prompts()))
+
+    @property
+    def num_pairs(self) -> int:
+        return len(ANTONYM_PAIRS)
+
+    def similarities(self, images: torch.Tensor) -> torch.Tensor:
+        """Cosine similarity of each image to the 14 prompts (N, 14): what training ranks."""
+        features = F.normalize(image_features(self.visual, images), dim=-1)
+        return features @ self.prompts_features.t()
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        logits = LOGIT_SCALE * self.similarities(images)
+        pair_probs = logits.reshape(logits.shape[0], self.num_pairs, 2).softmax(dim=-1)
+        return pair_probs[..., 0].mean(dim=1)
+
+    def load_weights(self, state: Mapping[str, torch.Tensor], source: str) -> None:
+        """Load the official layout, a plain CLIP state dict, or iqart's own state dict."""
+        if is_official_qualiclip(state):
+            visual = select_prefix(state, "clip_model.visual.")
+            prompts = state["prompts_features"]
+        elif is_clip_state_dict(state):
+            visual, prompts = select_prefix(state, "visual."), self._prompts_from_clip(state, source)
+        elif "prompts_features" in state and any(k.startswith("visual.") for k in state):
+            visual, prompts = select_prefix(state, "visual."), state["prompts_features"]
+        else:
+            raise CheckpointError(
+                f"{source}: not a QualiCLIP checkpoint: expected the official layout "
+                "(clip_model.* + prompts_features), a CLIP state dict (visual.*, transformer.*, "
+                f"token_embedding.*) or an iqart checkpoint; found keys like {sorted(state)[:5]}"
+            )
+        check_fit(self.visual.state_dict(), visual, source)
+        check_fit({"prompts_features": self.prompts_features}, {"prompts_features": prompts}, source)
+        self.visual.load_state_dict(visual)
+        self.prompts_features.copy_(prompts.float())
+
+    def _prompts_from_clip(self, state: Mapping[str, torch.Tensor], source: str) -> torch.Tensor:
+        """Prompt embeddings from a plain CLIP file's own text tower."""
+        return encode_prompts(clip_from_state_dict(self.backbone, state, source), antonym_prompts())
