@@ -31,7 +31,7 @@ def test_reproduces_official_formula_to_float32_rounding(model, random_images):
         ours, official = model(images), official_score(model.visual, model.prompts_features, images)
     assert torch.isfinite(ours).all()
     torch.testing.assert_close(ours, official, rtol=0, atol=2e-6)
-    assert ours.std() > 1e-4, "scores must depend on the image for this test to mean anything"
+    assert len(set(ours.tolist())) == 3, "scores must depend on the image for this test to mean anything"
 
 
 @pytest.mark.parametrize("h,w", [(224, 224), (96, 320), (257, 131), (32, 32)])

@@ -11,8 +11,28 @@ Layout matches the fused kernel: Q (B, Nq, H*D), K and V (B, Nk, H*D) -> O (B, N
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 import torch
+
+AttentionFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int, float], torch.Tensor]
+_implementation: AttentionFn | None = None
+
+
+@contextmanager
+def attention_implementation(fn: AttentionFn) -> Iterator[None]:
+    """Route every `cross_attention` call to `fn(q, k, v, num_heads, scale)` inside the block.
+
+    This is how the fused CUDA op (engine) and the ONNX plugin node (export) replace the core
+    without the models knowing about either.
+    """
+    global _implementation
+    previous, _implementation = _implementation, fn
+    try:
+        yield
+    finally:
+        _implementation = previous
 
 
 def split_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
@@ -35,6 +55,13 @@ def cross_attention(
         raise ValueError(f"width {q.shape[-1]} is not divisible by num_heads={num_heads}")
     if scale is None:
         scale = 1.0 / math.sqrt(q.shape[-1] // num_heads)
+    if _implementation is not None:
+        return _implementation(q, k, v, num_heads, scale)
+    return reference_cross_attention(q, k, v, num_heads, scale)
+
+
+def reference_cross_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_heads: int, scale: float) -> torch.Tensor:
+    """The plain-math core (also what an override may fall back to)."""
     qh, kh, vh = (split_heads(t, num_heads) for t in (q, k, v))
     logits = torch.matmul(qh, kh.transpose(-1, -2)) * scale
     weights = torch.softmax(logits.float(), dim=-1).to(vh.dtype)

@@ -138,7 +138,7 @@ class BPCLIP(nn.Module):
             )
             self.to_clip_space = nn.Linear(cfg.d_model, backbone.embed_dim)
             num_attributes = self.adjective_features.shape[0]
-            self.head = nn.Sequential(
+            self.head_mlp = nn.Sequential(
                 nn.LayerNorm(cfg.d_model + num_attributes),
                 nn.Linear(cfg.d_model + num_attributes, cfg.head_hidden),
                 nn.GELU(),
@@ -164,7 +164,8 @@ class BPCLIP(nn.Module):
         embedded = F.normalize(self.to_clip_space(pooled), dim=-1)
         return ATTRIBUTE_LOGIT_SCALE * embedded @ self.adjective_features.t()
 
-    def forward(self, distorted: torch.Tensor, reference: torch.Tensor | None = None) -> torch.Tensor:
+    def embed(self, distorted: torch.Tensor, reference: torch.Tensor | None = None) -> torch.Tensor:
+        """h5 (N, tokens, d_model): the end of the bottom-up chain, where the score head starts."""
         if (self.task == "fr") != (reference is not None):
             raise ValueError(f"BPCLIP-{self.task.upper()} takes {'a reference' if self.task == 'fr' else 'no reference'}")
         if reference is not None and reference.shape != distorted.shape:
@@ -173,9 +174,15 @@ class BPCLIP(nn.Module):
         h = g[0]
         for block, query in zip(self.chain, g[1:]):
             h = block(query, context=h)
+        return h
+
+    def head(self, h: torch.Tensor) -> torch.Tensor:
         pooled = h.mean(dim=1)
         features = torch.cat([pooled, self.attributes(pooled)], dim=-1)
-        return torch.sigmoid(self.head(features)).squeeze(-1)
+        return torch.sigmoid(self.head_mlp(features)).squeeze(-1)
+
+    def forward(self, distorted: torch.Tensor, reference: torch.Tensor | None = None) -> torch.Tensor:
+        return self.head(self.embed(distorted, reference))
 
     def load_weights(self, state: dict[str, torch.Tensor], source: str) -> None:
         """Load a full BPCLIP state dict (as written by iqart training)."""

@@ -40,15 +40,21 @@ class QualiCLIP(nn.Module):
     def num_pairs(self) -> int:
         return len(ANTONYM_PAIRS)
 
-    def similarities(self, images: torch.Tensor) -> torch.Tensor:
-        """Cosine similarity of each image to the 14 prompts (N, 14): what training ranks."""
-        features = F.normalize(image_features(self.visual, images), dim=-1)
-        return features @ self.prompts_features.t()
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """The image tower's output (N, embed_dim): the boundary between backbone and score head."""
+        return image_features(self.visual, images)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        logits = LOGIT_SCALE * self.similarities(images)
+    def similarities(self, features: torch.Tensor) -> torch.Tensor:
+        """Cosine similarity of embedded images to the 14 prompts (N, 14): what training ranks."""
+        return F.normalize(features, dim=-1) @ self.prompts_features.t()
+
+    def head(self, features: torch.Tensor) -> torch.Tensor:
+        logits = LOGIT_SCALE * self.similarities(features)
         pair_probs = logits.reshape(logits.shape[0], self.num_pairs, 2).softmax(dim=-1)
         return pair_probs[..., 0].mean(dim=1)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.embed(images))
 
     def load_weights(self, state: Mapping[str, torch.Tensor], source: str) -> None:
         """Load the official layout, a plain CLIP state dict, or iqart's own state dict."""
