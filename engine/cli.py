@@ -59,6 +59,50 @@ def run_score(args: argparse.Namespace) -> int:
     return 0 if scored else 1
 
 
+def add_export_parser(subparsers) -> None:
+    p = subparsers.add_parser("export", help="write a model's artifact: ONNX graphs (fp32, fp16, TensorRT flavour) + spec.json")
+    p.add_argument("-m", "--model", required=True, help=f"model name: {', '.join(list_models())}")
+    p.add_argument("-w", "--weights", help="local weight file (default: demo or official weights)")
+    p.add_argument("-o", "--out", required=True, help="artifact directory to write (replaced atomically)")
+    p.set_defaults(run=run_export)
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from export.artifact import export_artifact, read_spec
+
+    started = time.perf_counter()
+    out = export_artifact(args.model, args.out, args.weights)
+    spec = read_spec(out)
+    print(f"{args.model}: exported to {out} in {time.perf_counter() - started:.1f} s "
+          f"({spec['plugin']['nodes']} FusedCrossAttention node(s) in model.trt.onnx)")
+    return 0
+
+
+def add_validate_parser(subparsers) -> None:
+    p = subparsers.add_parser("validate", help="parity of an artifact's graphs against the PyTorch reference")
+    p.add_argument("artifact", help="artifact directory written by `iqart export`")
+    p.add_argument("-w", "--weights", help="weight file the artifact was exported from (default: as export resolves it)")
+    p.add_argument("--images", nargs="*", help="real images or folders to validate on (default: examples/images)")
+    p.add_argument("--skip-trt-reference", action="store_true", help="skip the slow onnx.reference run of model.trt.onnx")
+    p.set_defaults(run=run_validate)
+
+
+def run_validate(args: argparse.Namespace) -> int:
+    from export.artifact import read_spec, sha256_file
+    from export.validate import default_images, format_table, validate_artifact
+    from train.zoo import load_model, resolve_weights
+
+    spec = read_spec(args.artifact)
+    card = get_card(spec["name"])
+    weights = resolve_weights(card.name, args.weights)
+    if spec["sha256"]["weights"] not in (None, sha256_file(weights)):
+        raise UsageError(f"{weights} is not the weight file {args.artifact} was exported from (sha256 differs)")
+    images = [path for path, _ in find_images(args.images)] if args.images else default_images()
+    rows = validate_artifact(args.artifact, load_model(card.name, weights), card, images, trt_check=not args.skip_trt_reference)
+    print(format_table(rows))
+    return 1 if any(row.passed is False for row in rows) else 0
+
+
 class UsageError(Exception):
     """A mistake in the command line; reported without a traceback."""
 
@@ -67,6 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="iqart", description="CLIP-based image quality: QualiCLIP and BPCLIP")
     subparsers = parser.add_subparsers(dest="command", required=True)
     add_score_parser(subparsers)
+    add_export_parser(subparsers)
+    add_validate_parser(subparsers)
     return parser
 
 

@@ -20,9 +20,11 @@ choices marked OURS are ours, not the paper's:
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -77,15 +79,22 @@ class AttentionBlock(nn.Module):
         return x + self.ffn(self.norm_ffn(x))
 
 
-def sinusoidal_2d(height: int, width: int, dim: int, device=None) -> torch.Tensor:
-    """Fixed 2-D positional embedding (H*W, dim): half the channels encode y, half x."""
+@functools.lru_cache(maxsize=32)
+def _sinusoidal_2d_numpy(height: int, width: int, dim: int) -> np.ndarray:
     quarter = dim // 4
-    freqs = torch.exp(-math.log(10000.0) * torch.arange(quarter, device=device, dtype=torch.float32) / quarter)
-    ys = torch.arange(height, device=device, dtype=torch.float32)[:, None] * freqs
-    xs = torch.arange(width, device=device, dtype=torch.float32)[:, None] * freqs
-    y_emb = torch.cat([ys.sin(), ys.cos()], dim=1)[:, None, :].expand(height, width, 2 * quarter)
-    x_emb = torch.cat([xs.sin(), xs.cos()], dim=1)[None, :, :].expand(height, width, 2 * quarter)
-    return torch.cat([y_emb, x_emb], dim=-1).reshape(height * width, 4 * quarter)
+    freqs = np.exp(-math.log(10000.0) * np.arange(quarter) / quarter)
+    ys, xs = np.arange(height)[:, None] * freqs, np.arange(width)[:, None] * freqs
+    y_emb = np.broadcast_to(np.concatenate([np.sin(ys), np.cos(ys)], 1)[:, None, :], (height, width, 2 * quarter))
+    x_emb = np.broadcast_to(np.concatenate([np.sin(xs), np.cos(xs)], 1)[None, :, :], (height, width, 2 * quarter))
+    return np.concatenate([y_emb, x_emb], axis=-1).reshape(height * width, 4 * quarter).astype(np.float32)
+
+
+def sinusoidal_2d(height: int, width: int, dim: int, device=None) -> torch.Tensor:
+    """Fixed 2-D positional embedding (H*W, dim): half the channels encode y, half x.
+
+    Computed in NumPy so that a traced export sees one constant, not a chain of Range ops.
+    """
+    return torch.from_numpy(_sinusoidal_2d_numpy(height, width, dim)).to(device)
 
 
 class GatedScale(nn.Module):
@@ -113,7 +122,7 @@ class GatedScale(nn.Module):
             gated = torch.sigmoid(self.gate(distorted)) * self.value(distorted)
         pooled = F.adaptive_avg_pool2d(gated, grid)
         tokens = self.project(pooled.flatten(2).transpose(1, 2))
-        tokens = tokens + sinusoidal_2d(*grid, tokens.shape[-1], device=tokens.device).to(tokens.dtype)
+        tokens = tokens + sinusoidal_2d(*grid, self.project.out_features, device=tokens.device).to(tokens.dtype)
         return self.self_attention(tokens)
 
 
@@ -156,7 +165,8 @@ class BPCLIP(nn.Module):
         """G1..G5: one token set per scale, all on the last stage's grid."""
         taps_d = stage_features(self.encoder, distorted)
         taps_r = stage_features(self.encoder, reference) if reference is not None else [None] * len(taps_d)
-        grid = tuple(taps_d[-1].shape[-2:])
+        # Plain ints: BPCLIP is exported at a fixed size, so the grid is a graph constant.
+        grid = (int(taps_d[-1].shape[-2]), int(taps_d[-1].shape[-1]))
         return [scale(d, r, grid) for scale, d, r in zip(self.scales, taps_d, taps_r)]
 
     def attributes(self, pooled: torch.Tensor) -> torch.Tensor:
