@@ -42,6 +42,26 @@ def _constants_to_initializers(graph: onnx.GraphProto) -> None:
     graph.node.extend(kept)
 
 
+def _inline_weight_identities(graph: onnx.GraphProto) -> None:
+    """Identity(initializer) -> the initializer itself. The exporter emits these for weights
+    shared by the two branches of a siamese model; left in place they would hide the weights
+    from the fp16 conversion."""
+    initializers = {init.name for init in graph.initializer}
+    outputs = {out.name for out in graph.output}
+    alias = {}
+    kept = []
+    for node in graph.node:
+        if node.op_type == "Identity" and node.input[0] in initializers and node.output[0] not in outputs:
+            alias[node.output[0]] = node.input[0]
+        else:
+            kept.append(node)
+    for node in kept:
+        for i, name in enumerate(node.input):
+            node.input[i] = alias.get(name, name)
+    del graph.node[:]
+    graph.node.extend(kept)
+
+
 def _float_tensors(model: onnx.ModelProto) -> set[str]:
     inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)
     graph = inferred.graph
@@ -81,6 +101,7 @@ def convert_to_fp16(model: onnx.ModelProto, boundary: str) -> tuple[onnx.ModelPr
     model = onnx.ModelProto.FromString(model.SerializeToString())
     graph = model.graph
     _constants_to_initializers(graph)
+    _inline_weight_identities(graph)
     floats = _float_tensors(model)
     precisions = node_precisions(graph, boundary)
     producer_type = {inp.name: FLOAT for inp in graph.input}

@@ -1,0 +1,215 @@
+"""Export: every graph of every tiny zoo model (RN50 in a slow test), checked and compared."""
+
+import json
+from collections import Counter
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import TensorProto
+
+from export.artifact import export_artifact, read_spec
+from export.fp16 import FP32_OPS
+from export.plugin_node import FusedCrossAttention, PLUGIN_NAME, numpy_cross_attention
+from export.validate import FP16_ABS_TOL, FP32_REL_TOL, ort_session, validate_artifact
+from tests.conftest import EXAMPLE_IMAGES
+from train.attention import reference_cross_attention
+from train.checkpoints import save_checkpoint
+from train.zoo import get_card
+
+TINY = ["qualiclip-tiny", "bpclip-nr-tiny", "bpclip-fr-tiny"]
+EXPECTED_PLUGIN_NODES = {"qualiclip": 1, "bpclip": 9}  # the pool; 5 self-attention + 4 chain blocks
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory):
+    """name -> (artifact dir, model) for every tiny model, exported once for the module."""
+    from tests.conftest import scramble
+    from train.zoo import build_model
+
+    root = tmp_path_factory.mktemp("artifacts")
+    out = {}
+    for name in TINY:
+        model = scramble(build_model(name, seed=3), 3)
+        weights = root / f"{name}.pt"
+        save_checkpoint(weights, name, model.state_dict())
+        out[name] = (export_artifact(name, root / name, weights), model, weights)
+    return out
+
+
+def feeds_for(card, batch, height, width, rng):
+    image = rng.integers(0, 256, (batch, height, width, 3), dtype=np.uint8)
+    feeds = {"image": image}
+    if card.task == "fr":
+        feeds["reference"] = rng.integers(0, 256, (batch, height, width, 3), dtype=np.uint8)
+    return feeds
+
+
+def torch_scores(model, card, feeds):
+    from export.inference import InferenceModule
+
+    ref = torch.from_numpy(feeds["reference"]) if "reference" in feeds else None
+    with torch.no_grad():
+        return InferenceModule(model, card.task)(torch.from_numpy(feeds["image"]), ref).numpy()
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_graphs_pass_the_full_checker_and_hold_no_text_tower(artifacts, name):
+    artifact, _, _ = artifacts[name]
+    for filename in ("model.onnx", "model.fp16.onnx", "model.trt.onnx"):
+        model = onnx.load(artifact / filename)
+        onnx.checker.check_model(model, full_check=True)
+        assert [i.name for i in model.graph.input] == (["image", "reference"] if "fr" in name else ["image"])
+        assert [o.name for o in model.graph.output] == ["score"]
+        assert model.graph.input[0].type.tensor_type.elem_type == TensorProto.UINT8
+        assert model.graph.output[0].type.tensor_type.elem_type == TensorProto.FLOAT
+        assert not any("token_embedding" in init.name or "transformer" in init.name for init in model.graph.initializer)
+        assert "Gather" not in {n.op_type for n in model.graph.node if any("token" in i for i in n.input)}
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_fp32_graph_matches_torch_with_dynamic_batch_and_size(artifacts, name):
+    artifact, model, _ = artifacts[name]
+    card = get_card(name)
+    session = ort_session(artifact / "model.onnx")
+    sizes = [(224, 224)] if card.resize.kind == "fixed" else [(224, 160), (97, 131)]
+    rng = np.random.default_rng()
+    for batch, (h, w) in zip((1, 3), sizes * 2):
+        feeds = feeds_for(card, batch, h, w, rng)
+        got, expected = session.run(None, feeds)[0], torch_scores(model, card, feeds)
+        assert got.shape == (batch,) and np.isfinite(got).all()
+        assert np.abs(got - expected).max() <= FP32_REL_TOL * np.abs(expected).max()
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_fp16_graph_is_strongly_typed_with_fp32_islands(artifacts, name):
+    artifact, model, _ = artifacts[name]
+    graph = onnx.shape_inference.infer_shapes(onnx.load(artifact / "model.fp16.onnx"), strict_mode=True).graph
+    types = {vi.name: vi.type.tensor_type.elem_type for vi in list(graph.value_info) + list(graph.input) + list(graph.output)}
+    types.update({init.name: init.data_type for init in graph.initializer})
+    computes = [n for n in graph.node if n.op_type in ("Conv", "MatMul", "Gemm")]
+    half_computes = [n for n in computes if types.get(n.output[0]) == TensorProto.FLOAT16]
+    assert len(half_computes) >= 0.8 * len(computes), "the backbone's convolutions and matmuls run in fp16"
+    for node in graph.node:
+        if node.op_type in FP32_OPS:
+            assert all(types.get(i) == TensorProto.FLOAT for i in node.input[:1]), f"{node.op_type} {node.name} must be fp32"
+    conv_weights = [n.input[1] for n in graph.node if n.op_type == "Conv"]
+    assert conv_weights and all(types[w] == TensorProto.FLOAT16 for w in conv_weights), "weights are stored in fp16"
+    softmax_inputs = [types.get(n.input[0]) for n in graph.node if n.op_type == "Softmax"]
+    assert softmax_inputs and all(t == TensorProto.FLOAT for t in softmax_inputs)
+    spec = read_spec(artifact)
+    assert "score head" in spec["fp16"]["fp32"] and spec["fp16"]["fp32_node_counts"]
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_fp16_graph_within_tolerance_of_torch(artifacts, name):
+    artifact, model, _ = artifacts[name]
+    card = get_card(name)
+    feeds = feeds_for(card, 2, 224, 224, np.random.default_rng())
+    got = ort_session(artifact / "model.fp16.onnx").run(None, feeds)[0]
+    assert np.isfinite(got).all() and np.abs(got - torch_scores(model, card, feeds)).max() <= FP16_ABS_TOL
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_trt_graph_has_one_plugin_node_per_attention_core(artifacts, name):
+    artifact, model, _ = artifacts[name]
+    graph = onnx.load(artifact / "model.trt.onnx").graph
+    nodes = [n for n in graph.node if n.op_type == PLUGIN_NAME]
+    heads = 8 if name.startswith("qualiclip") else 2
+    assert len(nodes) == EXPECTED_PLUGIN_NODES[get_card(name).family]
+    for node in nodes:
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        assert node.domain == "iqart" and len(node.input) == 3 and len(node.output) == 1
+        assert attrs["num_heads"] == heads and attrs["scale"] == pytest.approx(1 / 8)
+        assert attrs["plugin_version"] == b"1" and attrs["plugin_namespace"] == b"iqart"
+    plain = Counter(n.op_type for n in onnx.load(artifact / "model.fp16.onnx").graph.node)
+    assert Counter(n.op_type for n in graph.node)["Softmax"] == plain["Softmax"] - len(nodes)
+    assert read_spec(artifact)["plugin"]["nodes"] == len(nodes)
+
+
+def test_numpy_plugin_matches_the_torch_core():
+    rng = np.random.default_rng()
+    for nq, nk, heads in [(1, 50, 8), (49, 49, 4), (3, 700, 2)]:
+        q, k, v = (rng.standard_normal((2, n, heads * 64)).astype(np.float32) for n in (nq, nk, nk))
+        expected = reference_cross_attention(*map(torch.from_numpy, (q, k, v)), heads, 0.125).numpy()
+        np.testing.assert_allclose(numpy_cross_attention(q, k, v, heads, 0.125), expected, rtol=1e-5, atol=1e-5)
+        half = numpy_cross_attention(q.astype(np.float16), k.astype(np.float16), v.astype(np.float16), heads, 0.125)
+        assert half.dtype == np.float16 and np.abs(half.astype(np.float32) - expected).max() < 2e-2
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_validate_passes_on_real_and_random_images(artifacts, name):
+    artifact, model, _ = artifacts[name]
+    rows = validate_artifact(artifact, model, get_card(name), sorted(EXAMPLE_IMAGES.glob("*.png"))[:4])
+    assert len(rows) == 4
+    assert all(row.passed is not False for row in rows), rows
+    assert all(np.isfinite(row.value) for row in rows if row.passed is not None)
+
+
+def test_export_is_deterministic(artifacts, tmp_path):
+    artifact, model, weights = artifacts["qualiclip-tiny"]
+    again = export_artifact("qualiclip-tiny", tmp_path / "again", weights)
+    first, second = read_spec(artifact)["sha256"], read_spec(again)["sha256"]
+    assert first == second and first["weights"] and len(first) == 4
+
+
+def test_spec_describes_the_contract(artifacts):
+    for name in TINY:
+        artifact, _, _ = artifacts[name]
+        spec = json.loads((artifact / "spec.json").read_text())
+        card = get_card(name)
+        assert spec["name"] == name and spec["task"] == card.task and spec["higher_better"] is True
+        assert spec["resize"] == card.resize.to_json() and spec["score_range"] == [0.0, 1.0]
+        assert spec["inputs"][0]["dtype"] == "uint8" and spec["inputs"][0]["layout"] == "NHWC"
+        assert len(spec["prompts"]) == (14 if card.family == "qualiclip" else 40)
+        assert (artifact / "plans").is_dir()
+
+
+def test_export_errors_leave_nothing_behind(tmp_path, monkeypatch):
+    from engine.cli import main
+
+    monkeypatch.setenv("IQART_HOME", str(tmp_path / "home"))
+    assert main(["export", "-m", "nope", "-o", str(tmp_path / "a")]) == 2
+    assert main(["export", "-m", "bpclip-nr", "-o", str(tmp_path / "b")]) == 2
+    (tmp_path / "file").write_text("x")
+    assert main(["export", "-m", "bpclip-nr-tiny", "-w", str(tmp_path / "file"), "-o", str(tmp_path / "c")]) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+def test_cli_validate_reports_and_rejects_other_weights(artifacts, tmp_path, capsys):
+    from engine.cli import main
+
+    artifact, _, weights = artifacts["bpclip-nr-tiny"]
+    assert main(["validate", str(artifact), "-w", str(weights), "--skip-trt-reference"]) == 0
+    assert "model.fp16.onnx (onnxruntime) vs torch" in capsys.readouterr().out
+    _, _, other = artifacts["bpclip-fr-tiny"]
+    assert main(["validate", str(artifact), "-w", str(other)]) == 2
+    assert "sha256 differs" in capsys.readouterr().err
+
+
+def test_trt_graph_runs_on_the_reference_evaluator(artifacts):
+    from onnx.reference import ReferenceEvaluator
+
+    artifact, model, _ = artifacts["qualiclip-tiny"]
+    feeds = feeds_for(get_card("qualiclip-tiny"), 2, 64, 96, np.random.default_rng())
+    got = ReferenceEvaluator(str(artifact / "model.trt.onnx"), new_ops=[FusedCrossAttention]).run(None, feeds)[0]
+    assert np.isfinite(got).all() and np.abs(got - torch_scores(model, get_card("qualiclip-tiny"), feeds)).max() <= FP16_ABS_TOL
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["qualiclip", "bpclip-nr", "bpclip-fr"])
+def test_rn50_export_and_parity(name, tmp_path):
+    import time
+
+    from tests.conftest import scramble
+    from train.zoo import build_model
+
+    model = scramble(build_model(name), 0)
+    weights = tmp_path / "w.pt"
+    save_checkpoint(weights, name, model.state_dict())
+    started = time.perf_counter()
+    artifact = export_artifact(name, tmp_path / name, weights)
+    assert time.perf_counter() - started < 60
+    rows = validate_artifact(artifact, model, get_card(name), sorted(EXAMPLE_IMAGES.glob("*.png"))[:2], trt_check=False)
+    assert all(row.passed is not False for row in rows), rows
