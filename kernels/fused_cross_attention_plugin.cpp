@@ -34,7 +34,11 @@ void logError(char const* where, char const* message) noexcept
 {
     try
     {
-        std::string const text = std::string(kPluginName) + "::" + where + ": " + message;
+        // Core messages already start with the plugin name; keep it once.
+        std::string const prefix = std::string(kPluginName) + ": ";
+        std::string const detail = message;
+        std::string const text = std::string(kPluginName) + "::" + where + ": "
+            + (detail.rfind(prefix, 0) == 0 ? detail.substr(prefix.size()) : detail);
         std::lock_guard<std::mutex> lock(gLoggerMutex);
         ILogger* const logger = gLoggerFinder != nullptr ? gLoggerFinder->findLogger() : nullptr;
         if (logger != nullptr)
