@@ -8,6 +8,7 @@
 #include "fused_cross_attention.h"
 #include "plugin_core.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <exception>
 #include <mutex>
@@ -242,9 +243,22 @@ public:
             {
                 throw std::invalid_argument("expects 3 inputs (Q, K, V)");
             }
-            // The profile's largest Q and K bound every runtime shape (workspaceUpperBound).
-            AttentionShape const largest = attentionShape(
-                toVector(inputs[0].max), toVector(inputs[1].max), toVector(inputs[1].max), mParams.num_heads);
+            Dims const& q = inputs[0].max;
+            Dims const& k = inputs[1].max;
+            Dims const& v = inputs[2].max;
+            if (q.nbDims != 3 || k.nbDims != 3 || v.nbDims != 3)
+            {
+                throw std::invalid_argument("Q, K and V must be 3-D (B, N, H*D)");
+            }
+            checkWidth(q.d[2], mParams.num_heads);
+            // The profile's largest dimensions bound every runtime shape (workspaceUpperBound),
+            // even if the profile lets Q, K and V range differently.
+            AttentionShape largest;
+            largest.batch = std::max({q.d[0], k.d[0], v.d[0]});
+            largest.q_len = q.d[1];
+            largest.kv_len = std::max(k.d[1], v.d[1]);
+            largest.num_heads = mParams.num_heads;
+            largest.head_dim = static_cast<int32_t>(q.d[2] / mParams.num_heads);
             return workspaceUpperBound(largest);
         }
         catch (std::exception const& e)
