@@ -1,0 +1,78 @@
+"""Fused cross-attention for torch: the CUDA kernel of kernels/ on CUDA tensors, the reference
+math (train.attention.cross_attention) elsewhere.
+
+The CUDA op is compiled on first use with torch.utils.cpp_extension (needs nvcc and a C++
+compiler) and cached under $IQART_HOME/torch_ext (default ~/.cache/iqart/torch_ext), one build
+per torch and CUDA version; later processes only load it. It is inference-only: no autograd.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+
+import torch
+
+from train.attention import cross_attention
+
+KERNELS_DIR = Path(__file__).resolve().parent.parent / "kernels"
+_SOURCES = ("torch_op.cpp", "fused_cross_attention.cu", "plugin_core.cpp")
+
+
+def cache_root() -> Path:
+    """$IQART_HOME, else ~/.cache/iqart: where compiled kernels and plugins are kept."""
+    home = os.environ.get("IQART_HOME")
+    return Path(home) if home else Path.home() / ".cache" / "iqart"
+
+
+@functools.cache
+def _load_op():
+    """Builds (once per torch/CUDA version; cpp_extension rebuilds when sources change) and loads the op."""
+    if not torch.cuda.is_available():
+        raise RuntimeError("iqart fused attention op needs a CUDA GPU; torch.cuda.is_available() is False")
+    from torch.utils import cpp_extension
+
+    if cpp_extension.CUDA_HOME is None:
+        raise RuntimeError("iqart fused attention op: nvcc not found; install the CUDA toolkit or set CUDA_HOME")
+    sources = [KERNELS_DIR / name for name in _SOURCES]
+    missing = [str(path) for path in sources if not path.is_file()]
+    if missing:
+        raise RuntimeError(f"iqart fused attention op: kernel sources missing (needs a source checkout): {missing}")
+    build_dir = cache_root() / "torch_ext" / f"torch{torch.__version__}-cuda{torch.version.cuda}"
+    build_dir.mkdir(parents=True, exist_ok=True)
+    cpp_extension.load(
+        name="iqart_fused_attention",
+        sources=[str(path) for path in sources],
+        extra_include_paths=[str(KERNELS_DIR)],
+        extra_cflags=["-O3"],
+        extra_cuda_cflags=["-O3"],
+        build_directory=str(build_dir),
+        is_python_module=False,
+    )
+    return torch.ops.iqart.fused_cross_attention
+
+
+@functools.cache
+def is_available() -> bool:
+    """Whether CUDA tensors can use the fused op. Compiles it on the first call (then cached)."""
+    try:
+        _load_op()
+    except Exception:  # any missing GPU, toolkit or failed build means "use the reference math"
+        return False
+    return True
+
+
+def fused_cross_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_heads: int, scale: float | None = None
+) -> torch.Tensor:
+    """O = softmax(scale * Q Kᵀ) V per head, Q (B, Nq, H*D), K and V (B, Nk, H*D) -> (B, Nq, H*D).
+
+    scale defaults to 1/sqrt(D). CUDA tensors (fp16 or fp32, D in 32/64/128) run the fused kernel;
+    other tensors run train.attention.cross_attention.
+    """
+    if scale is not None and not scale > 0:
+        raise ValueError(f"scale must be > 0, got {scale}")
+    if q.is_cuda:
+        return _load_op()(q, k, v, num_heads, 0.0 if scale is None else float(scale))
+    return cross_attention(q, k, v, num_heads, scale)
