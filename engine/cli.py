@@ -26,6 +26,7 @@ def add_score_parser(subparsers) -> None:
     p.add_argument("--backend", default="torch", choices=BACKENDS)
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0")
     p.add_argument("--precision", default="fp32", choices=list(PRECISIONS), help="torch backend precision")
+    p.add_argument("--fused-attention", action="store_true", help="torch backend: use iqart's fused CUDA attention op")
     p.add_argument("-b", "--batch-size", type=int, default=8)
     p.add_argument("-r", "--ref", help="full-reference models: folder of references, paired by relative path")
     p.add_argument("-o", "--out", default="scores.csv", help="output file, .csv or .jsonl (written atomically)")
@@ -42,7 +43,8 @@ def run_score(args: argparse.Namespace) -> int:
     if not files:
         raise UsageError(f"no images found under: {' '.join(args.paths)}")
     jobs = pair_with_references(files, args.ref) if args.ref else [ScoreJob(path) for path, _ in files]
-    backend = TorchBackend.from_zoo(card.name, args.weights, device=args.device, precision=args.precision)
+    backend = TorchBackend.from_zoo(card.name, args.weights, device=args.device, precision=args.precision,
+                                   fused_attention=args.fused_attention)
 
     columns = ["path", "reference", "score", "error"] if card.task == "fr" else ["path", "score", "error"]
     scored = failed = 0

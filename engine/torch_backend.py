@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import numpy as np
 import torch
 from torch import nn
 
+from engine.fused_op import fused_cross_attention
+from train.attention import attention_implementation
 from train.preprocess import uint8_nhwc_to_model_input
 from train.zoo import load_model
 
@@ -15,16 +18,21 @@ PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 class TorchBackend:
-    """Scores uint8 RGB NHWC batches with the PyTorch model (fp32, or autocast on request)."""
+    """Scores uint8 RGB NHWC batches with the PyTorch model (fp32, or autocast on request).
+
+    `fused_attention=True` routes every attention core through iqart's fused CUDA op on CUDA
+    devices (the reference math elsewhere).
+    """
 
     name = "torch"
 
-    def __init__(self, model: nn.Module, device: str = "cpu", precision: str = "fp32"):
+    def __init__(self, model: nn.Module, device: str = "cpu", precision: str = "fp32", fused_attention: bool = False):
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
         self.device = torch.device(device)
         self.precision = precision
         self.model = model.to(self.device).eval()
+        self.fused_attention = fused_attention
 
     @classmethod
     def from_zoo(cls, name: str, weights: str | os.PathLike | None = None, **kwargs) -> "TorchBackend":
@@ -36,6 +44,7 @@ class TorchBackend:
         if references is not None:
             inputs.append(uint8_nhwc_to_model_input(torch.from_numpy(references).to(self.device)))
         dtype = PRECISIONS[self.precision]
-        with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
+        fused = attention_implementation(fused_cross_attention) if self.fused_attention else contextlib.nullcontext()
+        with fused, torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
             scores = self.model(*inputs)
         return scores.float().cpu().numpy()

@@ -140,3 +140,12 @@ def test_images_modes_are_converted_explicitly(tmp_path):
     Image.new("CMYK", (40, 40), (0, 255, 255, 0)).save(tmp_path / "cmyk.jpg")
     red = load_image(tmp_path / "cmyk.jpg", policy).reshape(-1, 3).mean(0)
     assert red[0] > 200 and red[1] < 60 and red[2] < 60
+
+
+def test_fused_attention_flag_matches_reference_on_cpu(weights, tmp_path):
+    path, _ = weights("qualiclip-tiny")
+    plain, fused = tmp_path / "plain.csv", tmp_path / "fused.csv"
+    common = ["score", str(EXAMPLE_IMAGES / "chelsea.png"), "--model", "qualiclip-tiny", "--weights", str(path)]
+    assert main(common + ["--out", str(plain)]) == 0
+    assert main(common + ["--fused-attention", "--out", str(fused)]) == 0
+    assert float(read_csv(plain)[0]["score"]) == pytest.approx(float(read_csv(fused)[0]["score"]), abs=1e-6)
