@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     except MissingWeightsError as exc:
         print(f"iqart: {exc}", file=sys.stderr)
         return 2
-    except (CheckpointError, UsageError, ValueError) as exc:
+    except (CheckpointError, UsageError, ValueError, OSError) as exc:
         print(f"iqart: error: {exc}", file=sys.stderr)
         return 2
 

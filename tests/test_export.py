@@ -177,6 +177,16 @@ def test_export_errors_leave_nothing_behind(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
 
 
+def test_unwritable_output_is_a_clear_error(artifacts, tmp_path, capsys):
+    from engine.cli import main
+
+    _, _, weights = artifacts["qualiclip-tiny"]
+    (tmp_path / "file").write_text("x")
+    assert main(["export", "-m", "qualiclip-tiny", "-w", str(weights), "-o", str(tmp_path / "file" / "out")]) == 2
+    assert "iqart: error:" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
 def test_cli_validate_reports_and_rejects_other_weights(artifacts, tmp_path, capsys):
     from engine.cli import main
 
