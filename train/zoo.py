@@ -12,11 +12,10 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 from torch import nn
 
 from train.bpclip import BPCLIP, BPCLIPConfig
-from train.checkpoints import CheckpointError, read_state_dict
+from train.checkpoints import read_state_dict
 from train.qualiclip import QualiCLIP
 
 DEMO_WEIGHTS_DIR = Path(__file__).parent / "weights"
