@@ -9,21 +9,15 @@ per torch and CUDA version; later processes only load it. It is inference-only: 
 from __future__ import annotations
 
 import functools
-import os
 from pathlib import Path
 
 import torch
 
 from train.attention import reference_cross_attention
+from train.zoo import iqart_home
 
 KERNELS_DIR = Path(__file__).resolve().parent.parent / "kernels"
 _SOURCES = ("torch_op.cpp", "fused_cross_attention.cu", "plugin_core.cpp")
-
-
-def cache_root() -> Path:
-    """$IQART_HOME, else ~/.cache/iqart: where compiled kernels and plugins are kept."""
-    home = os.environ.get("IQART_HOME")
-    return Path(home) if home else Path.home() / ".cache" / "iqart"
 
 
 @functools.cache
@@ -39,7 +33,7 @@ def _load_op():
     missing = [str(path) for path in sources if not path.is_file()]
     if missing:
         raise RuntimeError(f"iqart fused attention op: kernel sources missing (needs a source checkout): {missing}")
-    build_dir = cache_root() / "torch_ext" / f"torch{torch.__version__}-cuda{torch.version.cuda}"
+    build_dir = iqart_home() / "torch_ext" / f"torch{torch.__version__}-cuda{torch.version.cuda}"
     build_dir.mkdir(parents=True, exist_ok=True)
     cpp_extension.load(
         name="iqart_fused_attention",

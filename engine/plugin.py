@@ -19,7 +19,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from engine.fused_op import KERNELS_DIR, cache_root
+from engine.fused_op import KERNELS_DIR
+from train.zoo import iqart_home
 
 LIBRARY_NAME = "libiqart_plugins.so"
 PLUGIN_NAME, PLUGIN_NAMESPACE, PLUGIN_VERSION = "FusedCrossAttention", "iqart", "1"
@@ -66,7 +67,7 @@ def _run(command: list[str]) -> None:
 
 def build_plugin() -> Path:
     """Path of libiqart_plugins.so for the current sources, building it with cmake if needed."""
-    target = cache_root() / "plugins" / build_key() / LIBRARY_NAME
+    target = iqart_home() / "plugins" / build_key() / LIBRARY_NAME
     if target.is_file():
         return target
     cmake = shutil.which("cmake")

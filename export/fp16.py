@@ -108,6 +108,7 @@ def convert_to_fp16(model: onnx.ModelProto, boundary: str) -> tuple[onnx.ModelPr
     initializers = {init.name: init for init in graph.initializer}
     casts: dict[tuple[str, int], str] = {}
     new_nodes: list[onnx.NodeProto] = []
+    fp32_ops: Counter = Counter()
 
     def as_type(name: str, elem_type: int) -> str:
         if name not in floats:
@@ -143,17 +144,18 @@ def convert_to_fp16(model: onnx.ModelProto, boundary: str) -> tuple[onnx.ModelPr
         for out in node.output:
             if out in floats:
                 producer_type[out] = precision
+        if precision == FLOAT and node.output and node.output[0] in floats:
+            fp32_ops[node.op_type] += 1
         new_nodes.append(node)
 
     del graph.node[:]
     graph.node.extend(new_nodes)
-    _drop_unused_initializers(graph)
+    drop_unused_initializers(graph)
     outputs = [out for out in graph.output if out.name != boundary]
     del graph.output[:]
     graph.output.extend(outputs)
     del graph.value_info[:]
     model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
-    fp32_ops = Counter(n.op_type for n, p in zip(graph.node, precisions) if p == FLOAT and n.output and n.output[0] in floats)
     report = {
         "fp16": "convolutions, matmuls/GEMMs, FusedCrossAttention and the elementwise work between them; weights stored in fp16",
         "fp32": "preprocessing (cast, /255, CLIP mean/std), LayerNorm, softmax, reductions, feature normalisation and the score head",
@@ -163,7 +165,7 @@ def convert_to_fp16(model: onnx.ModelProto, boundary: str) -> tuple[onnx.ModelPr
     return model, report
 
 
-def _drop_unused_initializers(graph: onnx.GraphProto) -> None:
+def drop_unused_initializers(graph: onnx.GraphProto) -> None:
     used = {name for node in graph.node for name in node.input}
     kept = [init for init in graph.initializer if init.name in used]
     del graph.initializer[:]

@@ -8,7 +8,7 @@ import warnings
 import onnx
 import torch
 
-from export.fp16 import convert_to_fp16
+from export.fp16 import convert_to_fp16, drop_unused_initializers
 from export.inference import InferenceModule
 from export.plugin_node import PLUGIN_DOMAIN, plugin_attention
 from train.attention import attention_implementation
@@ -75,10 +75,7 @@ def without_output(model: onnx.ModelProto, name: str) -> onnx.ModelProto:
             needed.update(node.input)
     del model.graph.node[:]
     model.graph.node.extend(reversed(kept))
-    used = {name for node in model.graph.node for name in node.input}
-    inits = [init for init in model.graph.initializer if init.name in used]
-    del model.graph.initializer[:]
-    model.graph.initializer.extend(inits)
+    drop_unused_initializers(model.graph)
     return model
 
 

@@ -56,8 +56,8 @@ def srcc(a: np.ndarray, b: np.ndarray) -> float:
     return float((ra * rb).sum() / denominator) if denominator else float("nan")
 
 
-def validation_inputs(card: ModelCard, image_paths: list[Path], seed: int | None = None) -> list[tuple[np.ndarray, np.ndarray | None]]:
-    """(image batch, reference batch or None) groups of equal size: real images, then random."""
+def validation_inputs(card: ModelCard, image_paths: list[Path], seed: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """(image batch, reference batch or None) of one size: real images resized, then random ones."""
     size = card.resize.size if card.resize.kind == "fixed" else (NATIVE_VALIDATION_SIZE, NATIVE_VALIDATION_SIZE)
     policy = ResizePolicy("fixed", tuple(size))
     real = []
@@ -73,7 +73,7 @@ def validation_inputs(card: ModelCard, image_paths: list[Path], seed: int | None
     if card.task == "fr":  # pair each image with a degraded copy of itself
         noise = rng.normal(0, 20, images.shape)
         references, images = images, np.clip(images + noise, 0, 255).astype(np.uint8)
-    return [(images, references)]
+    return images, references
 
 
 def _feeds(images: np.ndarray, references: np.ndarray | None) -> dict:
@@ -94,7 +94,7 @@ def ort_session(path: str | os.PathLike) -> ort.InferenceSession:
 def validate_artifact(artifact: str | os.PathLike, model: torch.nn.Module, card: ModelCard,
                       image_paths: list[Path] = (), trt_check: bool = True, seed: int | None = None) -> list[ParityRow]:
     artifact = Path(artifact)
-    [(images, references)] = validation_inputs(card, list(image_paths), seed)
+    images, references = validation_inputs(card, list(image_paths), seed)
     expected = _torch_scores(model, card, images, references)
     fp32 = ort_session(artifact / "model.onnx").run(None, _feeds(images, references))[0]
     fp16 = ort_session(artifact / "model.fp16.onnx").run(None, _feeds(images, references))[0]

@@ -100,6 +100,7 @@ def test_fp16_graph_is_strongly_typed_with_fp32_islands(artifacts, name):
     assert softmax_inputs and all(t == TensorProto.FLOAT for t in softmax_inputs)
     spec = read_spec(artifact)
     assert "score head" in spec["fp16"]["fp32"] and spec["fp16"]["fp32_node_counts"]
+    assert spec["fp16"]["fp32_node_counts"]["Softmax"] == len(softmax_inputs), "the report counts the graph's own fp32 nodes"
 
 
 @pytest.mark.parametrize("name", TINY)
