@@ -88,13 +88,19 @@ def resize(image: Image.Image, policy: ResizePolicy) -> Image.Image:
 
 def load_image(path: str | os.PathLike, policy: ResizePolicy) -> np.ndarray:
     """uint8 RGB (H, W, 3) ready for the model, or ImageError with the reason."""
+    return as_array(open_image(path), policy)
+
+
+def open_image(path: str | os.PathLike) -> Image.Image:
+    """The decoded image upright (EXIF), in 8-bit RGB, at least MIN_SIDE on each side; or
+    ImageError with the reason. Full-reference pairs compare these sizes, before any resize."""
     path = Path(path)
     try:
         with Image.open(path) as image:
             if image.width * image.height > MAX_PIXELS:
                 raise ImageError(f"{image.width}x{image.height} exceeds the {MAX_PIXELS:,}-pixel limit (decompression bomb?)")
             image.load()
-            rgb = to_rgb(ImageOps.exif_transpose(image))
+            return upright_rgb(image)
     except ImageError:
         raise
     except Image.DecompressionBombError as exc:
@@ -107,10 +113,21 @@ def load_image(path: str | os.PathLike, policy: ResizePolicy) -> np.ndarray:
         raise ImageError("permission denied") from None
     except Image.UnidentifiedImageError:
         raise ImageError("not a recognised image format" + (" (empty file)" if _is_empty(path) else "")) from None
-    except (OSError, SyntaxError, ValueError) as exc:  # PIL reports truncation and corruption this way
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:  # PIL reports truncation and corruption this way
         raise ImageError(f"corrupt or truncated image: {exc}") from None
+    except Exception as exc:  # a decoder bug on hostile input must cost one row, never the whole batch
+        raise ImageError(f"cannot decode: {type(exc).__name__}: {exc}") from None
+
+
+def upright_rgb(image: Image.Image) -> Image.Image:
+    """EXIF orientation applied, explicit 8-bit RGB, and the minimum size enforced."""
+    rgb = to_rgb(ImageOps.exif_transpose(image))
     if min(rgb.size) < MIN_SIDE:
         raise ImageError(f"too small: {rgb.width}x{rgb.height}; each side must be at least {MIN_SIDE} pixels")
+    return rgb
+
+
+def as_array(rgb: Image.Image, policy: ResizePolicy) -> np.ndarray:
     return np.array(resize(rgb, policy), dtype=np.uint8)  # a writable copy
 
 

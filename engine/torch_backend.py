@@ -20,16 +20,16 @@ PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 class TorchBackend:
     """Scores uint8 RGB NHWC batches with the PyTorch model (fp32, or autocast on request).
 
-    `fused_attention=True` routes every attention core through iqart's fused CUDA op on CUDA
-    devices (the reference math elsewhere).
+    `device=None` picks CUDA when available. `fused_attention=True` routes every attention core
+    through iqart's fused CUDA op on CUDA devices (the reference math elsewhere).
     """
 
     name = "torch"
 
-    def __init__(self, model: nn.Module, device: str = "cpu", precision: str = "fp32", fused_attention: bool = False):
+    def __init__(self, model: nn.Module, device: str | None = None, precision: str = "fp32", fused_attention: bool = False):
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
-        self.device = torch.device(device)
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.precision = precision
         self.model = model.to(self.device).eval()
         self.fused_attention = fused_attention

@@ -1,4 +1,9 @@
-"""Result files written atomically: readers never see a half-written CSV or JSONL."""
+"""Result files: written atomically (readers never see a half-written CSV or JSONL), and read
+back for `--resume`.
+
+Paths that are not valid UTF-8 are kept byte for byte (surrogateescape) both ways, so a row
+read back names the same file it was written for.
+"""
 
 from __future__ import annotations
 
@@ -19,7 +24,7 @@ class AtomicResultWriter:
     def __init__(self, path: str | os.PathLike, columns: list[str]):
         self.path = Path(path)
         self.columns = columns
-        self.format = "jsonl" if self.path.suffix.lower() == ".jsonl" else "csv"
+        self.format = result_format(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, self._tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
         self._file = os.fdopen(fd, "w", newline="", encoding="utf-8", errors="surrogateescape")
@@ -53,3 +58,34 @@ class AtomicResultWriter:
             self.commit()
         else:
             self.discard()
+
+
+def result_format(path: str | os.PathLike) -> str:
+    return "jsonl" if Path(path).suffix.lower() == ".jsonl" else "csv"
+
+
+def read_results(path: str | os.PathLike) -> list[dict]:
+    """The rows of a result file written by AtomicResultWriter: `score` as float or None,
+    empty `error` and `reference` as None. ValueError, naming the file and line, if it is not one."""
+    path = Path(path)
+    with open(path, newline="", encoding="utf-8", errors="surrogateescape") as f:
+        if result_format(path) == "jsonl":
+            rows = []
+            for line_number, line in enumerate(f, start=1):
+                if line.strip():
+                    try:
+                        rows.append(json.loads(line))
+                    except json.JSONDecodeError as exc:
+                        raise ValueError(f"{path}, line {line_number}: not JSON ({exc.msg})") from None
+        else:
+            rows = list(csv.DictReader(f))
+    for number, row in enumerate(rows, start=1):
+        if not isinstance(row, dict) or not row.get("path") or "score" not in row:
+            raise ValueError(f"{path}: row {number} is not an iqart result (needs path and score)")
+        try:
+            row["score"] = None if row["score"] in ("", None) else float(row["score"])
+        except (TypeError, ValueError):
+            raise ValueError(f"{path}: row {number}: score {row['score']!r} is not a number") from None
+        row["error"] = row.get("error") or None
+        row["reference"] = row.get("reference") or None
+    return rows

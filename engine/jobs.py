@@ -1,0 +1,72 @@
+"""What to score: image files, paired with their references for full-reference models, and the
+rows that come back.
+
+Pairs come from a reference folder mirrored by relative path (`--ref DIR`) or from a CSV of
+`distorted,reference` columns (`--pairs FILE`). A pair whose reference is missing is not
+dropped here: it fails at decode time and becomes an error row like any other bad input.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+PAIR_COLUMNS = ("distorted", "reference")
+
+
+@dataclass(frozen=True)
+class ScoreJob:
+    """One image to score, with its reference for full-reference models."""
+
+    path: Path
+    reference: Path | None = None
+
+    @property
+    def key(self) -> tuple[str, str | None]:
+        """How result files identify this job (as written in their path/reference columns)."""
+        return os.fsdecode(self.path), None if self.reference is None else os.fsdecode(self.reference)
+
+
+@dataclass
+class ScoreRow:
+    path: str
+    score: float | None = None
+    error: str | None = None
+    reference: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def as_dict(self) -> dict:
+        return {"path": self.path, "reference": self.reference, "score": self.score, "error": self.error}
+
+
+def pair_with_references(files: Iterable[tuple[Path, Path]], ref_dir: str | os.PathLike) -> list[ScoreJob]:
+    """Pair each (file, root) with the reference at the same path relative to `ref_dir`."""
+    ref_dir = Path(ref_dir)
+    return [ScoreJob(path, ref_dir / path.relative_to(root)) for path, root in files]
+
+
+def read_pairs(csv_path: str | os.PathLike) -> list[ScoreJob]:
+    """Jobs from a CSV with `distorted` and `reference` columns; relative paths are resolved
+    against the CSV's folder, so a pair list travels with its images."""
+    csv_path = Path(csv_path)
+    base = csv_path.parent
+    with open(csv_path, newline="", encoding="utf-8", errors="surrogateescape") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in PAIR_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ValueError(f"{csv_path}: needs columns {','.join(PAIR_COLUMNS)}; missing {', '.join(missing)}")
+        jobs = []
+        for line, row in enumerate(reader, start=2):
+            distorted, reference = (row[c].strip() if row[c] else "" for c in PAIR_COLUMNS)
+            if not distorted or not reference:
+                raise ValueError(f"{csv_path}, line {line}: empty {'distorted' if not distorted else 'reference'} path")
+            jobs.append(ScoreJob(base / distorted, base / reference))
+    if not jobs:
+        raise ValueError(f"{csv_path}: no pairs listed")
+    return jobs

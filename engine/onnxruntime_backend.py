@@ -1,0 +1,83 @@
+"""The default backend: an artifact's ONNX graph on ONNX Runtime.
+
+The CPU provider runs with every graph optimisation on, one intra-op thread per physical core
+and sequential execution (the graphs are a single chain: parallel execution only adds
+scheduling). The CUDA provider is used when a CUDA device is asked for (or `device=None` finds
+one) and onnxruntime-gpu is installed. The graph takes uint8 NHWC batches and does its own
+preprocessing, so a call is one `session.run`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from engine.hardware import physical_cores
+
+GRAPHS = {"fp32": "model.onnx", "fp16": "model.fp16.onnx"}
+CUDA_PROVIDER = "CUDAExecutionProvider"
+
+
+def session_options(threads: int | None = None) -> ort.SessionOptions:
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.intra_op_num_threads = threads or physical_cores()
+    options.inter_op_num_threads = 1
+    return options
+
+
+def cuda_available() -> bool:
+    """onnxruntime-gpu installed and a CUDA GPU visible (the package alone lists the provider)."""
+    if CUDA_PROVIDER not in ort.get_available_providers():
+        return False
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def providers_for(device: str | None) -> list:
+    """ORT providers for `device`: None picks CUDA when usable, else the CPU."""
+    if device is None:
+        device = "cuda" if cuda_available() else "cpu"
+    kind, _, index = device.partition(":")
+    if kind == "cpu":
+        return ["CPUExecutionProvider"]
+    if kind != "cuda":
+        raise ValueError(f"onnxruntime backend: unknown device {device!r} (cpu, cuda or cuda:N)")
+    if not cuda_available():
+        raise ValueError(f"onnxruntime backend: device {device!r} needs onnxruntime-gpu and a CUDA GPU "
+                         f"(available providers: {', '.join(ort.get_available_providers())})")
+    return [(CUDA_PROVIDER, {"device_id": int(index or 0)}), "CPUExecutionProvider"]
+
+
+class OnnxRuntimeBackend:
+    """Scores uint8 RGB NHWC batches with one of an artifact's graphs."""
+
+    name = "onnxruntime"
+
+    def __init__(self, artifact: str | os.PathLike, device: str | None = None, precision: str = "fp32",
+                 threads: int | None = None):
+        if precision not in GRAPHS:
+            raise ValueError(f"onnxruntime backend: precision must be one of {', '.join(GRAPHS)}, not {precision!r}")
+        self.graph = Path(artifact) / GRAPHS[precision]
+        if not self.graph.is_file():
+            raise FileNotFoundError(f"{self.graph}: missing from the artifact (re-export it)")
+        self.precision = precision
+        self.session = ort.InferenceSession(str(self.graph), sess_options=session_options(threads),
+                                            providers=providers_for(device))
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.device = "cuda" if CUDA_PROVIDER in self.session.get_providers() else "cpu"
+
+    def __call__(self, images: np.ndarray, references: np.ndarray | None = None) -> np.ndarray:
+        feeds = {"image": np.ascontiguousarray(images, dtype=np.uint8)}
+        if "reference" in self.input_names:
+            if references is None:
+                raise ValueError("this is a full-reference model: pass references")
+            feeds["reference"] = np.ascontiguousarray(references, dtype=np.uint8)
+        elif references is not None:
+            raise ValueError("this is a no-reference model: references do not apply")
+        return self.session.run(["score"], feeds)[0].astype(np.float32, copy=False)

@@ -1,0 +1,185 @@
+"""Batch scoring of image files: decode in a thread pool while the backend runs, group
+same-size images into batches, score, and report one row per job.
+
+Why this shape:
+- Decoding (PIL releases the GIL) runs in worker threads, a bounded number of jobs ahead of the
+  backend, so the backend rarely waits and memory stays flat however many files there are.
+- Native-resolution models take images of any size, but a batch needs one size: images wait
+  in per-size buckets until one is full. At most `4 x batch_size` images wait in all; beyond
+  that the oldest bucket goes as a partial batch, so a folder where every image has its own
+  size still streams.
+- One broken image never stops a batch: a decode failure is a row with its reason; a batch the
+  backend rejects is retried image by image, so only the image at fault gets the error.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+
+from engine.hardware import default_workers
+from engine.images import ImageError, as_array, open_image
+from engine.jobs import ScoreJob, ScoreRow
+from train.zoo import ResizePolicy
+
+Backend = Callable[[np.ndarray, "np.ndarray | None"], np.ndarray]
+Decoded = tuple[ScoreJob, np.ndarray, "np.ndarray | None"]
+
+
+@dataclass
+class PipelineStats:
+    """Where the time went. `decode_s` sums the workers' busy time (it can exceed the wall
+    time); `starved_s` is how long the backend side waited for decoded images."""
+
+    jobs: int = 0
+    batches: int = 0
+    decode_s: float = 0.0
+    inference_s: float = 0.0
+    starved_s: float = 0.0
+    wall_s: float = 0.0
+
+    @property
+    def backend_busy(self) -> float:
+        """Fraction of the wall time the backend was running."""
+        return self.inference_s / self.wall_s if self.wall_s else 0.0
+
+
+def decode_job(job: ScoreJob, policy: ResizePolicy) -> tuple[np.ndarray, np.ndarray | None]:
+    """The job's image (and reference) as model input, or ImageError naming what is wrong.
+    A pair must match in size as decoded: resizing both to the model's size would hide a
+    reference that does not belong to the image."""
+    image = open_image(job.path)
+    if job.reference is None:
+        return as_array(image, policy), None
+    try:
+        reference = open_image(job.reference)
+    except ImageError as exc:
+        raise ImageError(f"reference {os.fsdecode(job.reference)}: {exc}") from None
+    if reference.size != image.size:
+        raise ImageError(f"image {image.width}x{image.height} and reference {reference.width}x{reference.height} "
+                         "differ in size")
+    return as_array(image, policy), as_array(reference, policy)
+
+
+class SizeBuckets:
+    """Decoded images grouped by shape; hands out full batches, and the oldest partial batch
+    whenever more than `max_pending` images are waiting."""
+
+    def __init__(self, batch_size: int, max_pending: int):
+        self.batch_size = batch_size
+        self.max_pending = max_pending
+        self._buckets: dict[tuple[int, ...], list[Decoded]] = {}  # insertion order = age
+        self.pending = 0
+
+    def add(self, item: Decoded) -> list[list[Decoded]]:
+        shape = item[1].shape
+        bucket = self._buckets.setdefault(shape, [])
+        bucket.append(item)
+        self.pending += 1
+        ready = []
+        if len(bucket) == self.batch_size:
+            ready.append(self._pop(shape))
+        while self.pending > self.max_pending:
+            ready.append(self._pop(next(iter(self._buckets))))
+        return ready
+
+    def drain(self) -> list[list[Decoded]]:
+        return [self._pop(shape) for shape in list(self._buckets)]
+
+    def _pop(self, shape: tuple[int, ...]) -> list[Decoded]:
+        bucket = self._buckets.pop(shape)
+        self.pending -= len(bucket)
+        return bucket
+
+
+def score_jobs(jobs: Iterable[ScoreJob], backend: Backend, policy: ResizePolicy, batch_size: int,
+               workers: int | None = None, stats: PipelineStats | None = None) -> Iterator[ScoreRow]:
+    """One row per job, in batch order (not input order), as soon as each batch is scored."""
+    if batch_size < 1:
+        raise ValueError(f"batch size must be at least 1, not {batch_size}")
+    workers = workers or default_workers()
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, not {workers}")
+    stats = stats if stats is not None else PipelineStats()
+    buckets = SizeBuckets(batch_size, max_pending=4 * batch_size)
+    started = time.perf_counter()
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="iqart-decode")
+    try:
+        for job, outcome in _decode_ahead(pool, jobs, policy, depth=max(batch_size, 2 * workers), stats=stats):
+            stats.jobs += 1
+            if isinstance(outcome, ImageError):
+                yield _row(job, error=str(outcome))
+                continue
+            for batch in buckets.add((job, *outcome)):
+                yield from _run(batch, backend, stats)
+        for batch in buckets.drain():
+            yield from _run(batch, backend, stats)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)  # also when the caller stops early
+        stats.wall_s += time.perf_counter() - started
+
+
+def _timed_decode(job: ScoreJob, policy: ResizePolicy):
+    started = time.perf_counter()
+    try:
+        outcome = decode_job(job, policy)
+    except ImageError as exc:
+        outcome = exc
+    return outcome, time.perf_counter() - started
+
+
+def _decode_ahead(pool: ThreadPoolExecutor, jobs: Iterable[ScoreJob], policy: ResizePolicy, depth: int,
+                  stats: PipelineStats) -> Iterator[tuple[ScoreJob, object]]:
+    """(job, decoded pair or ImageError) in job order, keeping `depth` decodes in flight."""
+    in_flight: deque[tuple[ScoreJob, Future]] = deque()
+
+    def collect() -> tuple[ScoreJob, object]:
+        job, future = in_flight.popleft()
+        waited = time.perf_counter()
+        outcome, busy = future.result()
+        stats.starved_s += time.perf_counter() - waited
+        stats.decode_s += busy
+        return job, outcome
+
+    for job in jobs:
+        in_flight.append((job, pool.submit(_timed_decode, job, policy)))
+        if len(in_flight) >= depth:
+            yield collect()
+    while in_flight:
+        yield collect()
+
+
+def _run(batch: list[Decoded], backend: Backend, stats: PipelineStats) -> Iterator[ScoreRow]:
+    images = np.stack([image for _, image, _ in batch])
+    references = None if batch[0][2] is None else np.stack([ref for _, _, ref in batch])
+    started = time.perf_counter()
+    try:
+        scores = np.asarray(backend(images, references))
+        if scores.shape != (len(batch),):
+            raise RuntimeError(f"backend returned shape {scores.shape} for a batch of {len(batch)}")
+    except Exception as exc:  # one image the backend cannot take must not end the run
+        stats.inference_s += time.perf_counter() - started
+        if len(batch) > 1:
+            for item in batch:
+                yield from _run([item], backend, stats)
+        else:
+            yield _row(batch[0][0], error=f"backend failed: {type(exc).__name__}: {exc}")
+        return
+    stats.inference_s += time.perf_counter() - started
+    stats.batches += 1
+    for (job, _, _), score in zip(batch, scores, strict=True):
+        if np.isfinite(score):
+            yield _row(job, score=float(score))
+        else:
+            yield _row(job, error=f"model returned a non-finite score ({score})")
+
+
+def _row(job: ScoreJob, score: float | None = None, error: str | None = None) -> ScoreRow:
+    path, reference = job.key
+    return ScoreRow(path, score, error, reference)

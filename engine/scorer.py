@@ -1,0 +1,138 @@
+"""`Scorer`: one object that scores images with a zoo model on any backend.
+
+    scorer = Scorer("qualiclip-tiny")                  # ONNX Runtime, exported on first use
+    scorer.score(["a.jpg", pil_image, uint8_array])    # -> float32 scores, input order
+    for row in scorer.score_files(["photos/"]): ...    # streaming rows; bad files are error rows
+
+The ONNX Runtime and TensorRT backends run the model's artifact, exported once per weight file
+into the cache (engine.artifacts); the torch backend runs the PyTorch reference directly.
+Weights default to what the zoo resolves (in-repo demo weights, or the official release).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+import numpy as np
+from PIL import Image
+
+from engine.artifacts import cached_artifact
+from engine.hardware import default_workers
+from engine.images import as_array, find_images
+from engine.inputs import as_rgb_images
+from engine.jobs import ScoreJob, ScoreRow, pair_with_references
+from engine.onnxruntime_backend import GRAPHS, OnnxRuntimeBackend
+from engine.pipeline import PipelineStats, score_jobs
+from engine.plan_cache import DEFAULT_MAX_SIDE
+from engine.tensorrt_backend import TensorRTBackend, cuda_device, import_tensorrt
+from engine.torch_backend import PRECISIONS, TorchBackend
+from train.zoo import get_card, load_model
+
+BACKENDS = ("onnxruntime", "torch", "tensorrt")
+PRECISION_CHOICES = {"torch": tuple(PRECISIONS), "onnxruntime": tuple(GRAPHS), "tensorrt": ("fp16",)}
+
+
+class Scorer:
+    """Scores images with `model` on `backend` ("onnxruntime", "torch" or "tensorrt").
+
+    `device=None` uses a CUDA GPU when the backend can, else the CPU. `precision`: torch fp32
+    (default), fp16 or bf16 autocast; onnxruntime fp32 (model.onnx, default) or fp16; tensorrt
+    fp16 only. `max_side` bounds native-resolution images for TensorRT's profile.
+    """
+
+    def __init__(self, model: str = "qualiclip", backend: str = "onnxruntime", device: str | None = None,
+                 batch_size: int = 8, *, weights: str | os.PathLike | None = None, precision: str | None = None,
+                 workers: int | None = None, fused_attention: bool = False, max_side: int = DEFAULT_MAX_SIDE):
+        self.card = get_card(model)
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; available: {', '.join(BACKENDS)}")
+        precision = precision or PRECISION_CHOICES[backend][0]
+        if precision not in PRECISION_CHOICES[backend]:
+            raise ValueError(f"the {backend} backend runs {', '.join(PRECISION_CHOICES[backend])}, not {precision!r}")
+        if fused_attention and backend != "torch":
+            raise ValueError("fused_attention applies to the torch backend (the tensorrt backend always fuses)")
+        if batch_size < 1:
+            raise ValueError(f"batch size must be at least 1, not {batch_size}")
+        self.batch_size = batch_size
+        self.workers = workers or default_workers()
+        self.artifact = None
+        if backend == "tensorrt":  # say what is missing before spending time on an export
+            import_tensorrt()
+            cuda_device(device)
+        if backend == "torch":
+            self.backend = TorchBackend(load_model(model, weights), device, precision, fused_attention)
+        else:
+            self.artifact = cached_artifact(model, weights)
+            self.backend = (OnnxRuntimeBackend(self.artifact, device, precision) if backend == "onnxruntime"
+                            else TensorRTBackend(self.artifact, device, batch_size, max_side))
+
+    name = property(lambda self: self.card.name)
+    task = property(lambda self: self.card.task, doc='"nr" (no-reference) or "fr" (full-reference)')
+    score_range = property(lambda self: self.card.score_range)
+    higher_better = property(lambda self: self.card.higher_better)
+    lower_better = property(lambda self: self.card.lower_better)
+    resize = property(lambda self: self.card.resize)
+
+    def __repr__(self) -> str:
+        return (f"Scorer({self.name!r}, backend={self.backend.name!r}, device={str(self.backend.device)!r}, "
+                f"precision={self.backend.precision!r}, batch_size={self.batch_size})")
+
+    def score(self, images: Any, references: Any = None) -> np.ndarray:
+        """float32 scores, one per image, in input order. `images`: a path, PIL image, array,
+        tensor, or a list of them (arrays/tensors may be batches). Full-reference models take
+        `references` in the same form and number. A bad image raises ImageError naming it."""
+        upright = as_rgb_images(images)
+        refs = self._references(upright, references)
+        inputs = [as_array(image, self.resize) for image in upright]
+        scores = np.empty(len(inputs), dtype=np.float32)
+        by_shape: dict[tuple[int, ...], list[int]] = {}
+        for index, image in enumerate(inputs):
+            by_shape.setdefault(image.shape, []).append(index)
+        for indices in by_shape.values():
+            for start in range(0, len(indices), self.batch_size):
+                chunk = indices[start:start + self.batch_size]
+                batch_refs = None if refs is None else np.stack([refs[i] for i in chunk])
+                scores[chunk] = self.backend(np.stack([inputs[i] for i in chunk]), batch_refs)
+        return scores
+
+    def _references(self, images: list[Image.Image], references: Any) -> list[np.ndarray] | None:
+        """Model-sized references, after checking each pair matches as given (before resizing)."""
+        if self.task == "nr":
+            if references is not None:
+                raise ValueError(f"{self.name} is a no-reference model: references do not apply")
+            return None
+        if references is None:
+            raise ValueError(f"{self.name} is a full-reference model: pass references")
+        refs = as_rgb_images(references)
+        if len(refs) != len(images):
+            raise ValueError(f"{len(images)} images but {len(refs)} references")
+        for index, (image, ref) in enumerate(zip(images, refs, strict=True)):
+            if image.size != ref.size:
+                raise ValueError(f"pair {index}: image {image.width}x{image.height} and reference "
+                                 f"{ref.width}x{ref.height} differ in size")
+        return [as_array(ref, self.resize) for ref in refs]
+
+    def jobs(self, paths: Sequence[str | os.PathLike], references: str | os.PathLike | Sequence | None = None) -> list[ScoreJob]:
+        """Jobs for files and folders (searched recursively). Full-reference models pair each with
+        `references`: a folder mirrored by relative path, or a list of files in the same order."""
+        if self.task == "nr":
+            if references is not None:
+                raise ValueError(f"{self.name} is a no-reference model: references do not apply")
+            return [ScoreJob(path) for path, _ in find_images(paths)]
+        if references is None:
+            raise ValueError(f"{self.name} is a full-reference model: pass references (a folder or a list)")
+        if isinstance(references, (str, os.PathLike)):
+            return pair_with_references(find_images(paths), references)
+        if len(references) != len(paths):
+            raise ValueError(f"{len(paths)} images but {len(references)} references")
+        return [ScoreJob(Path(path), Path(reference)) for path, reference in zip(paths, references, strict=True)]
+
+    def score_files(self, paths: Sequence[str | os.PathLike], references: Any = None,
+                    stats: PipelineStats | None = None) -> Iterator[ScoreRow]:
+        """Rows as batches finish (decoding overlaps inference); a bad file is a row with its error."""
+        return self.score_jobs(self.jobs(paths, references), stats)
+
+    def score_jobs(self, jobs: Iterable[ScoreJob], stats: PipelineStats | None = None) -> Iterator[ScoreRow]:
+        return score_jobs(jobs, self.backend, self.resize, self.batch_size, self.workers, stats)

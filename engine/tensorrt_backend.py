@@ -1,0 +1,170 @@
+"""The tensorrt backend: FP16 plans built from an artifact's model.trt.onnx, run on a CUDA stream.
+
+Written against the TensorRT 11 API: networks are strongly typed (the precision lives in the
+graph: model.trt.onnx is fp16 with fp32 islands; there is no FP16 builder flag), tensors are
+addressed by name (`set_input_shape`, `set_tensor_address`) and run with `execute_async_v3`.
+Our FusedCrossAttention plugin library is registered (engine.plugin) before parsing and before
+deserialising. Device buffers are torch CUDA tensors; no pycuda. Plans are cached in the
+artifact (engine.plan_cache) and built on first use unless told not to. TensorRT is imported
+only here, inside functions, so the rest of iqart works without it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from engine.filelock import exclusive_lock
+from engine.plan_cache import (DEFAULT_MAX_SIDE, TRT_GRAPH, Environment, PlanCache, PlanKey, PlanMismatchError,
+                               Profile, fixed_size, profile_for)
+from engine.plugin import load_plugin
+from export.artifact import read_spec, sha256_file
+
+MIN_TENSORRT_MAJOR = 11
+WORKSPACE_BYTES = 4 << 30
+
+
+class TensorRTUnavailableError(RuntimeError):
+    """TensorRT or a CUDA GPU is missing; the message says which and how to get it."""
+
+
+def import_tensorrt():
+    try:
+        import tensorrt as trt
+    except ImportError:
+        raise TensorRTUnavailableError("the tensorrt backend needs TensorRT (>= 11): pip install 'iqart[trt]' "
+                                       "on a machine with an NVIDIA GPU") from None
+    major = int(trt.__version__.split(".")[0])
+    if major < MIN_TENSORRT_MAJOR:
+        raise TensorRTUnavailableError(f"TensorRT {trt.__version__} found; iqart needs TensorRT {MIN_TENSORRT_MAJOR} "
+                                       "or newer (strongly typed networks)")
+    return trt
+
+
+def cuda_device(device: str | None) -> torch.device:
+    if not torch.cuda.is_available():
+        raise TensorRTUnavailableError("the tensorrt backend needs a CUDA GPU; torch.cuda.is_available() is False")
+    device = torch.device(device or "cuda")
+    if device.type != "cuda":
+        raise ValueError(f"the tensorrt backend runs on CUDA devices, not {device}")
+    return torch.device("cuda", device.index if device.index is not None else torch.cuda.current_device())
+
+
+def environment(artifact: Path, device: torch.device, trt_version: str) -> Environment:
+    major, minor = torch.cuda.get_device_capability(device)
+    return Environment(sha256_file(artifact / TRT_GRAPH), torch.cuda.get_device_name(device), f"{major}.{minor}", trt_version)
+
+
+class _Logger:
+    """One TensorRT logger per process (TensorRT expects a single one)."""
+
+    instance = None
+
+    @classmethod
+    def get(cls, trt):
+        if cls.instance is None:
+            cls.instance = trt.Logger(trt.Logger.WARNING)
+        return cls.instance
+
+
+def build_plan(artifact: str | os.PathLike, profile: Profile, device: str | None = None) -> Path:
+    """Build (or find already built) the plan for `profile` on this GPU; returns its path."""
+    trt = import_tensorrt()
+    artifact = Path(artifact)
+    cuda = cuda_device(device)
+    env = environment(artifact, cuda, trt.__version__)
+    cache = PlanCache(artifact)
+    key = PlanKey(env, profile)
+    with exclusive_lock(cache.directory / ".build.lock"):  # one build per artifact at a time
+        if cache.record_path(key).is_file() and cache.plan_path(key).is_file():  # built while we waited
+            return cache.plan_path(key)
+        with torch.cuda.device(cuda):
+            plan, timing = _build(trt, artifact, profile, cache.timing_cache_path(env))
+        path = cache.store(key, plan)
+        cache.store_timing_cache(env, timing)
+    return path
+
+
+def _build(trt, artifact: Path, profile: Profile, timing_path: Path) -> tuple[bytes, bytes]:
+    load_plugin()
+    logger = _Logger.get(trt)
+    builder = trt.Builder(logger)
+    network = builder.create_network(0)  # TensorRT 11: every network is strongly typed
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(artifact / TRT_GRAPH)):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise RuntimeError(f"TensorRT could not parse {artifact / TRT_GRAPH}: {errors}")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, WORKSPACE_BYTES)
+    optimisation = builder.create_optimization_profile()
+    shapes = profile.input_shapes(fixed_size(read_spec(artifact)))
+    for i in range(network.num_inputs):
+        optimisation.set_shape(network.get_input(i).name, *shapes)
+    config.add_optimization_profile(optimisation)
+    timing_cache = config.create_timing_cache(timing_path.read_bytes() if timing_path.is_file() else b"")
+    config.set_timing_cache(timing_cache, ignore_mismatch=False)
+    plan = builder.build_serialized_network(network, config)
+    if plan is None:
+        raise RuntimeError(f"TensorRT failed to build a plan from {artifact / TRT_GRAPH} (see its log above)")
+    return bytes(plan), bytes(config.get_timing_cache().serialize())
+
+
+class TensorRTBackend:
+    """Scores uint8 RGB NHWC batches with a cached FP16 plan (built on first use if `build`)."""
+
+    name = "tensorrt"
+    precision = "fp16"
+
+    def __init__(self, artifact: str | os.PathLike, device: str | None = None, batch_size: int = 8,
+                 max_side: int = DEFAULT_MAX_SIDE, build: bool = True):
+        trt = import_tensorrt()
+        self.artifact = Path(artifact)
+        self.device = cuda_device(device)
+        env = environment(self.artifact, self.device, trt.__version__)
+        self.profile = profile_for(read_spec(self.artifact), (1, batch_size, batch_size), max_side)
+        cache = PlanCache(self.artifact)
+        key = cache.select(env, self.profile)
+        if key is None:
+            if not build:
+                raise PlanMismatchError(cache.explain_missing(env, self.profile))
+            build_plan(self.artifact, self.profile, str(self.device))
+            key = cache.select(env, self.profile)
+        self.plan_path = cache.plan_path(key)
+        self.profile = key.profile  # the plan's own range, which may be wider than asked
+        load_plugin()
+        with torch.cuda.device(self.device):
+            self.engine = trt.Runtime(_Logger.get(trt)).deserialize_cuda_engine(cache.load(key, env))
+            if self.engine is None:
+                raise PlanMismatchError(f"TensorRT could not deserialise {self.plan_path}; delete it and rebuild")
+            self.context = self.engine.create_execution_context()
+            self.stream = torch.cuda.Stream(self.device)
+        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        self.input_names = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        if self.engine.get_tensor_dtype("score") != trt.DataType.FLOAT:
+            raise PlanMismatchError(f"{self.plan_path}: output 'score' is not float32")
+
+    def __call__(self, images: np.ndarray, references: np.ndarray | None = None) -> np.ndarray:
+        batch, height, width = images.shape[:3]
+        problem = self.profile.accepts(batch, height, width)
+        if problem:
+            raise ValueError(problem)
+        arrays = {"image": images}
+        if "reference" in self.input_names:
+            if references is None:
+                raise ValueError("this is a full-reference model: pass references")
+            arrays["reference"] = references
+        with torch.cuda.device(self.device), torch.cuda.stream(self.stream):
+            inputs = {name: torch.from_numpy(np.ascontiguousarray(a, dtype=np.uint8)).to(self.device)
+                      for name, a in arrays.items()}
+            scores = torch.empty(batch, dtype=torch.float32, device=self.device)
+            for name, tensor in inputs.items():
+                if not self.context.set_input_shape(name, tuple(tensor.shape)):
+                    raise ValueError(f"{self.plan_path} does not accept {name} of shape {tuple(tensor.shape)}")
+                self.context.set_tensor_address(name, tensor.data_ptr())
+            self.context.set_tensor_address("score", scores.data_ptr())
+            if not self.context.execute_async_v3(self.stream.cuda_stream):
+                raise RuntimeError(f"TensorRT failed to run {self.plan_path} on a batch of {batch}x{height}x{width}")
+            return scores.cpu().numpy()  # synchronises with the stream; the inputs lived until then

@@ -1,0 +1,108 @@
+"""The tensorrt backend and `iqart build`. The GPU tests need TensorRT (>= 11) and a CUDA GPU and
+skip with that reason elsewhere; what happens without them is tested everywhere else."""
+
+import importlib.util
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from engine.cli import main
+from engine.images import load_image
+from engine.jobs import ScoreJob
+from engine.pipeline import score_jobs
+from engine.plan_cache import PlanCache, PlanMismatchError
+from export.artifact import export_artifact
+from export.validate import FP16_ABS_TOL
+from tests.conftest import EXAMPLE_IMAGES, scramble
+from train.checkpoints import save_checkpoint
+from train.zoo import build_model, get_card
+
+HAS_TRT = importlib.util.find_spec("tensorrt") is not None
+needs_trt = pytest.mark.skipif(not HAS_TRT, reason="TensorRT is not installed (pip install 'iqart[trt]' on a GPU machine)")
+needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+without_trt = pytest.mark.skipif(HAS_TRT, reason="TensorRT is installed")
+
+
+@pytest.fixture(scope="module")
+def artifact(tmp_path_factory):
+    root = tmp_path_factory.mktemp("trt")
+    weights = root / "w.pt"
+    save_checkpoint(weights, "qualiclip-tiny", scramble(build_model("qualiclip-tiny", seed=9), 9).state_dict())
+    return export_artifact("qualiclip-tiny", root / "artifact", weights), weights
+
+
+@without_trt
+def test_build_without_tensorrt_exits_2_saying_so(artifact, capsys):
+    directory, _ = artifact
+    assert main(["build", str(directory)]) == 2
+    assert "the tensorrt backend needs TensorRT (>= 11)" in capsys.readouterr().err
+    assert not any((directory / "plans").iterdir())
+
+
+@without_trt
+def test_score_on_tensorrt_without_it_exits_2_before_exporting(artifact, tmp_path, monkeypatch, capsys):
+    _, weights = artifact
+    monkeypatch.setenv("IQART_HOME", str(tmp_path / "home"))
+    assert main(["score", str(EXAMPLE_IMAGES / "chelsea.png"), "--model", "qualiclip-tiny", "-w", str(weights),
+                 "--backend", "tensorrt", "--out", str(tmp_path / "o.csv")]) == 2
+    assert "needs TensorRT" in capsys.readouterr().err
+    assert not (tmp_path / "home").exists() and not (tmp_path / "o.csv").exists()
+
+
+def test_build_checks_its_batch_sizes(artifact, capsys):
+    directory, _ = artifact
+    assert main(["build", str(directory), "--batch-sizes", "1", "8"]) == 2
+    assert "--batch-sizes takes MIN OPT MAX, or one N" in capsys.readouterr().err
+    assert main(["build", str(directory), "--batch-sizes", "8", "1", "32"]) == 2
+    assert "batch sizes must be min <= opt <= max" in capsys.readouterr().err
+
+
+@pytest.mark.trt
+@needs_gpu
+@needs_trt  # evaluated first: the reason shown where neither is present
+def test_tensorrt_plan_scores_like_the_fp16_graph_and_is_cached(artifact, tmp_path, capsys):
+    from engine.onnxruntime_backend import OnnxRuntimeBackend
+    from engine.tensorrt_backend import TensorRTBackend
+
+    directory, _ = artifact
+    assert main(["build", str(directory), "--batch-sizes", "1", "4", "4", "--max-side", "512"]) == 0
+    plans = sorted((directory / "plans").glob("*.plan"))
+    assert len(plans) == 1 and "plan" in capsys.readouterr().out
+    backend = TensorRTBackend(directory, batch_size=4, max_side=512, build=False)
+    assert backend.plan_path == plans[0]
+    policy = get_card("qualiclip-tiny").resize
+    images = np.stack([load_image(EXAMPLE_IMAGES / name, policy) for name in ("chelsea.png", "chelsea_blur.png")])
+    expected = OnnxRuntimeBackend(directory, "cpu", precision="fp16")(images)
+    got = backend(images)
+    assert got.dtype == np.float32 and np.abs(got - expected).max() <= FP16_ABS_TOL
+    TensorRTBackend(directory, batch_size=2, max_side=256)  # covered by the cached plan: nothing new
+    assert sorted((directory / "plans").glob("*.plan")) == plans
+
+
+@pytest.mark.trt
+@needs_gpu
+@needs_trt
+def test_tensorrt_refuses_to_run_without_a_fitting_plan_when_told_not_to_build(artifact, tmp_path):
+    from engine.tensorrt_backend import TensorRTBackend
+
+    copy = shutil.copytree(artifact[0], tmp_path / "copy")
+    for plan in (copy / "plans").iterdir():
+        plan.unlink()
+    with pytest.raises(PlanMismatchError, match="no TensorRT plan"):
+        TensorRTBackend(copy, batch_size=2, build=False)
+    assert not any(PlanCache(copy).directory.glob("*.plan"))
+
+
+@pytest.mark.trt
+@needs_gpu
+@needs_trt
+def test_image_outside_the_profile_is_an_error_row(artifact):
+    from engine.tensorrt_backend import TensorRTBackend
+
+    backend = TensorRTBackend(artifact[0], batch_size=2, max_side=256)
+    jobs = [ScoreJob(EXAMPLE_IMAGES / "chelsea.png"), ScoreJob(EXAMPLE_IMAGES / "astronaut.png")]
+    rows = list(score_jobs(jobs, backend, get_card("qualiclip-tiny").resize, batch_size=2))
+    too_big = [r for r in rows if not r.ok]
+    assert too_big and all("outside the plan's image sides 32..256" in r.error for r in too_big)
