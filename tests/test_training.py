@@ -1,0 +1,205 @@
+"""Training: configuration, run directories, resuming, and short runs that must lower the loss."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from train.checkpoints import read_state_dict
+from train.config import load_config
+from train.evaluate import (
+    RankingResult,
+    model_score_fn,
+    summarize_ranking,
+    synthetic_ranking,
+)
+from train.losses import mos_loss, qualiclip_losses
+from train.preprocess import normalize_float
+from train.pristine import load_pristine, overlapping_crops
+from train.runs import RunDirectory, cosine_lr
+from train.train_bpclip import (
+    BPCLIPTrainConfig,
+    SyntheticMOS,
+    build_bpclip,
+    train_bpclip,
+)
+from train.train_qualiclip import (
+    QualiCLIPTrainConfig,
+    build_qualiclip,
+    degraded_pairs,
+    train_qualiclip,
+)
+from train.zoo import load_model
+
+SMALL = {"images": "skimage:astronaut,chelsea", "crop": 64, "log_every": 1, "checkpoint_every": 5, "seed": 3}
+
+
+def test_cosine_schedule_warms_up_then_decays_to_the_floor():
+    lrs = [cosine_lr(step, 100, 1.0, warmup_steps=10, final_fraction=0.1) for step in range(101)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in itertools.pairwise(lrs[10:]))
+    assert lrs[100] == pytest.approx(0.1)
+
+
+def test_config_file_and_overrides(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('model = "qualiclip-tiny"\nsteps = 7\nholdout_types = ["jpeg"]\n')
+    config = load_config(QualiCLIPTrainConfig, path, ["lr=0.5", "freeze_batchnorm=false", "holdout_images=a,b"])
+    assert (config.model, config.steps, config.lr, config.freeze_batchnorm) == ("qualiclip-tiny", 7, 0.5, False)
+    assert list(config.holdout_types) == ["jpeg"] and list(config.holdout_images) == ["a", "b"]
+    path.write_text("stepz = 7\n")
+    with pytest.raises(ValueError, match="unknown setting.*stepz"):
+        load_config(QualiCLIPTrainConfig, path)
+    with pytest.raises(ValueError, match="bad override"):
+        load_config(QualiCLIPTrainConfig, None, ["steps"])
+    with pytest.raises(ValueError, match="bad override"):
+        load_config(QualiCLIPTrainConfig, None, ["freeze_batchnorm=maybe"])
+
+
+def test_run_directory_never_overwrites_and_resumes_only_the_same_config(tmp_path):
+    model = torch.nn.Linear(2, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    run = RunDirectory(tmp_path / "run", {"a": 1}, resume=False)
+    run.save(3, model, optimizer, torch.Generator())
+    with pytest.raises(ValueError, match="already holds a run"):
+        RunDirectory(tmp_path / "run", {"a": 1}, resume=False)
+    with pytest.raises(ValueError, match="differs.*a"):
+        RunDirectory(tmp_path / "run", {"a": 2}, resume=True)
+    with pytest.raises(ValueError, match="nothing to resume"):
+        RunDirectory(tmp_path / "other", {"a": 1}, resume=True)
+
+
+def test_degraded_pairs_share_one_degradation_per_image():
+    config = QualiCLIPTrainConfig(model="qualiclip-tiny", images_per_step=3, crop=48)
+    images = list(load_pristine("skimage:astronaut").values())
+    batch = degraded_pairs(images, config, ["white_noise"], torch.Generator().manual_seed(0))
+    assert batch.shape == (2, 5, 3, 3, 48, 48)
+    assert batch.min() >= 0 and batch.max() <= 1
+    assert torch.equal(torch.round(batch * 255), batch * 255)  # on the 8-bit grid
+    distance_to_clean = (batch[:, 1:] - batch[:, :1]).abs().mean(dim=(0, 2, 3, 4, 5))
+    assert (distance_to_clean[1:] >= distance_to_clean[:-1]).all()  # noise grows with the level
+
+
+def test_overlapping_crops_share_content():
+    image = torch.rand(3, 300, 400)
+    crops = overlapping_crops(image, 128, torch.Generator().manual_seed(1))
+    assert crops.shape == (2, 3, 128, 128)
+    matches = [(t, l) for t in range(300 - 127) for l in range(400 - 127)
+               if torch.equal(image[:, t:t + 128, l:l + 128], crops[1])]
+    assert matches  # crop 2 is a real window of the image
+
+
+def test_qualiclip_training_steps_lower_the_loss_on_a_batch():
+    """The loss, its gradients and the optimiser work together: repeated steps on one batch of
+    degraded crops (train mode, as in training) must bring its loss well down."""
+    config = QualiCLIPTrainConfig(model="qualiclip-tiny", images_per_step=4, crop=64, margin=0.02,
+                                  consistency_margin=0.01, images="skimage:astronaut")
+    images = list(load_pristine(config.images).values())
+    batch = degraded_pairs(images, config, ["white_noise", "gaussian_blur"], torch.Generator().manual_seed(5))
+    model = build_qualiclip(config).train()
+    optimizer = torch.optim.AdamW(model.visual.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(25):
+        sims = model.similarities(model.embed(normalize_float(batch.reshape(-1, *batch.shape[-3:]))))
+        loss = qualiclip_losses(sims.reshape(*batch.shape[:3], model.num_pairs, 2), 0.02, 0.01).total(1, 1, 1)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0], losses
+
+
+def test_a_short_qualiclip_run_writes_its_outputs(tmp_path):
+    config = QualiCLIPTrainConfig(model="qualiclip-tiny", steps=12, lr=2e-3, images_per_step=2,
+                                  freeze_batchnorm=False, warmup_steps=3, holdout_images=("chelsea",),
+                                  holdout_types=("jpeg2000",), **SMALL)
+    run = train_qualiclip(config, tmp_path / "run", progress=False)
+    trained = load_model("qualiclip-tiny", run.weights_file)
+    assert not torch.equal(trained.visual.conv1.weight, build_qualiclip(config).visual.conv1.weight)
+    assert read_state_dict(run.weights_file)["visual.conv1.weight"].dtype == torch.float32
+    rows = run.read_log()
+    assert [int(r["step"]) for r in rows if r["loss"]] == list(range(1, 13))
+    assert all(float(r["loss"]) >= 0 for r in rows if r["loss"])
+    final = rows[-1]  # the evaluation on the held-out photo, with the held-out type reported apart
+    assert final["srcc_all"] and final["srcc_held-out types"] and -1 <= float(final["srcc_all"]) <= 1
+    assert (run.path / "curves.png").stat().st_size > 1000
+
+
+def test_resuming_an_interrupted_run_gives_the_same_weights(tmp_path):
+    config = QualiCLIPTrainConfig(model="qualiclip-tiny", steps=10, lr=1e-3, images_per_step=2,
+                                  freeze_batchnorm=False, warmup_steps=2, **SMALL)
+    straight = train_qualiclip(config, tmp_path / "straight", progress=False)
+    interrupted = train_qualiclip(config, tmp_path / "resumed", progress=False, stop_at=5)
+    assert not interrupted.weights_file.exists()  # weights are exported only when all steps are done
+    resumed = train_qualiclip(config, tmp_path / "resumed", resume=True, progress=False)
+    a, b = read_state_dict(straight.weights_file), read_state_dict(resumed.weights_file)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    steps = [int(r["step"]) for r in resumed.read_log() if r["loss"]]
+    assert steps == list(range(1, 11))
+
+
+def test_synthetic_mos_targets_follow_the_level():
+    config = BPCLIPTrainConfig(model="bpclip-nr-tiny", crop=48, batch_size=64, pristine_probability=0.2,
+                               composite_probability=0.0)
+    source = SyntheticMOS(config, list(load_pristine("skimage:astronaut").values()), torch.Generator().manual_seed(0))
+    batch = source.batch()
+    assert batch["image"].shape == batch["reference"].shape == (64, 3, 48, 48)
+    targets = batch["target"]
+    assert targets.min() >= 0 and targets.max() <= 1
+    assert torch.allclose(targets * 5, torch.round(targets * 5), atol=1e-5)  # 1 − (level + 1) / 5
+    pristine = targets == 1.0
+    assert pristine.any() and torch.equal(batch["image"][pristine], batch["reference"][pristine])
+
+
+@pytest.mark.parametrize("name", ["bpclip-nr-tiny", "bpclip-fr-tiny"])
+def test_bpclip_training_steps_lower_the_loss_on_a_batch(name):
+    config = BPCLIPTrainConfig(model=name, crop=64, batch_size=12, images="skimage:astronaut")
+    fixed = SyntheticMOS(config, list(load_pristine(config.images).values()), torch.Generator().manual_seed(9)).batch()
+    model = build_bpclip(config).train()
+    args = [normalize_float(fixed["image"])] + ([normalize_float(fixed["reference"])] if model.task == "fr" else [])
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(25):
+        loss = mos_loss(model(*args), fixed["target"], plcc_weight=1.0)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0], losses
+
+
+def test_a_short_bpclip_run_writes_its_outputs(tmp_path):
+    config = BPCLIPTrainConfig(model="bpclip-fr-tiny", steps=6, batch_size=4, holdout_images=("chelsea",),
+                               eval_crops_per_image=1, half_weights=True, **SMALL)
+    run = train_bpclip(config, tmp_path / "run", progress=False)
+    stored = read_state_dict(run.weights_file)["to_clip_space.weight"]
+    assert stored.dtype == torch.float16  # half_weights: stored small in git, loaded as float32
+    trained = load_model("bpclip-fr-tiny", run.weights_file)
+    assert trained.to_clip_space.weight.dtype == torch.float32
+    rows = run.read_log()
+    assert [int(r["step"]) for r in rows if r["loss"]] == list(range(1, 7))
+    assert rows[-1]["srcc_all"]
+
+
+def test_synthetic_ranking_rewards_a_model_that_orders_levels():
+    """An oracle that scores by closeness to the clean crop ranks noise perfectly; its negation
+    ranks it perfectly wrong."""
+    images = load_pristine("skimage:astronaut")
+
+    def oracle(images_: torch.Tensor, reference: torch.Tensor | None) -> torch.Tensor:
+        return -(images_ - reference).abs().mean(dim=(1, 2, 3))
+
+    good = synthetic_ranking(oracle, images, ["white_noise"], crop=64, crops_per_image=2, full_reference=True)
+    bad = synthetic_ranking(lambda x, r: -oracle(x, r), images, ["white_noise"], crop=64, crops_per_image=2,
+                            full_reference=True)
+    assert good[0].ranking == pytest.approx(1.0) and bad[0].ranking == pytest.approx(-1.0)
+    rows = summarize_ranking(good + [RankingResult("jpeg", 0.5, 0.5, 2)], held_out_kinds=("jpeg",))
+    assert [r["group"] for r in rows] == ["compression", "noise", "all", "held-out types"]  # GROUPS order
+
+
+def test_model_score_fn_matches_the_model(scrambled):
+    model = scrambled("qualiclip-tiny")
+    images = torch.rand(3, 3, 64, 64)
+    assert torch.allclose(model_score_fn(model, batch_size=2)(images, None), model(normalize_float(images)))

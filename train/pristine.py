@@ -1,0 +1,118 @@
+"""Pristine images for opinion-unaware training and synthetic evaluation, and the crops taken
+from them.
+
+A source is a folder of image files, or `skimage` (the colour photographs scikit-image ships,
+which need no download) optionally narrowed to some of them: `skimage:coffee,rocket`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageOps
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+
+
+def _skimage_photo(name: str) -> np.ndarray:
+    from skimage import data
+
+    if name == "motorcycle":
+        return data.stereo_motorcycle()[0]
+    if name not in SKIMAGE_PHOTOS:
+        raise ValueError(f"unknown scikit-image photo {name!r}; available: {', '.join(SKIMAGE_PHOTOS)}")
+    return getattr(data, name)()
+
+
+SKIMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry",
+                  "retina", "motorcycle")
+
+
+def _to_tensor(array: np.ndarray) -> torch.Tensor:
+    """uint8 (H, W, 3) -> float (3, H, W) in [0, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(array[..., :3])).permute(2, 0, 1).float() / 255.0
+
+
+def read_image(path: Path) -> torch.Tensor:
+    try:
+        with Image.open(path) as image:
+            return _to_tensor(np.asarray(ImageOps.exif_transpose(image).convert("RGB")))
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path}: cannot read as a pristine image: {exc}") from None
+
+
+def pristine_names(source: str) -> list[str]:
+    """The image names a source stands for, in a stable order."""
+    if source == "skimage" or source.startswith("skimage:"):
+        names = source.partition(":")[2]
+        return [n.strip() for n in names.split(",") if n.strip()] if names else list(SKIMAGE_PHOTOS)
+    root = Path(source)
+    if not root.is_dir():
+        raise ValueError(f"pristine image source {source!r} is neither a folder nor 'skimage[:name,...]'")
+    names = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not names:
+        raise ValueError(f"{root}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) found")
+    return names
+
+
+def load_pristine(source: str) -> dict[str, torch.Tensor]:
+    """name -> float (3, H, W) image in [0, 1], for every image of the source."""
+    names = pristine_names(source)
+    if source == "skimage" or source.startswith("skimage:"):
+        return {name: _to_tensor(_skimage_photo(name)) for name in names}
+    return {name: read_image(Path(source) / name) for name in names}
+
+
+def split_pristine(source: str, holdout: list[str] | tuple[str, ...]) -> tuple[list[torch.Tensor], dict[str, torch.Tensor]]:
+    """Training images and the held-out ones (by name) of a source; unknown held-out names are errors."""
+    images = load_pristine(source)
+    unknown = sorted(set(holdout) - set(images))
+    if unknown:
+        raise ValueError(f"held-out image(s) {', '.join(unknown)} are not in {source}; it has: {', '.join(images)}")
+    train = [image for name, image in images.items() if name not in holdout]
+    if not train:
+        raise ValueError(f"no training images left in {source} after holding out {', '.join(holdout)}")
+    return train, {name: images[name] for name in holdout}
+
+
+def fit_short_side(image: torch.Tensor, minimum: int) -> torch.Tensor:
+    """Upscale (bicubic) so the short side is at least `minimum`; larger images are untouched."""
+    height, width = image.shape[-2:]
+    if min(height, width) >= minimum:
+        return image
+    factor = minimum / min(height, width)
+    size = (max(minimum, round(height * factor)), max(minimum, round(width * factor)))
+    return F.interpolate(image[None], size=size, mode="bicubic", align_corners=False)[0].clamp(0, 1)
+
+
+def _randint(low: int, high: int, generator: torch.Generator) -> int:
+    """Uniform integer in [low, high]."""
+    return int(torch.randint(low, high + 1, (1,), generator=generator))
+
+
+def overlapping_crops(image: torch.Tensor, crop: int, generator: torch.Generator) -> torch.Tensor:
+    """Two crops (2, 3, crop, crop) whose offsets differ by at most half a crop in each direction,
+    so they overlap and share content, as QualiCLIP's consistency loss needs."""
+    image = fit_short_side(image, crop)
+    height, width = image.shape[-2:]
+    top, left = _randint(0, height - crop, generator), _randint(0, width - crop, generator)
+    half = crop // 2
+    top2 = min(max(0, top + _randint(-half, half, generator)), height - crop)
+    left2 = min(max(0, left + _randint(-half, half, generator)), width - crop)
+    return torch.stack([image[:, top:top + crop, left:left + crop], image[:, top2:top2 + crop, left2:left2 + crop]])
+
+
+def random_crop(image: torch.Tensor, crop: int, generator: torch.Generator) -> torch.Tensor:
+    image = fit_short_side(image, crop)
+    height, width = image.shape[-2:]
+    top, left = _randint(0, height - crop, generator), _randint(0, width - crop, generator)
+    return image[:, top:top + crop, left:left + crop]
+
+
+def quantize(images: torch.Tensor) -> torch.Tensor:
+    """Round to the 8-bit grid: the engine only ever sees uint8 images, so training should too."""
+    return torch.round(images.clamp(0, 1) * 255.0) / 255.0
+

@@ -1,0 +1,122 @@
+"""QualiCLIP's opinion-unaware training: rank synthetic degradation levels against antonym prompts.
+
+One step: pick `images_per_step` pristine images; from each take two overlapping crops; degrade
+both at the 5 increasing levels of one random degradation type (same type, same random
+parameters); embed the 10 crops with the image tower; rank and align their cosine similarities
+to the frozen prompt embeddings with the losses in train/losses.py. Only the image tower trains.
+
+Where the defaults come from. From the paper: 224×224 crops, two overlapping crops per image,
+5 levels of one degradation per image, the three hinge losses, only the image tower trained.
+Ours (the paper's training code is unreleased and its exact values could not be checked
+offline): margins, loss weights, AdamW, learning rate and schedule, batch and step counts, and
+`composite_probability` (how often several groups are chained, in place of one type).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from train.checkpoints import read_state_dict
+from train.config import config_dict
+from train.degradations import NUM_LEVELS, TYPES, composite, degrade_levels
+from train.evaluate import model_score_fn, summarize_ranking, synthetic_ranking
+from train.losses import qualiclip_losses
+from train.preprocess import normalize_float
+from train.pristine import overlapping_crops, quantize, split_pristine
+from train.qualiclip import QualiCLIP
+from train.runs import RunDirectory, fit, seed_everything
+from train.zoo import build_model, get_card
+
+
+@dataclass(frozen=True)
+class QualiCLIPTrainConfig:
+    model: str = "qualiclip"  # zoo name: qualiclip (RN50) or qualiclip-tiny
+    init: str = ""  # CLIP or QualiCLIP weights to start from; "" = random (sensible for tiny only)
+    images: str = "skimage"  # folder of pristine images, or skimage[:name,...]
+    holdout_images: tuple[str, ...] = ()  # never trained on; used by the evaluation
+    holdout_types: tuple[str, ...] = ()  # degradation types never trained on
+    crop: int = 224  # paper
+    images_per_step: int = 4  # each gives 2 crops x 5 levels = 10 crops
+    steps: int = 2000
+    lr: float = 1e-5
+    weight_decay: float = 1e-4
+    warmup_steps: int = 50
+    margin: float = 0.05  # m in L_pos and L_neg
+    consistency_margin: float = 0.025  # m_c in L_cons
+    weight_consistency: float = 1.0
+    weight_positive: float = 1.0
+    weight_negative: float = 1.0
+    composite_probability: float = 0.0
+    freeze_batchnorm: bool = True  # keep pretrained BN statistics; False when training from scratch
+    eval_every: int = 0  # synthetic ranking on the held-out images every N steps (0: at the end only)
+    eval_crops_per_image: int = 2
+    checkpoint_every: int = 100
+    log_every: int = 10
+    half_weights: bool = False  # store weights.pt in fp16 (the in-repo demo weights)
+    seed: int = 0
+
+
+def build_qualiclip(config: QualiCLIPTrainConfig) -> QualiCLIP:
+    card = get_card(config.model)
+    if card.family != "qualiclip":
+        raise ValueError(f"{config.model} is not a QualiCLIP model")
+    model = build_model(config.model, seed=config.seed)
+    if config.init:
+        model.load_weights(read_state_dict(config.init), config.init)
+    return model
+
+
+def training_types(config: QualiCLIPTrainConfig) -> list[str]:
+    unknown = sorted(set(config.holdout_types) - set(TYPES))
+    if unknown:
+        raise ValueError(f"unknown degradation type(s) in holdout_types: {', '.join(unknown)}")
+    return [kind for kind in TYPES if kind not in config.holdout_types]
+
+
+def degraded_pairs(images: list[torch.Tensor], config: QualiCLIPTrainConfig, kinds: list[str],
+                   generator: torch.Generator) -> torch.Tensor:
+    """(2 crops, 5 levels, batch, 3, crop, crop): each image's two crops at the same 5 levels of
+    the same degradation, quantised to 8 bits."""
+    per_image = []
+    for index in torch.randint(len(images), (config.images_per_step,), generator=generator).tolist():
+        crops = overlapping_crops(images[index], config.crop, generator)
+        if float(torch.rand(1, generator=generator)) < config.composite_probability:
+            seed = int(torch.randint(2**62, (1,), generator=generator))
+            levels = torch.stack([composite(crops, level, torch.Generator().manual_seed(seed))[0]
+                                  for level in range(NUM_LEVELS)])
+        else:
+            kind = kinds[int(torch.randint(len(kinds), (1,), generator=generator))]
+            levels = degrade_levels(crops, kind, generator)
+        per_image.append(levels.transpose(0, 1))  # (2, 5, 3, H, W)
+    return quantize(torch.stack(per_image, dim=2))
+
+
+def train_qualiclip(config: QualiCLIPTrainConfig, out: str, resume: bool = False, progress: bool = True,
+                    stop_at: int | None = None) -> RunDirectory:
+    run = RunDirectory(out, {"trainer": "qualiclip", **config_dict(config)}, resume)
+    generator = seed_everything(config.seed)
+    kinds = training_types(config)
+    train_images, eval_images = split_pristine(config.images, config.holdout_images)
+
+    model = build_qualiclip(config)
+    optimizer = torch.optim.AdamW(model.visual.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+
+    def step_loss() -> tuple[torch.Tensor, dict]:
+        batch = degraded_pairs(train_images, config, kinds, generator)
+        features = model.embed(normalize_float(batch.reshape(-1, *batch.shape[-3:])))
+        similarities = model.similarities(features).reshape(*batch.shape[:3], model.num_pairs, 2)
+        losses = qualiclip_losses(similarities, config.margin, config.consistency_margin)
+        terms = {"loss_positive": losses.positive.item(), "loss_negative": losses.negative.item(),
+                 "loss_consistency": losses.consistency.item()}
+        return losses.total(config.weight_consistency, config.weight_positive, config.weight_negative), terms
+
+    def evaluate(step: int) -> dict:
+        if not eval_images:
+            return {}
+        results = synthetic_ranking(model_score_fn(model), eval_images, TYPES, config.crop,
+                                    config.eval_crops_per_image, seed=config.seed)
+        return {f"srcc_{row['group']}": row["ranking_srcc"] for row in summarize_ranking(results, config.holdout_types)}
+
+    return fit(run, model, optimizer, generator, config, step_loss, evaluate, resume, progress, stop_at)
