@@ -9,14 +9,16 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from engine.distributed_cli import add_ray_arguments, run_score_on_ray
 from engine.images import find_images
 from engine.jobs import ScoreJob, pair_with_references, read_pairs
+from engine.path_lists import read_path_list
 from engine.pipeline import PipelineStats
 from engine.plan_cache import DEFAULT_MAX_SIDE, PlanMismatchError
+from engine.result_files import open_result_writer, read_result_file
 from engine.scorer import BACKENDS, Scorer
 from engine.tensorrt_backend import TensorRTUnavailableError
 from engine.torch_backend import PRECISIONS
-from engine.writer import AtomicResultWriter, read_results
 from train.checkpoints import CheckpointError
 from train.cli import add_training_parsers
 from train.zoo import MissingWeightsError, ModelCard, get_card, list_models
@@ -40,9 +42,14 @@ def add_score_parser(subparsers) -> None:
     pairs.add_argument("-r", "--ref", help="full-reference models: folder of references, paired by relative path")
     pairs.add_argument("--pairs", help="full-reference models: CSV with columns distorted,reference "
                                        "(relative paths are resolved against the CSV's folder)")
-    p.add_argument("-o", "--out", default="scores.csv", help="output file, .csv or .jsonl (written atomically)")
+    p.add_argument("-o", "--out", default="scores.csv", help="output file, .csv, .jsonl or .parquet (written atomically)")
     p.add_argument("--resume", action="store_true", help="keep the rows already in --out and score only the files "
                                                          "without a score there")
+    p.add_argument("--paths-from", metavar="FILE", help="also score the images a list names: a .txt file (one path "
+                   "per line) or a column of a .csv or .parquet file (relative paths: against the list's folder)")
+    p.add_argument("--path-column", default="path", metavar="NAME",
+                   help="--paths-from CSV/Parquet: the column of paths (default: path)")
+    add_ray_arguments(p)
     p.set_defaults(run=run_score)
 
 
@@ -52,12 +59,13 @@ def score_jobs_from_args(args: argparse.Namespace, card: ModelCard) -> list[Scor
     if card.task == "fr" and not (args.ref or args.pairs):
         raise UsageError(f"{card.name} is a full-reference model: pass --ref DIR or --pairs CSV")
     if args.pairs:
-        if args.paths:
-            raise UsageError("--pairs lists the images to score: pass no PATH with it")
+        if args.paths or args.paths_from:
+            raise UsageError("--pairs lists the images to score: pass no PATH or --paths-from with it")
         return read_pairs(args.pairs)
-    if not args.paths:
-        raise UsageError("pass at least one image file or folder")
-    files = find_images(args.paths)
+    if not args.paths and not args.paths_from:
+        raise UsageError("pass at least one image file or folder, or --paths-from FILE")
+    listed = read_path_list(args.paths_from, args.path_column) if args.paths_from else []
+    files = find_images(args.paths) + [(path, path.parent) for path in listed]
     if not files:
         raise UsageError(f"no images found under: {' '.join(args.paths)}")
     return pair_with_references(files, args.ref) if args.ref else [ScoreJob(path) for path, _ in files]
@@ -67,7 +75,7 @@ def previous_rows(out: Path, card: ModelCard) -> list[dict]:
     """The rows of an earlier run's output, checked to come from the same kind of model."""
     if not out.is_file():
         return []
-    rows = read_results(out)
+    rows = read_result_file(out)
     if any((row["reference"] is None) == (card.task == "fr") for row in rows if row["error"] is None):
         kind = "no-reference" if card.task == "fr" else "full-reference"
         raise UsageError(f"--resume: {out} holds {kind} results; {card.name} cannot add to them")
@@ -77,6 +85,8 @@ def previous_rows(out: Path, card: ModelCard) -> list[dict]:
 def run_score(args: argparse.Namespace) -> int:
     card = get_card(args.model)
     jobs = score_jobs_from_args(args, card)
+    if args.ray is not None:
+        return run_score_on_ray(args, card, jobs)
     out = Path(args.out)
     kept = previous_rows(out, card) if args.resume else []
     done = {(row["path"], row["reference"]) for row in kept if row["error"] is None and row["score"] is not None}
@@ -94,7 +104,7 @@ def run_score(args: argparse.Namespace) -> int:
     scored = failed = 0
     interrupted = False
     stats = PipelineStats()
-    with AtomicResultWriter(out, columns) as writer, tqdm(total=len(todo), unit="img", disable=None) as bar:
+    with open_result_writer(out, columns) as writer, tqdm(total=len(todo), unit="img", disable=None) as bar:
         for row in kept:
             writer.write(row)
         try:

@@ -1,0 +1,234 @@
+"""Scoring on a Ray cluster: when one machine is not enough, Ray Data spreads the images over an
+actor pool and the driver writes the same result file as `iqart score`.
+
+    from engine.distributed import score_distributed
+    summary = score_distributed(["photos/"], "scores.parquet", "qualiclip", address="auto",
+                                gpus_per_actor=1, backend="onnxruntime", batch_size=32)
+
+Why this shape:
+- Each actor holds one `engine.Scorer` for its whole life (the model loads once per actor, not
+  per batch) and scores its blocks with the single-process pipeline (`Scorer.score_jobs`): the
+  same decoding, size buckets and per-image error rows, so a bad file reads the same either way.
+- Paths travel as bytes (Arrow strings must be UTF-8; file names need not be) in blocks of a
+  few batches: small enough that a lost actor costs little work and actors stay evenly busy.
+- An actor that dies is restarted and its block is retried: Ray Data gives actor pools
+  max_restarts and max_task_retries by default (-1, unbounded, in Ray 2.60). A retried block
+  can reach the driver twice, so the driver keeps the first row per (path, reference) and counts
+  the rest as duplicates; it also lists any job that got no row, which only happens when a run
+  stops early.
+- Rows are written on the driver through the atomic writers, so `--resume` works as it does
+  without Ray, and a run that stops early keeps every row it has.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+try:
+    import pyarrow as pa
+    import ray
+    import ray.data
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise ImportError(f"distributed scoring needs Ray Data: pip install 'iqart[ray]' ({exc})") from None
+
+from engine.images import find_images
+from engine.jobs import ScoreJob, ScoreRow, pair_with_references
+from engine.result_files import open_result_writer, read_result_file
+from train.zoo import ModelCard, get_card
+
+BLOCK_BATCHES = 4  # rows per Ray block, in batches: lost work on a crash vs. per-block overhead
+
+
+class ScoringActor:
+    """One Ray Data actor: a Scorer built once, scoring whole blocks of jobs.
+
+    `threads` caps a CPU actor's decoding and inference threads at the CPUs Ray reserved for
+    it (ONNX Runtime would otherwise start one thread per core in every actor on the node).
+    """
+
+    def __init__(self, model: str, scorer_options: dict, threads: int | None = None):
+        from engine.scorer import Scorer
+
+        self.scorer = Scorer(model, workers=threads, **scorer_options)
+        if threads and not str(self.scorer.backend.device).startswith("cuda"):
+            _cap_cpu_threads(self.scorer, threads)
+
+    def __call__(self, block: pa.Table) -> pa.Table:
+        paths, references = block.column("path").to_pylist(), block.column("reference").to_pylist()
+        jobs = [ScoreJob(Path(_text(p)), None if r is None else Path(_text(r))) for p, r in zip(paths, references)]
+        return rows_table(list(self.scorer.score_jobs(jobs)))
+
+
+def _cap_cpu_threads(scorer, threads: int) -> None:
+    import torch
+
+    from engine.hardware import physical_cores
+    from engine.onnxruntime_backend import OnnxRuntimeBackend
+
+    torch.set_num_threads(threads)
+    if scorer.backend.name == "onnxruntime" and threads < physical_cores():
+        scorer.backend = OnnxRuntimeBackend(scorer.artifact, "cpu", scorer.backend.precision, threads)
+
+
+@dataclass
+class DistributedSummary:
+    """What a run did. `missing` holds the (path, reference) keys that got no row: empty unless
+    the run stopped early (`stopped` says why); `duplicates` counts rows dropped as repeats;
+    `startup_s` is the time to the first block of rows (Ray and actor start, model load), and
+    `first_block` its number of rows."""
+
+    jobs: int
+    kept: int = 0
+    scored: int = 0
+    failed: int = 0
+    duplicates: int = 0
+    actors: int = 0
+    wall_s: float = 0.0
+    startup_s: float = 0.0
+    first_block: int = 0
+    missing: list[tuple[str, str | None]] = field(default_factory=list)
+    stopped: str | None = None
+
+    @property
+    def images_per_s(self) -> float:
+        return (self.scored + self.failed) / self.wall_s if self.wall_s else 0.0
+
+    @property
+    def steady_images_per_s(self) -> float:
+        """The rate after the first block: what each further image costs once actors are up."""
+        busy = self.wall_s - self.startup_s
+        return (self.scored + self.failed + self.duplicates - self.first_block) / busy if busy > 0 else 0.0
+
+
+def score_distributed(inputs: Sequence[str | os.PathLike | ScoreJob], out: str | os.PathLike, model: str = "qualiclip",
+                      *, references: str | os.PathLike | None = None, resume: bool = False, address: str | None = None,
+                      actors: int | None = None, cpus_per_actor: float = 1, gpus_per_actor: float = 0,
+                      on_row: Callable[[ScoreRow], None] | None = None,
+                      actor_class: type = ScoringActor, **scorer_options) -> DistributedSummary:
+    """Score `inputs` (files and folders, or ScoreJobs) on Ray and write `out` (.csv, .jsonl or
+    .parquet) atomically, one row per job, error rows included.
+
+    Ray is joined at `address` ("auto", "ray://host:10001", ...) unless this process already
+    called ray.init; with neither, a local Ray starts with this machine's cores. Actors default
+    to as many as the cluster's GPUs (`gpus_per_actor` > 0) or CPUs allow. `scorer_options` go to
+    each actor's engine.Scorer (backend, device, batch_size, weights, precision, ...).
+    `resume=True` keeps the rows with a score already in `out` and scores the rest. A subclass of
+    ScoringActor may be passed as `actor_class` for per-actor setup.
+    """
+    card = get_card(model)
+    jobs = _jobs(inputs, references, card)
+    kept, todo = _resume_split(out, jobs, card) if resume else ([], jobs)
+    summary = DistributedSummary(jobs=len(jobs), kept=len(kept))
+    columns = ["path", "reference", "score", "error"] if card.task == "fr" else ["path", "score", "error"]
+    written: set[tuple[str, str | None]] = set()
+    started = time.perf_counter()
+    with open_result_writer(out, columns) as writer:
+        for row in kept:
+            writer.write(row)
+        if todo:
+            if not ray.is_initialized():
+                ray.init(address=address)
+            blocks = math.ceil(len(todo) / (BLOCK_BATCHES * scorer_options.get("batch_size", 8)))
+            summary.actors = min(actors or default_actors(cpus_per_actor, gpus_per_actor), blocks)
+            threads = None if gpus_per_actor else max(1, math.floor(cpus_per_actor))
+            dataset = ray.data.from_items(job_items(todo), override_num_blocks=blocks).map_batches(
+                actor_class, fn_constructor_kwargs={"model": card.name, "scorer_options": scorer_options, "threads": threads},
+                batch_size=None, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=summary.actors),
+                num_cpus=cpus_per_actor, num_gpus=gpus_per_actor or None)
+            _write_unique(dataset, writer, written, summary, on_row, started)
+    summary.wall_s = time.perf_counter() - started
+    summary.missing = [job.key for job in todo if job.key not in written]
+    return summary
+
+
+def _write_unique(dataset, writer, written: set, summary: DistributedSummary, on_row, started: float) -> None:
+    """Write the first row per job as blocks arrive, adding its key to `written`; stop, keeping
+    what is written, on Ctrl-C or when Ray gives up on a block."""
+    try:
+        for table in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
+            if not summary.startup_s:
+                summary.startup_s, summary.first_block = time.perf_counter() - started, table.num_rows
+            for row in table_rows(table):
+                key = (row.path, row.reference)
+                if key in written:
+                    summary.duplicates += 1
+                    continue
+                written.add(key)
+                writer.write(row.as_dict())
+                summary.scored, summary.failed = summary.scored + row.ok, summary.failed + (not row.ok)
+                if on_row is not None:
+                    on_row(row)
+    except KeyboardInterrupt:
+        summary.stopped = "interrupted"
+    except ray.exceptions.RayError as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        summary.stopped = f"Ray gave up on a block: {type(exc).__name__}: {first_line}"
+
+
+def default_actors(cpus_per_actor: float, gpus_per_actor: float) -> int:
+    """As many actors as the cluster's GPUs (GPU actors) or CPUs (CPU actors) hold, at least one."""
+    resources = ray.cluster_resources()
+    if gpus_per_actor:
+        return max(1, math.floor(resources.get("GPU", 0) / gpus_per_actor))
+    return max(1, math.floor(resources.get("CPU", 1) / cpus_per_actor))
+
+
+def job_items(jobs: Sequence[ScoreJob]) -> list[dict]:
+    """The jobs as Ray Data rows, path and reference as bytes."""
+    return [{"path": _bytes(path), "reference": None if reference is None else _bytes(reference)}
+            for path, reference in (job.key for job in jobs)]
+
+
+def rows_table(rows: Sequence[ScoreRow]) -> pa.Table:
+    """Score rows as an Arrow table that survives any file name (text as bytes)."""
+    return pa.table({"path": pa.array([_bytes(r.path) for r in rows], pa.binary()),
+                     "reference": pa.array([None if r.reference is None else _bytes(r.reference) for r in rows], pa.binary()),
+                     "score": pa.array([r.score for r in rows], pa.float64()),
+                     "error": pa.array([None if r.error is None else _bytes(r.error) for r in rows], pa.binary())})
+
+
+def table_rows(table: pa.Table) -> list[ScoreRow]:
+    columns = {name: table.column(name).to_pylist() for name in ("path", "reference", "score", "error")}
+    return [ScoreRow(_text(path), score, None if error is None else _text(error), None if ref is None else _text(ref))
+            for path, ref, score, error in zip(*columns.values())]
+
+
+def _jobs(inputs: Sequence, references, card: ModelCard) -> list[ScoreJob]:
+    """Jobs as Scorer.jobs makes them, without building a Scorer on the driver."""
+    if inputs and all(isinstance(item, ScoreJob) for item in inputs):
+        return list(inputs)
+    files = find_images(list(inputs))
+    if card.task == "nr":
+        if references is not None:
+            raise ValueError(f"{card.name} is a no-reference model: references do not apply")
+        return [ScoreJob(path) for path, _ in files]
+    if references is None:
+        raise ValueError(f"{card.name} is a full-reference model: pass references (a folder)")
+    return pair_with_references(files, references)
+
+
+def _resume_split(out: str | os.PathLike, jobs: list[ScoreJob], card: ModelCard) -> tuple[list[dict], list[ScoreJob]]:
+    """(rows of `out` to keep, jobs still to score): rows with a score are kept; failed and
+    missing jobs are scored again."""
+    if not Path(out).is_file():
+        return [], jobs
+    rows = read_result_file(out)
+    if any((row["reference"] is None) == (card.task == "fr") for row in rows if row["error"] is None):
+        raise ValueError(f"resume: {out} holds results of the other kind of model than {card.name}")
+    done = {(row["path"], row["reference"]) for row in rows if row["error"] is None and row["score"] is not None}
+    todo = [job for job in jobs if job.key not in done]
+    todo_keys = {job.key for job in todo}
+    return [row for row in rows if (row["path"], row["reference"]) not in todo_keys], todo
+
+
+def _bytes(text: str) -> bytes:
+    return text.encode("utf-8", "surrogateescape")
+
+
+def _text(data: bytes) -> str:
+    return data.decode("utf-8", "surrogateescape")

@@ -1,0 +1,107 @@
+"""Result files by suffix: CSV and JSONL (engine.writer) or Parquet, written atomically and read
+back for `--resume`.
+
+Parquet is what data pipelines that score millions of images read next (Spark, DuckDB, pandas),
+and it needs pyarrow, which comes with the `ray` extra. Its text columns are UTF-8: a path that
+is not valid UTF-8 is stored with its undecodable bytes escaped (\\xNN), so unlike CSV and JSONL
+such a row does not name its file byte for byte and `--resume` scores it again.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from engine.writer import AtomicResultWriter, read_results
+
+ROW_GROUP = 8192  # rows buffered before a Parquet row group is written: flat memory, few groups
+
+
+def is_parquet(path: str | os.PathLike) -> bool:
+    return Path(path).suffix.lower() == ".parquet"
+
+
+def open_result_writer(path: str | os.PathLike, columns: list[str]):
+    """An atomic writer for `path`'s format (.parquet, .jsonl, else CSV)."""
+    return ParquetResultWriter(path, columns) if is_parquet(path) else AtomicResultWriter(path, columns)
+
+
+def read_result_file(path: str | os.PathLike) -> list[dict]:
+    """Rows of a result file in any format, as engine.writer.read_results gives them."""
+    return read_parquet_results(path) if is_parquet(path) else read_results(path)
+
+
+class ParquetResultWriter:
+    """AtomicResultWriter's contract for Parquet: rows go to a temporary file beside the target,
+    `commit()` renames it into place, an exception inside `with` leaves earlier output alone."""
+
+    def __init__(self, path: str | os.PathLike, columns: list[str]):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        self.path = Path(path)
+        self.columns = columns
+        self.format = "parquet"
+        self._schema = pa.schema([(c, pa.float64() if c == "score" else pa.string()) for c in columns])
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, self._tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
+        os.close(fd)
+        self._writer = pq.ParquetWriter(self._tmp, self._schema)
+        self._rows: list[dict] = []
+
+    def write(self, row: dict) -> None:
+        self._rows.append({k: _text(row.get(k)) if k != "score" else row.get(k) for k in self.columns})
+        if len(self._rows) >= ROW_GROUP:
+            self._flush()
+
+    def _flush(self) -> None:
+        import pyarrow as pa
+
+        if self._rows:
+            self._writer.write_table(pa.Table.from_pylist(self._rows, schema=self._schema))
+            self._rows = []
+
+    def commit(self) -> None:
+        self._flush()
+        self._writer.close()
+        with open(self._tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(self._tmp, self.path)
+
+    def discard(self) -> None:
+        if self._writer.is_open:
+            self._writer.close()
+        if os.path.exists(self._tmp):
+            os.unlink(self._tmp)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.discard()
+
+
+def read_parquet_results(path: str | os.PathLike) -> list[dict]:
+    """The rows of a Parquet result file; ValueError naming the file if it is not one."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    try:
+        rows = pq.read_table(path).to_pylist()
+    except pa.ArrowException as exc:
+        raise ValueError(f"{path}: not a Parquet result file ({exc})") from None
+    if rows and not {"path", "score"} <= rows[0].keys():
+        raise ValueError(f"{path}: not an iqart result (needs path and score columns)")
+    for row in rows:
+        row["error"] = row.get("error") or None
+        row["reference"] = row.get("reference") or None
+    return rows
+
+
+def _text(value: str | None) -> str | None:
+    return None if value is None else value.encode("utf-8", "backslashreplace").decode("utf-8")

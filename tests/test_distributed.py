@@ -1,0 +1,157 @@
+"""Scoring on Ray Data, in local mode on this machine's 2 CPUs: the rows must be those of the
+single-process path (scores and error rows), whatever Ray does to the actors.
+
+One local Ray serves the whole module (starting it costs seconds); every run starts its own
+actor pool, which costs most of each test's time.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from engine.cli import main
+from engine.jobs import ScoreRow
+from engine.result_files import ParquetResultWriter, read_result_file
+from tests.conftest import scramble
+from train.checkpoints import save_checkpoint
+from train.zoo import build_model
+
+ray = pytest.importorskip("ray", reason="Ray is not installed: pip install -e '.[ray]' (the dev extra includes it)")
+distributed = pytest.importorskip("engine.distributed", reason="Ray Data is not installed: pip install -e '.[ray]'")
+
+MODEL = "qualiclip-tiny"
+BAD_FILES = {"empty.png": b"", "text.jpg": b"not an image", "truncated.png": None, "small.png": None}
+
+
+@pytest.fixture(scope="module")
+def iqart_home(tmp_path_factory):
+    """One artifact cache for the module, set before Ray starts so that its workers inherit it."""
+    with pytest.MonkeyPatch.context() as patch:
+        home = tmp_path_factory.mktemp("iqart_home")
+        patch.setenv("IQART_HOME", str(home))
+        yield home
+
+
+@pytest.fixture(scope="module")
+def cluster(iqart_home):
+    ray.init(address="local", num_cpus=2, include_dashboard=False)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    path = tmp_path_factory.mktemp("weights") / f"{MODEL}.pt"
+    save_checkpoint(path, MODEL, scramble(build_model(MODEL, seed=3), 3).state_dict())
+    return path
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    """24 images of three sizes (in two folders), and one file for each kind of bad input."""
+    root = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    for index in range(24):
+        height, width = [(64, 80), (80, 64), (72, 72)][index % 3]
+        folder = root / ("a" if index % 2 else "b")
+        folder.mkdir(exist_ok=True)
+        coarse = rng.integers(0, 256, (height // 8, width // 8, 3), dtype=np.uint8)
+        Image.fromarray(coarse).resize((width, height), Image.Resampling.BILINEAR).save(folder / f"img{index:02d}.png")
+    for name, data in BAD_FILES.items():
+        if data is not None:
+            (root / name).write_bytes(data)
+    Image.new("RGB", (20, 40)).save(root / "small.png")
+    (root / "truncated.png").write_bytes((root / "a" / "img01.png").read_bytes()[:200])
+    return root
+
+
+@pytest.fixture(scope="module")
+def single_process(iqart_home, images, weights, tmp_path_factory):
+    """{path: row} from `iqart score` without Ray: what every distributed run must reproduce."""
+    out = tmp_path_factory.mktemp("single") / "scores.csv"
+    assert main(["score", str(images), "--model", MODEL, "--weights", str(weights), "-b", "2", "--out", str(out)]) == 0
+    rows = {row["path"]: row for row in read_result_file(out)}
+    assert len(rows) == 24 + len(BAD_FILES) and sum(row["error"] is not None for row in rows.values()) == len(BAD_FILES)
+    return rows
+
+
+def assert_same_rows(rows: list[dict], expected: dict[str, dict]) -> None:
+    paths = [row["path"] for row in rows]
+    assert len(paths) == len(set(paths)), "a path was written twice"
+    assert set(paths) == set(expected)
+    for row in rows:
+        want = expected[row["path"]]
+        assert row["error"] == want["error"], row["path"]
+        if want["error"] is None:
+            assert row["score"] == pytest.approx(want["score"], abs=1e-6), row["path"]
+        else:
+            assert row["score"] is None
+
+
+def test_rows_survive_the_trip_through_arrow_with_any_file_name():
+    rows = [ScoreRow("caf\udce9/a.png", 0.25), ScoreRow("b.png", error="too small: 1x1"),
+            ScoreRow("c.png", 0.5, reference="ref/\udcff.png")]
+    assert distributed.table_rows(distributed.rows_table(rows)) == rows
+
+
+def test_scores_and_error_rows_equal_the_single_process_path(cluster, images, weights, single_process, tmp_path):
+    out = tmp_path / "scores.jsonl"
+    listed_twice = images / "a" / "img01.png"  # also found in the folder: scored twice, written once
+    summary = distributed.score_distributed([images, listed_twice], out, MODEL, weights=weights, batch_size=2)
+    assert (summary.jobs, summary.scored, summary.failed) == (len(single_process) + 1, 24, len(BAD_FILES))
+    assert summary.duplicates == 1 and summary.missing == [] and summary.stopped is None
+    assert summary.actors == 2  # the machine's 2 CPUs, one per actor
+    assert_same_rows(read_result_file(out), single_process)
+
+
+def test_cli_scores_a_parquet_list_and_resumes(cluster, images, weights, single_process, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    manifest = images / "manifest.parquet"  # beside the images: its relative paths resolve against its folder
+    pq.write_table(pa.table({"file": sorted(os.path.relpath(path, images) for path in single_process)}), manifest)
+    out = tmp_path / "scores.parquet"
+    kept, failed_before = str(images / "b" / "img00.png"), str(images / "a" / "img01.png")
+    with ParquetResultWriter(out, ["path", "score", "error"]) as writer:
+        writer.write({"path": kept, "score": 0.125, "error": None})  # a score no model gives: must be kept as is
+        writer.write({"path": failed_before, "score": None, "error": "backend failed: out of memory"})
+    code = main(["score", "--paths-from", str(manifest), "--path-column", "file", "--ray",
+                 "--model", MODEL, "--weights", str(weights), "-b", "2", "--out", str(out), "--resume"])
+    assert code == 0
+    rows = read_result_file(out)
+    assert {row["path"]: row["score"] for row in rows}[kept] == 0.125
+    assert_same_rows([row for row in rows if row["path"] != kept], {p: r for p, r in single_process.items() if p != kept})
+
+
+def test_an_actor_killed_mid_run_loses_and_duplicates_no_rows(cluster, images, weights, single_process, tmp_path):
+    marker = tmp_path / "died"
+
+    class DiesOnce(distributed.ScoringActor):
+        """Scores its block, then kills its own process before returning it: once per run."""
+
+        def __call__(self, block):
+            rows = super().__call__(block)
+            try:
+                os.close(os.open(marker, os.O_CREAT | os.O_EXCL))
+            except FileExistsError:
+                return rows
+            os._exit(1)
+
+    out = tmp_path / "scores.csv"
+    summary = distributed.score_distributed([images], out, MODEL, weights=weights, batch_size=2, actor_class=DiesOnce)
+    assert marker.exists(), "no actor died: the test did not test anything"
+    assert summary.missing == [] and summary.stopped is None
+    assert summary.scored + summary.failed == len(single_process)
+    assert_same_rows(read_result_file(out), single_process)
+
+
+def test_ray_options_are_checked_before_any_work(images, weights, tmp_path, capsys):
+    code = main(["score", str(images), "--model", MODEL, "--weights", str(weights), "--ray", "--ray-actors", "0",
+                 "--out", str(tmp_path / "s.csv")])
+    assert code == 2 and "--ray-actors must be at least 1" in capsys.readouterr().err
+    assert not (tmp_path / "s.csv").exists()
