@@ -311,6 +311,26 @@ def test_composite_fixed_count_and_determinism(small):
         D.composite(small, 7, seeded())
 
 
+def test_composite_keeps_to_the_allowed_types(small):
+    allowed = [k for k in D.TYPES if D.group_of(k) in ("blur", "noise") and k != "white_noise"]
+    for seed in range(10):
+        _, kinds = D.composite(small, 1, seeded(seed), allowed=allowed)
+        assert set(kinds) <= set(allowed) and 1 <= len(kinds) <= 2
+    with pytest.raises(ValueError, match="unknown"):
+        D.composite(small, 1, seeded(), allowed=["not_a_type"])
+
+
+def test_draw_kind_draws_groups_uniformly():
+    generator = seeded(3)
+    draws = [D.draw_kind(generator) for _ in range(7000)]
+    per_group = {group: sum(D.group_of(k) == group for k in draws) for group in D.GROUPS}
+    assert all(850 <= count <= 1150 for count in per_group.values()), per_group  # 1000 expected each
+    narrowed = [D.draw_kind(generator, ["jpeg", "lens_blur"]) for _ in range(200)]
+    assert set(narrowed) == {"jpeg", "lens_blur"}
+    with pytest.raises(ValueError, match="no degradation types"):
+        D.draw_kind(generator, [])
+
+
 def test_composite_chains_and_clips(photo, monkeypatch):
     """Each step is one ``degrade`` call on the previous, clipped output, at the given level."""
     calls = []

@@ -17,8 +17,8 @@ from train.evaluate import (
 )
 from train.losses import mos_loss, qualiclip_losses
 from train.preprocess import normalize_float
-from train.pristine import load_pristine, overlapping_crops
-from train.runs import RunDirectory, cosine_lr
+from train.pristine import load_pristine, overlapping_crops, random_rescale
+from train.runs import RunDirectory, calibrate_batchnorm, cosine_lr
 from train.train_bpclip import (
     BPCLIPTrainConfig,
     SyntheticMOS,
@@ -203,3 +203,28 @@ def test_model_score_fn_matches_the_model(scrambled):
     model = scrambled("qualiclip-tiny")
     images = torch.rand(3, 3, 64, 64)
     assert torch.allclose(model_score_fn(model, batch_size=2)(images, None), model(normalize_float(images)))
+
+
+def test_random_rescale_shrinks_within_bounds_and_flips():
+    image = torch.rand(3, 100, 150)
+    generator = torch.Generator().manual_seed(0)
+    sizes = {tuple(random_rescale(image, 0.5, generator).shape[-2:]) for _ in range(20)}
+    assert len(sizes) > 5 and all(50 <= h <= 100 and 75 <= w <= 150 for h, w in sizes)
+    same = [random_rescale(image, 1.0, generator) for _ in range(10)]
+    assert all(torch.equal(s, image) or torch.equal(s, image.flip(-1)) for s in same)
+    assert any(torch.equal(s, image.flip(-1)) for s in same)
+
+
+def test_calibrate_batchnorm_estimates_statistics_and_leaves_them_frozen():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    batches = [torch.randn(5, 3, 8, 8) * 3 + 2 for _ in range(4)]
+    feed = iter(batches)
+    calibrate_batchnorm(model, lambda: model(next(feed)), len(batches))
+    conv_out = torch.cat([model[0](b) for b in batches]).detach()
+    norm = model[1]
+    assert torch.allclose(norm.running_mean, conv_out.mean(dim=(0, 2, 3)), atol=1e-5)
+    per_batch_var = torch.stack([model[0](b).detach().var(dim=(0, 2, 3)) for b in batches])
+    assert torch.allclose(norm.running_var, per_batch_var.mean(dim=0), rtol=1e-4)
+    assert norm.momentum == 0.1 and not norm.training and not model.training
+    assert norm.num_batches_tracked == len(batches)

@@ -134,5 +134,8 @@ def run_eval(args: argparse.Namespace) -> int:
               + ", ".join(f"{k.upper()} {v:.4f}" for k, v in metrics.items()))
         report = {"model": card.name, "dataset": info.name, "split": args.split, "images": len(samples), **metrics}
     if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+        out = Path(args.json)
+        tmp = out.with_name(f".{out.name}.tmp")
+        tmp.write_text(json.dumps(report, indent=2) + "\n")
+        tmp.replace(out)  # atomic: a reader never sees half a report
     return 0

@@ -24,7 +24,7 @@ import io
 import itertools
 import math
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 import numpy as np
 import torch
@@ -641,19 +641,42 @@ def degrade_levels(images: torch.Tensor, kind: str, generator: torch.Generator |
     return torch.stack(outs)
 
 
+def allowed_groups(allowed: Collection[str] | None = None) -> dict[str, tuple[str, ...]]:
+    """GROUPS narrowed to the ``allowed`` types (all when None), dropping emptied groups."""
+    if allowed is None:
+        return dict(GROUPS)
+    for kind in allowed:
+        _check_kind(kind)
+    narrowed = {group: tuple(k for k in members if k in allowed) for group, members in GROUPS.items()}
+    return {group: members for group, members in narrowed.items() if members}
+
+
+def draw_kind(generator: torch.Generator, allowed: Collection[str] | None = None) -> str:
+    """A random type: a group uniformly, then a type of it uniformly, so that each group is
+    drawn equally often however many types it has (blur has 3, noise 4, spatial 5)."""
+    groups = list(allowed_groups(allowed).values())
+    if not groups:
+        raise ValueError("no degradation types to draw from")
+    members = groups[int(torch.randint(len(groups), (1,), generator=generator))]
+    return members[int(torch.randint(len(members), (1,), generator=generator))]
+
+
 def composite(
-    images: torch.Tensor, level: int, generator: torch.Generator, groups: int | None = None
+    images: torch.Tensor, level: int, generator: torch.Generator, groups: int | None = None,
+    allowed: Collection[str] | None = None,
 ) -> tuple[torch.Tensor, list[str]]:
     """Chain degradations from 1-4 distinct groups (``groups`` of them if given), all at ``level``.
 
     The number of groups (uniform in 1..4 unless given), the groups, their order and one type per
-    group are drawn from ``generator``; the image is clipped to [0, 1] after each step. Returns
-    the degraded images and the types applied, in order.
+    group are drawn from ``generator``, among the ``allowed`` types when given (training keeps its
+    held-out types out this way); the image is clipped to [0, 1] after each step. Returns the
+    degraded images and the types applied, in order.
     """
     level = _check_level(level)
-    names = list(GROUPS)
+    available = allowed_groups(allowed)
+    names = list(available)
     if groups is None:
-        groups = int(torch.randint(1, 5, (1,), generator=generator))
+        groups = int(torch.randint(1, min(4, len(names)) + 1, (1,), generator=generator))
     else:
         try:
             count = None if isinstance(groups, bool) else operator.index(groups)
@@ -665,7 +688,7 @@ def composite(
     order = torch.randperm(len(names), generator=generator)[:groups].tolist()
     kinds = []
     for index in order:
-        members = GROUPS[names[index]]
+        members = available[names[index]]
         kinds.append(members[int(torch.randint(len(members), (1,), generator=generator))])
     out = images
     for kind in kinds:

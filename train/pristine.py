@@ -105,6 +105,19 @@ def overlapping_crops(image: torch.Tensor, crop: int, generator: torch.Generator
     return torch.stack([image[:, top:top + crop, left:left + crop], image[:, top2:top2 + crop, left2:left2 + crop]])
 
 
+def random_rescale(image: torch.Tensor, min_scale: float, generator: torch.Generator) -> torch.Tensor:
+    """Resize by a random factor in [min_scale, 1] (antialiased) and flip left-right half the
+    time: a handful of pristine photos then yield many more distinct contents and scales."""
+    if _randint(0, 1, generator):
+        image = image.flip(-1)
+    if min_scale >= 1.0:
+        return image
+    factor = min_scale + (1.0 - min_scale) * float(torch.rand(1, generator=generator))
+    height, width = image.shape[-2:]
+    size = (max(1, round(height * factor)), max(1, round(width * factor)))
+    return F.interpolate(image[None], size=size, mode="bicubic", antialias=True, align_corners=False)[0].clamp(0, 1)
+
+
 def random_crop(image: torch.Tensor, crop: int, generator: torch.Generator) -> torch.Tensor:
     image = fit_short_side(image, crop)
     height, width = image.shape[-2:]

@@ -186,18 +186,49 @@ def set_train_mode(model: torch.nn.Module, freeze_batchnorm: bool) -> None:
                 module.eval()
 
 
+@torch.no_grad()
+def calibrate_batchnorm(model: torch.nn.Module, forward_batch, batches: int) -> None:
+    """Reset every batch norm's running statistics to their average over `batches` training
+    batches (forward_batch() runs one forward pass), then leave them frozen.
+
+    Why: a network trained from scratch with frozen batch norms starts from statistics 0/1 that
+    match nothing, so activations drift in scale layer after layer; training batch norms in
+    train mode instead lets the ranking loss read the other crops of its batch (all levels of
+    one image sit in one batch), a shortcut that fails at evaluation. Calibrated, frozen
+    statistics normalise like batch norm and leak nothing.
+    """
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not norms or batches <= 0:
+        return
+    momenta = [m.momentum for m in norms]
+    for module in norms:
+        module.reset_running_stats()
+        module.momentum = None  # cumulative average over the calibration batches
+    model.eval()
+    for module in norms:
+        module.train()
+    for _ in range(batches):
+        forward_batch()
+    for module, momentum in zip(norms, momenta, strict=True):
+        module.momentum = momentum
+    model.eval()
+
+
 def fit(run: RunDirectory, model: torch.nn.Module, optimizer: torch.optim.Optimizer, generator: torch.Generator,
         config, step_loss, evaluate, resume: bool, progress: bool, stop_at: int | None = None,
-        max_grad_norm: float = 5.0) -> RunDirectory:
+        max_grad_norm: float = 5.0, forward_batch=None) -> RunDirectory:
     """The loop both trainers share: schedule, step, log, evaluate, checkpoint, export.
 
     step_loss() -> (loss, {name: value}) computes one batch's loss; evaluate(step) -> {name: value}
-    scores the model (in eval mode). `stop_at` ends this session early at that step, with a
+    scores the model (in eval mode); forward_batch() runs one training batch forward, for
+    calibrate_batchnorm before the first step when config.calibrate_batchnorm > 0. `stop_at` ends this session early at that step, with a
     checkpoint, so that `resume` continues it; the weights are exported when all steps are done.
     """
     from tqdm import tqdm
 
     step = start = run.restore(model, optimizer, generator) if resume else 0
+    if step == 0 and forward_batch is not None:
+        calibrate_batchnorm(model, forward_batch, config.calibrate_batchnorm)
     end = min(config.steps, stop_at) if stop_at is not None else config.steps
     bar = tqdm(total=config.steps, initial=step, unit="step", disable=not progress)
     while step < end:

@@ -22,7 +22,7 @@ import torch
 from train.bpclip import BPCLIP
 from train.checkpoints import is_clip_state_dict, read_state_dict
 from train.config import config_dict
-from train.degradations import NUM_LEVELS, TYPES, composite, degrade
+from train.degradations import NUM_LEVELS, TYPES, composite, degrade, draw_kind
 from train.evaluate import (
     model_score_fn,
     mos_correlations,
@@ -31,7 +31,7 @@ from train.evaluate import (
 )
 from train.losses import mos_loss
 from train.preprocess import normalize_float
-from train.pristine import quantize, random_crop, split_pristine
+from train.pristine import quantize, random_crop, random_rescale, split_pristine
 from train.runs import RunDirectory, fit, seed_everything
 from train.zoo import build_model, get_card
 
@@ -49,6 +49,7 @@ class BPCLIPTrainConfig:
     pristine_probability: float = 0.15  # synthetic: share of undegraded crops (target 1)
     composite_probability: float = 0.25  # synthetic: share of crops degraded by several groups
     crop: int = 224
+    min_scale: float = 1.0  # synthetic: images are resized by a random factor in [min_scale, 1] (and flipped)
     batch_size: int = 16
     steps: int = 3000
     lr: float = 1e-4
@@ -56,7 +57,8 @@ class BPCLIPTrainConfig:
     weight_decay: float = 0.05
     warmup_steps: int = 100
     plcc_weight: float = 1.0
-    freeze_batchnorm: bool = True
+    freeze_batchnorm: bool = True  # keep BN statistics fixed (pretrained or calibrated); see runs.calibrate_batchnorm
+    calibrate_batchnorm: int = 0  # batches to estimate BN statistics from before training (from scratch: ~20)
     workers: int = 2  # DataLoader workers for MOS datasets
     eval_every: int = 0  # 0: evaluate at the end only
     eval_crops_per_image: int = 2
@@ -94,17 +96,15 @@ class SyntheticMOS:
 
     def sample(self) -> tuple[torch.Tensor, torch.Tensor, float]:
         g = self.generator
-        reference = random_crop(self.images[int(torch.randint(len(self.images), (1,), generator=g))], self.config.crop, g)
-        if self._draw() < 0.5:
-            reference = reference.flip(-1)
+        image = self.images[int(torch.randint(len(self.images), (1,), generator=g))]
+        reference = random_crop(random_rescale(image, self.config.min_scale, g), self.config.crop, g)
         if self._draw() < self.config.pristine_probability:
             return reference, reference, 1.0
         level = int(torch.randint(NUM_LEVELS, (1,), generator=g))
         if self._draw() < self.config.composite_probability:
-            distorted = composite(reference[None], level, g)[0][0]
+            distorted = composite(reference[None], level, g, allowed=self.kinds)[0][0]
         else:
-            distorted = degrade(reference[None], self.kinds[int(torch.randint(len(self.kinds), (1,), generator=g))],
-                                level, g)[0]
+            distorted = degrade(reference[None], draw_kind(g, self.kinds), level, g)[0]
         return distorted, reference, 1.0 - (level + 1) / NUM_LEVELS
 
     def batch(self) -> dict[str, torch.Tensor]:
@@ -158,12 +158,16 @@ def train_bpclip(config: BPCLIPTrainConfig, out: str, resume: bool = False, prog
     else:
         batches, test_loader = dataset_loaders(config, model.task, generator)
 
-    def step_loss() -> tuple[torch.Tensor, dict]:
+    def predict_batch() -> tuple[torch.Tensor, torch.Tensor]:
         batch = next(batches)
         args = [normalize_float(batch["image"])]
         if full_reference:
             args.append(normalize_float(batch["reference"]))
-        return mos_loss(model(*args), batch["target"].float(), config.plcc_weight), {}
+        return model(*args), batch["target"].float()
+
+    def step_loss() -> tuple[torch.Tensor, dict]:
+        predicted, target = predict_batch()
+        return mos_loss(predicted, target, config.plcc_weight), {}
 
     def evaluate(step: int) -> dict:
         score = model_score_fn(model)
@@ -175,4 +179,5 @@ def train_bpclip(config: BPCLIPTrainConfig, out: str, resume: bool = False, prog
                                     seed=config.seed, full_reference=full_reference)
         return {f"srcc_{row['group']}": row["ranking_srcc"] for row in summarize_ranking(results, config.holdout_types)}
 
-    return fit(run, model, _optimizer(model, config), generator, config, step_loss, evaluate, resume, progress, stop_at)
+    return fit(run, model, _optimizer(model, config), generator, config, step_loss, evaluate, resume, progress, stop_at,
+               forward_batch=predict_batch)

@@ -20,11 +20,11 @@ import torch
 
 from train.checkpoints import read_state_dict
 from train.config import config_dict
-from train.degradations import NUM_LEVELS, TYPES, composite, degrade_levels
+from train.degradations import NUM_LEVELS, TYPES, composite, degrade_levels, draw_kind
 from train.evaluate import model_score_fn, summarize_ranking, synthetic_ranking
 from train.losses import qualiclip_losses
 from train.preprocess import normalize_float
-from train.pristine import overlapping_crops, quantize, split_pristine
+from train.pristine import overlapping_crops, quantize, random_rescale, split_pristine
 from train.qualiclip import QualiCLIP
 from train.runs import RunDirectory, fit, seed_everything
 from train.zoo import build_model, get_card
@@ -38,6 +38,7 @@ class QualiCLIPTrainConfig:
     holdout_images: tuple[str, ...] = ()  # never trained on; used by the evaluation
     holdout_types: tuple[str, ...] = ()  # degradation types never trained on
     crop: int = 224  # paper
+    min_scale: float = 1.0  # ours: images are resized by a random factor in [min_scale, 1] (and flipped)
     images_per_step: int = 4  # each gives 2 crops x 5 levels = 10 crops
     steps: int = 2000
     lr: float = 1e-5
@@ -49,7 +50,8 @@ class QualiCLIPTrainConfig:
     weight_positive: float = 1.0
     weight_negative: float = 1.0
     composite_probability: float = 0.0
-    freeze_batchnorm: bool = True  # keep pretrained BN statistics; False when training from scratch
+    freeze_batchnorm: bool = True  # keep BN statistics fixed (pretrained or calibrated); see runs.calibrate_batchnorm
+    calibrate_batchnorm: int = 0  # batches to estimate BN statistics from before training (from scratch: ~20)
     eval_every: int = 0  # synthetic ranking on the held-out images every N steps (0: at the end only)
     eval_crops_per_image: int = 2
     checkpoint_every: int = 100
@@ -81,14 +83,13 @@ def degraded_pairs(images: list[torch.Tensor], config: QualiCLIPTrainConfig, kin
     the same degradation, quantised to 8 bits."""
     per_image = []
     for index in torch.randint(len(images), (config.images_per_step,), generator=generator).tolist():
-        crops = overlapping_crops(images[index], config.crop, generator)
+        crops = overlapping_crops(random_rescale(images[index], config.min_scale, generator), config.crop, generator)
         if float(torch.rand(1, generator=generator)) < config.composite_probability:
             seed = int(torch.randint(2**62, (1,), generator=generator))
-            levels = torch.stack([composite(crops, level, torch.Generator().manual_seed(seed))[0]
+            levels = torch.stack([composite(crops, level, torch.Generator().manual_seed(seed), allowed=kinds)[0]
                                   for level in range(NUM_LEVELS)])
         else:
-            kind = kinds[int(torch.randint(len(kinds), (1,), generator=generator))]
-            levels = degrade_levels(crops, kind, generator)
+            levels = degrade_levels(crops, draw_kind(generator, kinds), generator)
         per_image.append(levels.transpose(0, 1))  # (2, 5, 3, H, W)
     return quantize(torch.stack(per_image, dim=2))
 
@@ -103,9 +104,12 @@ def train_qualiclip(config: QualiCLIPTrainConfig, out: str, resume: bool = False
     model = build_qualiclip(config)
     optimizer = torch.optim.AdamW(model.visual.parameters(), lr=config.lr, weight_decay=config.weight_decay)
 
-    def step_loss() -> tuple[torch.Tensor, dict]:
+    def embed_batch() -> tuple[torch.Tensor, torch.Tensor]:
         batch = degraded_pairs(train_images, config, kinds, generator)
-        features = model.embed(normalize_float(batch.reshape(-1, *batch.shape[-3:])))
+        return batch, model.embed(normalize_float(batch.reshape(-1, *batch.shape[-3:])))
+
+    def step_loss() -> tuple[torch.Tensor, dict]:
+        batch, features = embed_batch()
         similarities = model.similarities(features).reshape(*batch.shape[:3], model.num_pairs, 2)
         losses = qualiclip_losses(similarities, config.margin, config.consistency_margin)
         terms = {"loss_positive": losses.positive.item(), "loss_negative": losses.negative.item(),
@@ -119,4 +123,5 @@ def train_qualiclip(config: QualiCLIPTrainConfig, out: str, resume: bool = False
                                     config.eval_crops_per_image, seed=config.seed)
         return {f"srcc_{row['group']}": row["ranking_srcc"] for row in summarize_ranking(results, config.holdout_types)}
 
-    return fit(run, model, optimizer, generator, config, step_loss, evaluate, resume, progress, stop_at)
+    return fit(run, model, optimizer, generator, config, step_loss, evaluate, resume, progress, stop_at,
+               forward_batch=embed_batch)
