@@ -9,12 +9,14 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from engine.bench_cli import add_bench_parser
 from engine.distributed_cli import add_ray_arguments, run_score_on_ray
 from engine.images import find_images
 from engine.jobs import ScoreJob, pair_with_references, read_pairs
 from engine.path_lists import read_path_list
 from engine.pipeline import PipelineStats
 from engine.plan_cache import DEFAULT_MAX_SIDE, PlanMismatchError
+from engine.quantize_cli import add_int8_arguments, add_quantize_parser, quantize_and_report
 from engine.result_files import open_result_writer, read_result_file
 from engine.scorer import BACKENDS, Scorer
 from engine.tensorrt_backend import TensorRTUnavailableError
@@ -31,8 +33,9 @@ def add_score_parser(subparsers) -> None:
     p.add_argument("-w", "--weights", help="local weight file (default: demo or official weights)")
     p.add_argument("--backend", default="onnxruntime", choices=BACKENDS)
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: a CUDA GPU when the backend can use one, else cpu)")
-    p.add_argument("--precision", choices=list(PRECISIONS),
-                   help="torch: fp32 (default), fp16 or bf16 autocast; onnxruntime: fp32 (default) or fp16; tensorrt: fp16")
+    p.add_argument("--precision", choices=[*PRECISIONS, "int8"],
+                   help="torch: fp32 (default), fp16 or bf16 autocast; onnxruntime: fp32 (default), fp16 or int8 "
+                        "(CPU; calibrated on first use); tensorrt: fp16")
     p.add_argument("--fused-attention", action="store_true", help="torch backend: use iqart's fused CUDA attention op")
     p.add_argument("-b", "--batch-size", type=int, default=8)
     p.add_argument("-j", "--workers", type=int, help="decoding threads (default: min(8, CPU cores))")
@@ -137,6 +140,9 @@ def add_export_parser(subparsers) -> None:
     p.add_argument("-m", "--model", required=True, help=f"model name: {', '.join(list_models())}")
     p.add_argument("-w", "--weights", help="local weight file (default: demo or official weights)")
     p.add_argument("-o", "--out", required=True, help="artifact directory to write (replaced atomically)")
+    p.add_argument("--int8", action="store_true", help="also write model.int8.onnx and its parity report "
+                                                       "(as `iqart quantize` does)")
+    add_int8_arguments(p)
     p.set_defaults(run=run_export)
 
 
@@ -148,7 +154,7 @@ def run_export(args: argparse.Namespace) -> int:
     spec = read_spec(out)
     print(f"{args.model}: exported to {out} in {time.perf_counter() - started:.1f} s "
           f"({spec['plugin']['nodes']} FusedCrossAttention node(s) in model.trt.onnx)")
-    return 0
+    return quantize_and_report(out, args) if args.int8 else 0
 
 
 def add_validate_parser(subparsers) -> None:
@@ -216,6 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_export_parser(subparsers)
     add_validate_parser(subparsers)
     add_build_parser(subparsers)
+    add_quantize_parser(subparsers)
+    add_bench_parser(subparsers)
     add_training_parsers(subparsers)
     return parser
 

@@ -4,7 +4,8 @@ The CPU provider runs with every graph optimisation on, one intra-op thread per 
 and sequential execution (the graphs are a single chain: parallel execution only adds
 scheduling). The CUDA provider is used when a CUDA device is asked for (or `device=None` finds
 one) and onnxruntime-gpu is installed. The graph takes uint8 NHWC batches and does its own
-preprocessing, so a call is one `session.run`.
+preprocessing, so a call is one `session.run`. The int8 graph (static QDQ, export.int8) is a CPU
+graph: it runs on the CPU provider whatever device a GPU machine would default to.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import onnxruntime as ort
 
 from engine.hardware import physical_cores
 
-GRAPHS = {"fp32": "model.onnx", "fp16": "model.fp16.onnx"}
+GRAPHS = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
 CUDA_PROVIDER = "CUDAExecutionProvider"
 
 
@@ -63,6 +64,10 @@ class OnnxRuntimeBackend:
                  threads: int | None = None):
         if precision not in GRAPHS:
             raise ValueError(f"onnxruntime backend: precision must be one of {', '.join(GRAPHS)}, not {precision!r}")
+        if precision == "int8":
+            if device not in (None, "cpu"):
+                raise ValueError(f"onnxruntime backend: the int8 graph runs on the CPU, not {device!r}")
+            device = "cpu"
         self.graph = Path(artifact) / GRAPHS[precision]
         if not self.graph.is_file():
             raise FileNotFoundError(f"{self.graph}: missing from the artifact (re-export it)")

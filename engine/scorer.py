@@ -18,7 +18,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 from PIL import Image
 
-from engine.artifacts import cached_artifact
+from engine.artifacts import cached_artifact, cached_int8_graph
 from engine.hardware import default_workers
 from engine.images import as_array, find_images
 from engine.inputs import as_rgb_images
@@ -38,8 +38,9 @@ class Scorer:
     """Scores images with `model` on `backend` ("onnxruntime", "torch" or "tensorrt").
 
     `device=None` uses a CUDA GPU when the backend can, else the CPU. `precision`: torch fp32
-    (default), fp16 or bf16 autocast; onnxruntime fp32 (model.onnx, default) or fp16; tensorrt
-    fp16 only. `max_side` bounds native-resolution images for TensorRT's profile.
+    (default), fp16 or bf16 autocast; onnxruntime fp32 (model.onnx, default), fp16, or int8 (CPU;
+    calibrated on first use, see export.int8_artifact); tensorrt fp16 only. `max_side` bounds
+    native-resolution images for TensorRT's profile.
     """
 
     def __init__(self, model: str = "qualiclip", backend: str = "onnxruntime", device: str | None = None,
@@ -65,6 +66,8 @@ class Scorer:
             self.backend = TorchBackend(load_model(model, weights), device, precision, fused_attention)
         else:
             self.artifact = cached_artifact(model, weights)
+            if precision == "int8":
+                cached_int8_graph(self.artifact)
             self.backend = (OnnxRuntimeBackend(self.artifact, device, precision) if backend == "onnxruntime"
                             else TensorRTBackend(self.artifact, device, batch_size, max_side))
 

@@ -24,6 +24,7 @@ from train.zoo import ModelCard, get_card, load_model, resolve_weights
 
 SPEC_VERSION = 1
 GRAPH_FILES = ("model.onnx", "model.fp16.onnx", "model.trt.onnx")
+INT8_GRAPH = "model.int8.onnx"  # optional: written by `iqart quantize` or on first int8 use (export.int8_artifact)
 
 
 def sha256_file(path: str | os.PathLike) -> str:

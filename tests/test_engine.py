@@ -79,7 +79,7 @@ def test_unknown_model_backend_or_precision_is_a_clear_error(weights):
         engine.Scorer("nope")
     with pytest.raises(ValueError, match="unknown backend 'onnx'"):
         engine.Scorer("qualiclip-tiny", "onnx")
-    with pytest.raises(ValueError, match="onnxruntime backend runs fp32, fp16, not 'bf16'"):
+    with pytest.raises(ValueError, match="onnxruntime backend runs fp32, fp16, int8, not 'bf16'"):
         engine.Scorer("qualiclip-tiny", precision="bf16", weights=weights("qualiclip-tiny"))
 
 

@@ -1,0 +1,184 @@
+"""`iqart bench`: images/s and latency of each backend against PyTorch eager fp32, same run.
+
+    iqart bench --model qualiclip --backends torch,onnxruntime,onnxruntime-int8 \\
+                --batch-sizes 1,8,32 --sizes 224,384 --json results.json
+
+For every model, input size and batch size, the backends run the same batch interleaved (see
+engine.bench), after warm-up. Each record carries the speed-up over torch eager fp32 measured in
+that run, and the achieved GFLOP/s against the measured fp32 matmul peak of the device.
+`--end-to-end --images DIR` times the scoring pipeline instead: decoding files, resizing,
+batching and inference. Speed does not depend on the weights: a model without weights at hand
+runs with random ones, and the output says so. Runners are built once per model and reused for
+every size and batch size (TensorRT once per batch size: a plan is optimised for one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from engine.bench import end_to_end_timings, interleaved_timings
+from engine.bench_backends import BASELINE, PER_BATCH_SIZE, VARIANTS, Runner, Unavailable, bench_weights, build_runner
+from engine.bench_report import BenchRecord, machine_description, markdown_table, plot, with_speedups, write_json
+from engine.flops import matmul_peak_gflops, model_flops
+from engine.hardware import default_workers, physical_cores, usable_cpus
+from engine.images import find_images, load_image
+from engine.jobs import ScoreJob
+from train.zoo import ModelCard, ResizePolicy, get_card, list_models, load_model
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
+def _backend_list(text: str) -> list[str]:
+    names = [v.strip() for v in text.split(",") if v.strip()]
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown backend(s) {', '.join(unknown) or text!r}; available: {', '.join(VARIANTS)}")
+    return names
+
+
+def add_bench_parser(subparsers) -> None:
+    p = subparsers.add_parser("bench", help="images/s and latency per backend against torch eager fp32, same run",
+                              description=__doc__.splitlines()[0].replace("`", ""))
+    p.add_argument("-m", "--model", action="append", dest="models", metavar="NAME",
+                   help=f"model (repeatable; default qualiclip): {', '.join(list_models())}")
+    p.add_argument("-w", "--weights", help="weight file (one --model only; default: demo/official weights if at hand, "
+                                           "else random weights)")
+    p.add_argument("--backends", type=_backend_list, default=["torch", "onnxruntime"],
+                   help=f"comma-separated, from: {', '.join(VARIANTS)} (default: torch,onnxruntime)")
+    p.add_argument("--batch-sizes", type=_int_list, default=[1, 8, 32], help="comma-separated (default 1,8,32)")
+    p.add_argument("--sizes", type=_int_list, default=[224], help="square input sides in pixels (default 224)")
+    p.add_argument("--images", help="folder of images: the batch content, and the files of --end-to-end "
+                                    "(default: random pixels)")
+    p.add_argument("--end-to-end", action="store_true", help="time the pipeline from files (needs --images)")
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: CUDA when available)")
+    p.add_argument("--threads", type=int, default=physical_cores(), help="CPU threads for torch and ONNX Runtime "
+                                                                         "(default: physical cores)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed calls per backend (default 3)")
+    p.add_argument("--iters", type=int, default=10, help="timed calls (end-to-end: passes) per backend (default 10)")
+    p.add_argument("--json", default="bench.json", help="records to write (default bench.json)")
+    p.add_argument("--chart", help="PNG chart to write (default: the --json path with .png)")
+    p.set_defaults(run=run_bench)
+
+
+def batch_inputs(card: ModelCard, size: int, batch: int, files: list[Path], seed: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
+    """One batch at size x size: decoded files (cycled) when given, else random pixels. FR models
+    get the batch mirrored left-right as references, so image and reference differ."""
+    if files:
+        policy = ResizePolicy("fixed", (size, size))
+        decoded = [load_image(files[i % len(files)], policy) for i in range(batch)]
+        images = np.stack(decoded)
+    else:
+        images = np.random.default_rng(seed).integers(0, 256, (batch, size, size, 3), dtype=np.uint8)
+    references = np.ascontiguousarray(images[:, :, ::-1]) if card.task == "fr" else None
+    return images, references
+
+
+def model_runners(args: argparse.Namespace, name: str, weights: Path, batch: int, built: dict[str, Runner],
+                  unavailable: set[str]) -> dict[str, Runner]:
+    """The runners for one batch size, in --backends order: reused from `built` across batch sizes
+    (except per-batch-size ones), a variant found unavailable reported once and not retried."""
+    runners = {}
+    for variant in args.backends:
+        if variant in unavailable:
+            continue
+        if variant in built and variant not in PER_BATCH_SIZE:
+            runners[variant] = built[variant]
+            continue
+        try:
+            runners[variant] = built[variant] = build_runner(variant, name, weights, args.device, batch, args.threads)
+        except Unavailable as exc:
+            print(f"  skip {variant}: {exc}", file=sys.stderr)
+            unavailable.add(variant)
+    return runners
+
+
+def busy_warning(threads: int) -> str | None:
+    """A warning when other work already loads the CPUs the benchmark is about to use."""
+    load = os.getloadavg()[0]
+    if load > 0.5 * len(usable_cpus()):
+        return (f"warning: load average {load:.1f} on {len(usable_cpus())} CPUs before starting: other work "
+                f"shares the cores, so these figures are noisy (and torch's {threads} threads may stall)")
+    return None
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    models = args.models or ["qualiclip"]
+    if args.weights and len(models) > 1:
+        raise ValueError("--weights applies to one --model")
+    files = [path for path, _ in find_images([args.images])] if args.images else []
+    if args.images and not files:
+        raise ValueError(f"no images found under {args.images}")
+    if args.end_to_end and not files:
+        raise ValueError("--end-to-end needs --images DIR")
+    torch.set_num_threads(args.threads)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    cuda = device.startswith("cuda")
+    load = os.getloadavg()[0]
+    warning = busy_warning(args.threads)
+    peak = matmul_peak_gflops(args.threads, device="cuda" if cuda else "cpu")
+    machine, date = machine_description(device), time.strftime("%Y-%m-%d")
+    print(f"{machine}; {args.threads} threads; fp32 matmul peak {peak:.0f} GFLOP/s (measured); {date}")
+    if warning:
+        print(warning, file=sys.stderr)
+    records: list[BenchRecord] = []
+    unavailable: set[str] = set()
+    for name in models:
+        card = get_card(name)
+        weights = bench_weights(name, args.weights)
+        print(f"{name}: " + (f"RANDOM weights ({weights.path}): speed does not depend on them" if weights.random
+                             else f"weights {weights.path}"))
+        reference_model = load_model(name, weights.path)
+        built: dict[str, Runner] = {}
+        for size in args.sizes:
+            if card.resize.kind == "fixed" and tuple(card.resize.size) != (size, size):
+                print(f"  skip size {size}: {name} takes fixed {card.resize.size[0]}x{card.resize.size[1]} input",
+                      file=sys.stderr)
+                continue
+            gflop = model_flops(reference_model, card.task, size, size) / 1e9
+            for batch in args.batch_sizes:
+                runners = model_runners(args, name, weights.path, batch, built, unavailable)
+                if not runners:
+                    continue
+                if args.end_to_end:
+                    jobs = [ScoreJob(path, path if card.task == "fr" else None) for path in files]
+                    timings = end_to_end_timings(runners, jobs, ResizePolicy("fixed", (size, size)), batch,
+                                                 default_workers(), min(args.warmup, 1), args.iters)
+                else:
+                    images, references = batch_inputs(card, size, batch, files)
+                    timings = interleaved_timings(runners, images, references, args.warmup, args.iters, cuda)
+                for variant, timing in timings.items():
+                    achieved = gflop * timing.images_per_s
+                    records.append(BenchRecord(
+                        backend=variant, model=name, batch_size=batch, size=size, images_per_s=timing.images_per_s,
+                        p50_ms=timing.percentile_ms(50), p95_ms=timing.percentile_ms(95),
+                        peak_rss_mb=timing.peak_rss_kib / 1024, working_mb=timing.working_kib / 1024,
+                        speedup_vs_torch=None, gflop_per_image=gflop, gflops_per_s=achieved, peak_gflops_per_s=peak,
+                        fraction_of_peak=achieved / peak, spread=timing.spread, calls=len(timing.latencies),
+                        device=device, threads=args.threads, weights="random" if weights.random else str(weights.path),
+                        end_to_end=args.end_to_end,
+                        peak_gpu_mb=None if timing.peak_gpu_bytes is None else timing.peak_gpu_bytes / 2**20,
+                        machine=machine, date=date, load_average=load))
+        del built  # free this model's sessions before loading the next
+    with_speedups(records, BASELINE)
+    print(markdown_table(records))
+    write_json(records, args.json)
+    chart = args.chart or str(Path(args.json).with_suffix(".png"))
+    if records:
+        plot(records, chart)
+    print(f"wrote {args.json}" + (f" and {chart}" if records else ""))
+    return 0 if records else 1
