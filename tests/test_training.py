@@ -205,6 +205,16 @@ def test_model_score_fn_matches_the_model(scrambled):
     assert torch.allclose(model_score_fn(model, batch_size=2)(images, None), model(normalize_float(images)))
 
 
+def test_greyscale_skimage_photos_load_as_three_equal_channels():
+    pytest.importorskip("skimage")
+    images = load_pristine("skimage:camera,coffee")
+    camera, coffee = images["camera"], images["coffee"]
+    assert camera.shape == (3, 512, 512) and torch.equal(camera[0], camera[1]) and torch.equal(camera[1], camera[2])
+    assert not torch.equal(coffee[0], coffee[1])
+    with pytest.raises(ValueError, match="unknown scikit-image photo 'nope'.*camera"):
+        load_pristine("skimage:nope")
+
+
 def test_random_rescale_shrinks_within_bounds_and_flips():
     image = torch.rand(3, 100, 150)
     generator = torch.Generator().manual_seed(0)

@@ -2,7 +2,9 @@
 from them.
 
 A source is a folder of image files, or `skimage` (the colour photographs scikit-image ships,
-which need no download) optionally narrowed to some of them: `skimage:coffee,rocket`.
+which need no download) optionally narrowed to some of them: `skimage:coffee,rocket`. Named
+sources may also use its greyscale photographs (SKIMAGE_GREY_PHOTOS, as three equal channels):
+more distinct content and textures for the tiny demo models, whose colour photos are only eight.
 """
 
 from __future__ import annotations
@@ -22,13 +24,16 @@ def _skimage_photo(name: str) -> np.ndarray:
 
     if name == "motorcycle":
         return data.stereo_motorcycle()[0]
-    if name not in SKIMAGE_PHOTOS:
-        raise ValueError(f"unknown scikit-image photo {name!r}; available: {', '.join(SKIMAGE_PHOTOS)}")
-    return getattr(data, name)()
+    if name not in SKIMAGE_PHOTOS + SKIMAGE_GREY_PHOTOS:
+        raise ValueError(f"unknown scikit-image photo {name!r}; available: "
+                         f"{', '.join(SKIMAGE_PHOTOS + SKIMAGE_GREY_PHOTOS)}")
+    photo = getattr(data, name)()
+    return np.repeat(photo[..., None], 3, axis=2) if photo.ndim == 2 else photo
 
 
 SKIMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry",
                   "retina", "motorcycle")
+SKIMAGE_GREY_PHOTOS = ("camera", "brick", "grass", "gravel", "coins", "moon", "clock")
 
 
 def _to_tensor(array: np.ndarray) -> torch.Tensor:
