@@ -1,7 +1,7 @@
 """`iqart bench`: images/s and latency of each backend against PyTorch eager fp32, same run.
 
     iqart bench --model qualiclip --backends torch,onnxruntime,onnxruntime-int8 \\
-                --batch-sizes 1,8,32 --sizes 224,384 --json results.json
+                --batch-sizes 1,8,32 --sizes 224,384,1024x768 --json results.json
 
 For every model, input size and batch size, the backends run the same batch interleaved (see
 engine.bench), after warm-up. Each record carries the speed-up over torch eager fp32 measured in
@@ -43,6 +43,28 @@ def _int_list(text: str) -> list[int]:
     return values
 
 
+def _size_list(text: str) -> list[tuple[int, int]]:
+    """'224,1024x768' -> [(224, 224), (1024, 768)]: (width, height); a lone number is a square."""
+    sizes = []
+    for item in (v.strip().lower() for v in text.split(",") if v.strip()):
+        width, _, height = item.partition("x")
+        try:
+            size = (int(width), int(height or width))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected sizes like 224 or 1024x768, got {item!r}") from None
+        if min(size) < 1:
+            raise argparse.ArgumentTypeError(f"expected positive sizes, got {item!r}")
+        sizes.append(size)
+    if not sizes:
+        raise argparse.ArgumentTypeError(f"expected sizes like 224,1024x768, got {text!r}")
+    return sizes
+
+
+def size_label(width: int, height: int) -> int | str:
+    """A record's `size`: the side of a square input, else 'WxH'."""
+    return width if width == height else f"{width}x{height}"
+
+
 def _backend_list(text: str) -> list[str]:
     names = [v.strip() for v in text.split(",") if v.strip()]
     unknown = [n for n in names if n not in VARIANTS]
@@ -61,7 +83,8 @@ def add_bench_parser(subparsers) -> None:
     p.add_argument("--backends", type=_backend_list, default=["torch", "onnxruntime"],
                    help=f"comma-separated, from: {', '.join(VARIANTS)} (default: torch,onnxruntime)")
     p.add_argument("--batch-sizes", type=_int_list, default=[1, 8, 32], help="comma-separated (default 1,8,32)")
-    p.add_argument("--sizes", type=_int_list, default=[224], help="square input sides in pixels (default 224)")
+    p.add_argument("--sizes", type=_size_list, default=[(224, 224)],
+                   help="input sizes in pixels: N for N x N, or WxH such as 1024x768 (default 224)")
     p.add_argument("--images", help="folder of images: the batch content, and the files of --end-to-end "
                                     "(default: random pixels)")
     p.add_argument("--end-to-end", action="store_true", help="time the pipeline from files (needs --images)")
@@ -75,15 +98,16 @@ def add_bench_parser(subparsers) -> None:
     p.set_defaults(run=run_bench)
 
 
-def batch_inputs(card: ModelCard, size: int, batch: int, files: list[Path], seed: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
-    """One batch at size x size: decoded files (cycled) when given, else random pixels. FR models
+def batch_inputs(card: ModelCard, width: int, height: int, batch: int, files: list[Path],
+                 seed: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
+    """One batch at width x height: decoded files (cycled) when given, else random pixels. FR models
     get the batch mirrored left-right as references, so image and reference differ."""
     if files:
-        policy = ResizePolicy("fixed", (size, size))
+        policy = ResizePolicy("fixed", (height, width))
         decoded = [load_image(files[i % len(files)], policy) for i in range(batch)]
         images = np.stack(decoded)
     else:
-        images = np.random.default_rng(seed).integers(0, 256, (batch, size, size, 3), dtype=np.uint8)
+        images = np.random.default_rng(seed).integers(0, 256, (batch, height, width, 3), dtype=np.uint8)
     references = np.ascontiguousarray(images[:, :, ::-1]) if card.task == "fr" else None
     return images, references
 
@@ -144,22 +168,23 @@ def run_bench(args: argparse.Namespace) -> int:
                              else f"weights {weights.path}"))
         reference_model = load_model(name, weights.path)
         built: dict[str, Runner] = {}
-        for size in args.sizes:
-            if card.resize.kind == "fixed" and tuple(card.resize.size) != (size, size):
+        for width, height in args.sizes:
+            size = size_label(width, height)
+            if card.resize.kind == "fixed" and tuple(card.resize.size) != (height, width):
                 print(f"  skip size {size}: {name} takes fixed {card.resize.size[0]}x{card.resize.size[1]} input",
                       file=sys.stderr)
                 continue
-            gflop = model_flops(reference_model, card.task, size, size) / 1e9
+            gflop = model_flops(reference_model, card.task, height, width) / 1e9
             for batch in args.batch_sizes:
                 runners = model_runners(args, name, weights.path, batch, built, unavailable)
                 if not runners:
                     continue
                 if args.end_to_end:
                     jobs = [ScoreJob(path, path if card.task == "fr" else None) for path in files]
-                    timings = end_to_end_timings(runners, jobs, ResizePolicy("fixed", (size, size)), batch,
+                    timings = end_to_end_timings(runners, jobs, ResizePolicy("fixed", (height, width)), batch,
                                                  default_workers(), min(args.warmup, 1), args.iters)
                 else:
-                    images, references = batch_inputs(card, size, batch, files)
+                    images, references = batch_inputs(card, width, height, batch, files)
                     timings = interleaved_timings(runners, images, references, args.warmup, args.iters, cuda)
                 for variant, timing in timings.items():
                     achieved = gflop * timing.images_per_s

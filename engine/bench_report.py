@@ -15,7 +15,7 @@ class BenchRecord:
     backend: str
     model: str
     batch_size: int
-    size: int  # square input side in pixels
+    size: int | str  # input size in pixels: the side of a square, else "WxH"
     images_per_s: float
     p50_ms: float  # per batch
     p95_ms: float
@@ -92,7 +92,7 @@ def plot(records: list[BenchRecord], path: str | os.PathLike) -> None:
     matplotlib.use("Agg")  # files only: no display on CI machines
     import matplotlib.pyplot as plt
 
-    panels = sorted({(r.model, r.size, r.end_to_end) for r in records})
+    panels = sorted({(r.model, r.size, r.end_to_end) for r in records}, key=str)
     backends = list(dict.fromkeys(r.backend for r in records))
     fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.8), squeeze=False)
     width = 0.8 / len(backends)
@@ -106,7 +106,8 @@ def plot(records: list[BenchRecord], path: str | os.PathLike) -> None:
         ax.set_xticks(range(len(batches)), [str(b) for b in batches])
         ax.set_xlabel("batch size")
         ax.set_ylabel("images/s")
-        ax.set_title(f"{model} {size}x{size}{' end-to-end' if e2e else ''}", fontsize=10)
+        side = f"{size}x{size}" if isinstance(size, int) else size
+        ax.set_title(f"{model} {side}{' end-to-end' if e2e else ''}", fontsize=10)
     axes[0][0].legend(fontsize=8)
     if records:
         fig.suptitle(f"{records[0].machine} ({records[0].date})", fontsize=9)

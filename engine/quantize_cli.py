@@ -25,7 +25,8 @@ def add_int8_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"parity images, a folder or skimage[:name,...] (default: {DEFAULT_PARITY_SOURCE}); "
                         "'none' skips the report")
     p.add_argument("--keep-fp32", action="append", default=[], metavar="REGEX",
-                   help="keep the nodes whose name (as in model.onnx) matches in fp32, e.g. '^/layer4/' (repeatable)")
+                   help="keep the nodes whose name (as in model.onnx) matches in fp32, e.g. '^/layer4/' (repeatable; "
+                        "default: nothing for NR models, '^/layer4/' for FR models)")
 
 
 def add_quantize_parser(subparsers) -> None:

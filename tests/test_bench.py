@@ -131,12 +131,12 @@ def test_cuda_graph_runner_matches_fp16_eager(scrambled):
 
 def test_batch_inputs_from_files_and_fr_references():
     files = sorted(EXAMPLE_IMAGES.glob("*.png"))[:3]
-    images, refs = batch_inputs(get_card("bpclip-fr-tiny"), 64, 5, files)
+    images, refs = batch_inputs(get_card("bpclip-fr-tiny"), 64, 64, 5, files)
     assert images.shape == refs.shape == (5, 64, 64, 3)
     np.testing.assert_array_equal(images[3], images[0])  # files are cycled
     np.testing.assert_array_equal(refs, images[:, :, ::-1])
-    random_images, none = batch_inputs(get_card("qualiclip-tiny"), 32, 2, [])
-    assert random_images.shape == (2, 32, 32, 3) and none is None
+    random_images, none = batch_inputs(get_card("qualiclip-tiny"), 48, 32, 2, [])
+    assert random_images.shape == (2, 32, 48, 3) and none is None  # width 48, height 32
 
 
 def _record(backend, images_per_s, batch=8, size=224):
@@ -183,11 +183,11 @@ def test_bench_command_writes_records(random_home):
         add_int8_graph(cached_artifact(name, bench_weights(name).path), "skimage:astronaut", None)
     out = random_home / "bench.json"
     assert main(["bench", "-m", "qualiclip-tiny", "-m", "bpclip-nr-tiny", "--backends", "torch,onnxruntime,onnxruntime-int8",
-                 "--batch-sizes", "1,2", "--sizes", "224,96", "--warmup", "1", "--iters", "2", "--threads", "1",
+                 "--batch-sizes", "1,2", "--sizes", "224,96x64", "--warmup", "1", "--iters", "2", "--threads", "1",
                  "--json", str(out)]) == 0
     rows = json.loads(out.read_text())
-    # bpclip-nr-tiny takes fixed 224x224 input: no size-96 rows for it
-    assert {(r["model"], r["size"]) for r in rows} == {("qualiclip-tiny", 224), ("qualiclip-tiny", 96),
+    # bpclip-nr-tiny takes fixed 224x224 input: no 96x64 rows for it
+    assert {(r["model"], r["size"]) for r in rows} == {("qualiclip-tiny", 224), ("qualiclip-tiny", "96x64"),
                                                         ("bpclip-nr-tiny", 224)}
     assert len(rows) == 3 * 2 * 3
     for row in rows:
@@ -214,6 +214,9 @@ def test_bench_rejects_bad_arguments(capsys):
         parse(["--backends", "torch,nope"])
     with pytest.raises(SystemExit):
         parse(["--batch-sizes", "0,8"])
+    with pytest.raises(SystemExit):
+        parse(["--sizes", "224,1024y768"])
+    assert parse(["--sizes", "224,1024x768"]).sizes == [(224, 224), (1024, 768)]
     assert main(["bench", "--end-to-end", "--json", "x.json"]) == 2
     assert "--images" in capsys.readouterr().err
 
