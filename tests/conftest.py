@@ -14,6 +14,7 @@ import pytest
 import torch
 from torch import nn
 
+from engine.bench_backends import randomise_batchnorm
 from train.zoo import build_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -22,18 +23,11 @@ EXAMPLE_PAIRS = REPO / "examples" / "fr"
 
 
 def scramble(model: nn.Module, seed: int) -> nn.Module:
-    """Give every BatchNorm random affine parameters and running statistics, and (BPCLIP)
-    amplify the per-scale projections so image content is not drowned by the positional
-    embedding, as it is at initialisation (in place)."""
-    generator = torch.Generator().manual_seed(seed)
+    """Give every BatchNorm random affine parameters and running statistics (as the benchmarks'
+    random weights do), and (BPCLIP) amplify the per-scale projections so image content is not
+    drowned by the positional embedding, as it is at initialisation (in place)."""
+    randomise_batchnorm(model, seed)
     with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, nn.BatchNorm2d):
-                n = module.num_features
-                module.weight.copy_(0.5 + torch.rand(n, generator=generator))
-                module.bias.copy_(0.2 * torch.randn(n, generator=generator))
-                module.running_mean.copy_(0.2 * torch.randn(n, generator=generator))
-                module.running_var.copy_(0.5 + torch.rand(n, generator=generator))
         for scale in getattr(model, "scales", []):
             scale.project.weight.mul_(30.0)
     return model.eval()

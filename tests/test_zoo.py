@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from train.zoo import MissingWeightsError, build_model, get_card, list_models, resolve_weights
+from train.zoo import MissingWeightsError, build_model, get_card, list_models, load_model, resolve_weights
 
 EXPECTED = {"qualiclip", "bpclip-nr", "bpclip-fr", "qualiclip-tiny", "bpclip-nr-tiny", "bpclip-fr-tiny"}
 
@@ -22,14 +22,20 @@ def test_unknown_model_names_the_choices():
         get_card("nope")
 
 
-@pytest.mark.parametrize("name", ["bpclip-nr", "bpclip-fr-tiny"])
+@pytest.mark.parametrize("name", ["bpclip-nr", "bpclip-fr"])  # no public weights, no demo weights
 def test_missing_weights_say_how_to_get_them(name, tmp_path, monkeypatch):
     monkeypatch.setenv("IQART_HOME", str(tmp_path))
-    card = get_card(name)
-    if card.demo_weights.exists():
-        pytest.skip(f"{card.demo_weights} exists: demo weights are resolved instead")
     with pytest.raises(MissingWeightsError, match="--weights FILE"):
         resolve_weights(name)
+
+
+@pytest.mark.parametrize("name", ["qualiclip-tiny", "bpclip-nr-tiny", "bpclip-fr-tiny"])
+def test_tiny_models_resolve_to_their_committed_demo_weights(name, tmp_path, monkeypatch):
+    monkeypatch.setenv("IQART_HOME", str(tmp_path))
+    card = get_card(name)
+    assert resolve_weights(name) == card.demo_weights and card.demo_weights.stat().st_size < 8 * 2**20
+    model = load_model(name)  # the file holds every key the model needs, at the right shapes
+    assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
 def test_explicit_weights_win(tmp_path):
