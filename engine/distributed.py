@@ -11,20 +11,24 @@ Why this shape:
   same decoding, size buckets and per-image error rows, so a bad file reads the same either way.
 - Paths travel as bytes (Arrow strings must be UTF-8; file names need not be) in blocks of a
   few batches: small enough that a lost actor costs little work and actors stay evenly busy.
-- An actor that dies is restarted and its block is retried: Ray Data gives actor pools
-  max_restarts and max_task_retries by default (-1, unbounded, in Ray 2.60). A retried block
-  can reach the driver twice, so the driver keeps the first row per (path, reference) and counts
-  the rest as duplicates; it also lists any job that got no row, which only happens when a run
-  stops early.
+- An actor that dies is restarted and its block is retried, up to BLOCK_RETRIES times (Ray
+  Data's default is unbounded: one file that crashes its decoder would loop forever). A block
+  still failing then is given up without stopping the run (max_errored_blocks), and each of its
+  jobs gets an error row saying so, as one broken image never stops a single-process batch. A
+  retried block can reach the driver twice, so the driver keeps the first row per (path,
+  reference) and counts the rest as duplicates; it lists any job that got no row, which only
+  happens when a run stops early (Ctrl-C, or Ray failing as a whole).
 - Rows are written on the driver through the atomic writers, so `--resume` works as it does
   without Ray, and a run that stops early keeps every row it has.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +46,9 @@ from engine.result_files import open_result_writer, read_result_file
 from train.zoo import ModelCard, get_card
 
 BLOCK_BATCHES = 4  # rows per Ray block, in batches: lost work on a crash vs. per-block overhead
+BLOCK_RETRIES = 3  # retries of a block whose actor died, before its jobs become error rows
+GIVEN_UP = (f"not scored: the Ray actor scoring this image's block died {BLOCK_RETRIES + 1} times (a file in the "
+            "block may crash the decoder or exhaust memory); --resume retries it")
 
 
 class ScoringActor:
@@ -80,7 +87,7 @@ class DistributedSummary:
     """What a run did. `missing` holds the (path, reference) keys that got no row: empty unless
     the run stopped early (`stopped` says why); `duplicates` counts rows dropped as repeats;
     `startup_s` is the time to the first block of rows (Ray and actor start, model load), and
-    `first_block` its number of rows."""
+    `first_block` its number of rows; `given_up` counts the error rows of blocks Ray gave up on."""
 
     jobs: int
     kept: int = 0
@@ -93,6 +100,7 @@ class DistributedSummary:
     first_block: int = 0
     missing: list[tuple[str, str | None]] = field(default_factory=list)
     stopped: str | None = None
+    given_up: int = 0
 
     @property
     def images_per_s(self) -> float:
@@ -136,11 +144,21 @@ def score_distributed(inputs: Sequence[str | os.PathLike | ScoreJob], out: str |
             blocks = math.ceil(len(todo) / (BLOCK_BATCHES * scorer_options.get("batch_size", 8)))
             summary.actors = min(actors or default_actors(cpus_per_actor, gpus_per_actor), blocks)
             threads = None if gpus_per_actor else max(1, math.floor(cpus_per_actor))
-            dataset = ray.data.from_items(job_items(todo), override_num_blocks=blocks).map_batches(
-                actor_class, fn_constructor_kwargs={"model": card.name, "scorer_options": scorer_options, "threads": threads},
-                batch_size=None, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=summary.actors),
-                num_cpus=cpus_per_actor, num_gpus=gpus_per_actor or None)
-            _write_unique(dataset, writer, written, summary, on_row, started)
+            context = ray.data.DataContext.get_current()  # a dataset copies it when created: set it first
+            errored_blocks, context.max_errored_blocks = context.max_errored_blocks, -1  # go on past a lost block
+            try:
+                with warnings.catch_warnings():  # max_task_retries has no named parameter yet (Ray 2.60)
+                    warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
+                    dataset = ray.data.from_items(job_items(todo), override_num_blocks=blocks).map_batches(
+                        actor_class, fn_constructor_kwargs={"model": card.name, "scorer_options": scorer_options,
+                                                            "threads": threads},
+                        batch_size=None, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=summary.actors),
+                        num_cpus=cpus_per_actor, num_gpus=gpus_per_actor or None, **_bounded_retries())
+                _write_unique(dataset, writer, written, summary, on_row, started)
+            finally:
+                context.max_errored_blocks = errored_blocks
+            if summary.stopped is None:
+                _write_given_up(todo, writer, written, summary, on_row)
     summary.wall_s = time.perf_counter() - started
     summary.missing = [job.key for job in todo if job.key not in written]
     return summary
@@ -168,6 +186,27 @@ def _write_unique(dataset, writer, written: set, summary: DistributedSummary, on
     except ray.exceptions.RayError as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         summary.stopped = f"Ray gave up on a block: {type(exc).__name__}: {first_line}"
+
+
+def _bounded_retries() -> dict:
+    """map_batches' max_task_retries where this Ray still takes extra remote arguments (2.60
+    deprecates them, naming no replacement): without it a block's retries are unbounded."""
+    parameters = inspect.signature(ray.data.Dataset.map_batches).parameters.values()
+    takes_extra = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
+    return {"max_task_retries": BLOCK_RETRIES} if takes_extra else {}
+
+
+def _write_given_up(todo: Sequence[ScoreJob], writer, written: set, summary: DistributedSummary, on_row) -> None:
+    """After a run that went to the end, an error row for each job of the blocks Ray gave up on."""
+    for job in todo:
+        if job.key in written:
+            continue
+        row = ScoreRow(job.key[0], error=GIVEN_UP, reference=job.key[1])
+        written.add(job.key)
+        writer.write(row.as_dict())
+        summary.failed, summary.given_up = summary.failed + 1, summary.given_up + 1
+        if on_row is not None:
+            on_row(row)
 
 
 def default_actors(cpus_per_actor: float, gpus_per_actor: float) -> int:

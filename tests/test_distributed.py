@@ -150,6 +150,30 @@ def test_an_actor_killed_mid_run_loses_and_duplicates_no_rows(cluster, images, w
     assert_same_rows(read_result_file(out), single_process)
 
 
+def test_a_block_that_kills_its_actor_every_time_becomes_error_rows(cluster, images, weights, single_process, tmp_path):
+    poison = str(min(single_process))
+
+    class DiesOnOneFile(distributed.ScoringActor):
+        """Dies whenever its block holds the poison file, as a decoder crash would, every retry."""
+
+        def __call__(self, block):
+            if poison.encode() in block.column("path").to_pylist():
+                os._exit(1)
+            return super().__call__(block)
+
+    out = tmp_path / "scores.csv"
+    summary = distributed.score_distributed([images], out, MODEL, weights=weights, batch_size=2,
+                                            actor_class=DiesOnOneFile)
+    rows = read_result_file(out)
+    given_up = {row["path"] for row in rows if row["error"] == distributed.GIVEN_UP}
+    assert summary.missing == [] and summary.stopped is None  # the run went on to the end
+    assert poison in given_up and len(given_up) <= distributed.BLOCK_BATCHES * 2  # one block of batches of 2
+    assert summary.given_up == len(given_up) and summary.scored + summary.failed == len(single_process)
+    assert all(row["score"] is None for row in rows if row["path"] in given_up)
+    assert_same_rows([row for row in rows if row["path"] not in given_up],
+                     {path: row for path, row in single_process.items() if path not in given_up})
+
+
 def test_ray_options_are_checked_before_any_work(images, weights, tmp_path, capsys):
     code = main(["score", str(images), "--model", MODEL, "--weights", str(weights), "--ray", "--ray-actors", "0",
                  "--out", str(tmp_path / "s.csv")])
