@@ -14,7 +14,8 @@ Why this shape:
 - An actor that dies is restarted and its block is retried, up to BLOCK_RETRIES times (Ray
   Data's default is unbounded: one file that crashes its decoder would loop forever). A block
   still failing then is given up without stopping the run (max_errored_blocks), and each of its
-  jobs gets an error row saying so, as one broken image never stops a single-process batch. A
+  jobs gets an error row saying so, as one broken image never stops a single-process batch. An
+  actor holds one block at a time, so its death spends no other block's retries. A
   retried block can reach the driver twice, so the driver keeps the first row per (path,
   reference) and counts the rest as duplicates; it lists any job that got no row, which only
   happens when a run stops early (Ctrl-C, or Ray failing as a whole).
@@ -152,7 +153,8 @@ def score_distributed(inputs: Sequence[str | os.PathLike | ScoreJob], out: str |
                     dataset = ray.data.from_items(job_items(todo), override_num_blocks=blocks).map_batches(
                         actor_class, fn_constructor_kwargs={"model": card.name, "scorer_options": scorer_options,
                                                             "threads": threads},
-                        batch_size=None, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=summary.actors),
+                        batch_size=None, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(
+                            size=summary.actors, max_tasks_in_flight_per_actor=1),  # a dying actor takes one block
                         num_cpus=cpus_per_actor, num_gpus=gpus_per_actor or None, **_bounded_retries())
                 _write_unique(dataset, writer, written, summary, on_row, started)
             finally:
