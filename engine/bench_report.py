@@ -9,6 +9,8 @@ import platform
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from train.atomic import write_json_atomic
+
 
 @dataclass
 class BenchRecord:
@@ -66,7 +68,7 @@ def with_speedups(records: list[BenchRecord], baseline: str) -> list[BenchRecord
 
 
 def write_json(records: list[BenchRecord], path: str | os.PathLike) -> None:
-    Path(path).write_text(json.dumps([asdict(r) for r in records], indent=2) + "\n")
+    write_json_atomic(path, [asdict(r) for r in records])
 
 
 def read_json(path: str | os.PathLike) -> list[BenchRecord]:

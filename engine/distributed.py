@@ -62,25 +62,17 @@ class ScoringActor:
     def __init__(self, model: str, scorer_options: dict, threads: int | None = None):
         from engine.scorer import Scorer
 
-        self.scorer = Scorer(model, workers=threads, **scorer_options)
-        if threads and not str(self.scorer.backend.device).startswith("cuda"):
-            _cap_cpu_threads(self.scorer, threads)
+        if threads:  # a CPU actor: stay within the CPUs Ray reserved for it
+            import torch
+
+            torch.set_num_threads(threads)
+            scorer_options = {"workers": threads, "threads": threads, **scorer_options}
+        self.scorer = Scorer(model, **scorer_options)
 
     def __call__(self, block: pa.Table) -> pa.Table:
         paths, references = block.column("path").to_pylist(), block.column("reference").to_pylist()
         jobs = [ScoreJob(Path(_text(p)), None if r is None else Path(_text(r))) for p, r in zip(paths, references)]
         return rows_table(list(self.scorer.score_jobs(jobs)))
-
-
-def _cap_cpu_threads(scorer, threads: int) -> None:
-    import torch
-
-    from engine.hardware import physical_cores
-    from engine.onnxruntime_backend import OnnxRuntimeBackend
-
-    torch.set_num_threads(threads)
-    if scorer.backend.name == "onnxruntime" and threads < physical_cores():
-        scorer.backend = OnnxRuntimeBackend(scorer.artifact, "cpu", scorer.backend.precision, threads)
 
 
 @dataclass

@@ -14,11 +14,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from engine.images import MIN_SIDE
+from train.atomic import write_atomic, write_json_atomic
 
 PLANS_DIR = "plans"
 TRT_GRAPH = "model.trt.onnx"
@@ -148,20 +148,6 @@ class PlanKey:
         return f"model.trt-{env.arch.replace('_', '')}-trt{env.tensorrt}-{self.digest}"
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 class PlanCache:
     """The plans/ directory of one artifact."""
 
@@ -180,7 +166,7 @@ class PlanCache:
 
     def store_timing_cache(self, environment: Environment, data: bytes) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
-        _write_atomic(self.timing_cache_path(environment), data)
+        write_atomic(self.timing_cache_path(environment), data)
 
     def records(self) -> list[tuple[Path, PlanKey | str]]:
         """(record file, its key, or why it cannot be read) for every plan record present."""
@@ -215,9 +201,9 @@ class PlanCache:
         """Write plan then record, each atomically: a record always describes a whole plan."""
         self.directory.mkdir(parents=True, exist_ok=True)
         path = self.plan_path(key)
-        _write_atomic(path, plan)
+        write_atomic(path, plan)
         record = {**key.to_json(), "plan_sha256": hashlib.sha256(plan).hexdigest(), "plan_bytes": len(plan)}
-        _write_atomic(self.record_path(key), (json.dumps(record, indent=2) + "\n").encode())
+        write_json_atomic(self.record_path(key), record)
         return path
 
     def load(self, key: PlanKey, environment: Environment) -> bytes:

@@ -13,7 +13,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from engine.writer import AtomicResultWriter, read_results
+from engine.writer import AtomicResultWriter, CommitOnSuccess, read_results
 
 ROW_GROUP = 8192  # rows buffered before a Parquet row group is written: flat memory, few groups
 
@@ -32,7 +32,7 @@ def read_result_file(path: str | os.PathLike) -> list[dict]:
     return read_parquet_results(path) if is_parquet(path) else read_results(path)
 
 
-class ParquetResultWriter:
+class ParquetResultWriter(CommitOnSuccess):
     """AtomicResultWriter's contract for Parquet: rows go to a temporary file beside the target,
     `commit()` renames it into place, an exception inside `with` leaves earlier output alone."""
 
@@ -74,15 +74,6 @@ class ParquetResultWriter:
             self._writer.close()
         if os.path.exists(self._tmp):
             os.unlink(self._tmp)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.commit()
-        else:
-            self.discard()
 
 
 def read_parquet_results(path: str | os.PathLike) -> list[dict]:

@@ -40,12 +40,14 @@ class Scorer:
     `device=None` uses a CUDA GPU when the backend can, else the CPU. `precision`: torch fp32
     (default), fp16 or bf16 autocast; onnxruntime fp32 (model.onnx, default), fp16, or int8 (CPU;
     calibrated on first use, see export.int8_artifact); tensorrt fp16 only. `max_side` bounds
-    native-resolution images for TensorRT's profile.
+    native-resolution images for TensorRT's profile. `threads`: ONNX Runtime's intra-op threads
+    (default: one per physical core), for processes that share the cores with others.
     """
 
     def __init__(self, model: str = "qualiclip", backend: str = "onnxruntime", device: str | None = None,
                  batch_size: int = 8, *, weights: str | os.PathLike | None = None, precision: str | None = None,
-                 workers: int | None = None, fused_attention: bool = False, max_side: int = DEFAULT_MAX_SIDE):
+                 workers: int | None = None, fused_attention: bool = False, max_side: int = DEFAULT_MAX_SIDE,
+                 threads: int | None = None):
         self.card = get_card(model)
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; available: {', '.join(BACKENDS)}")
@@ -68,7 +70,7 @@ class Scorer:
             self.artifact = cached_artifact(model, weights)
             if precision == "int8":
                 cached_int8_graph(self.artifact)
-            self.backend = (OnnxRuntimeBackend(self.artifact, device, precision) if backend == "onnxruntime"
+            self.backend = (OnnxRuntimeBackend(self.artifact, device, precision, threads) if backend == "onnxruntime"
                             else TensorRTBackend(self.artifact, device, batch_size, max_side))
 
     name = property(lambda self: self.card.name)

@@ -14,7 +14,21 @@ import tempfile
 from pathlib import Path
 
 
-class AtomicResultWriter:
+class CommitOnSuccess:
+    """The result writers' `with` protocol: commit() on a clean exit, discard() on an error,
+    so a failed run never replaces an earlier result file with a partial one."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.discard()
+
+
+class AtomicResultWriter(CommitOnSuccess):
     """Collects rows into a temporary file beside the target; `commit()` renames it into place.
 
     Used as a context manager, an exception discards the temporary file and leaves any earlier
@@ -49,15 +63,6 @@ class AtomicResultWriter:
             self._file.close()
         if os.path.exists(self._tmp):
             os.unlink(self._tmp)
-
-    def __enter__(self) -> "AtomicResultWriter":
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.commit()
-        else:
-            self.discard()
 
 
 def result_format(path: str | os.PathLike) -> str:

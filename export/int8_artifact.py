@@ -9,7 +9,6 @@ scikit-image ships plus copies under other degradation types.
 
 from __future__ import annotations
 
-import json
 import os
 from collections import Counter
 from collections.abc import Sequence
@@ -22,6 +21,7 @@ from export.artifact import INT8_GRAPH, read_spec, sha256_file
 from export.int8 import QUANTISED_OPS, BatchReader, quantize_graph
 from export.int8_parity import Int8Parity, int8_parity, parity_set
 from export.quality_images import DEFAULT_PARITY_SOURCE, default_calibration_source, load_source, quality_set
+from train.atomic import write_json_atomic
 
 REPORT = "int8.json"
 # Degradations (type, level 0..4) seen during calibration: one per KADID group, mild and strong.
@@ -54,12 +54,6 @@ class Int8Report:
         return data
 
 
-def _write_json(path: Path, data: dict) -> None:
-    partial = path.with_name(f".{path.name}.part")
-    partial.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(partial, path)
-
-
 def add_int8_graph(artifact_dir: str | os.PathLike, calibration_source: str | None = None,
                    parity_source: str | None = DEFAULT_PARITY_SOURCE, keep_fp32: Sequence[str] = ()) -> Int8Report:
     """Calibrate, write artifact_dir/model.int8.onnx, measure parity (unless `parity_source` is
@@ -84,8 +78,8 @@ def add_int8_graph(artifact_dir: str | os.PathLike, calibration_source: str | No
             report.parity = int8_parity(artifact_dir, *parity_set(load_source(parity_source), fr))
         except ValueError as exc:
             report.parity_skipped = str(exc)
-    _write_json(artifact_dir / REPORT, report.to_json())
+    write_json_atomic(artifact_dir / REPORT, report.to_json())
     spec["sha256"][INT8_GRAPH] = sha256_file(artifact_dir / INT8_GRAPH)
     spec["int8"] = {"graph": INT8_GRAPH, "report": REPORT}
-    _write_json(artifact_dir / "spec.json", spec)
+    write_json_atomic(artifact_dir / "spec.json", spec)
     return report

@@ -63,3 +63,14 @@ def random_images():
         return structured_noise(n, height, width, torch.Generator().manual_seed(seed))
 
     return make
+
+
+@pytest.fixture(scope="module")
+def iqart_home(tmp_path_factory):
+    """One artifact cache per test module, as $IQART_HOME: each model is exported once, as in
+    real use, and nothing touches the user's cache. Set before anything starts that inherits
+    the environment (Ray workers)."""
+    with pytest.MonkeyPatch.context() as patch:
+        home = tmp_path_factory.mktemp("iqart_home")
+        patch.setenv("IQART_HOME", str(home))
+        yield home

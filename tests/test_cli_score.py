@@ -19,14 +19,7 @@ from train.checkpoints import save_checkpoint
 from train.preprocess import uint8_nhwc_to_model_input
 from train.zoo import build_model, get_card
 
-
-@pytest.fixture(scope="module", autouse=True)
-def iqart_home(tmp_path_factory):
-    """One artifact cache for the module: each model is exported once, as in real use."""
-    with pytest.MonkeyPatch.context() as patch:
-        home = tmp_path_factory.mktemp("iqart_home")
-        patch.setenv("IQART_HOME", str(home))
-        yield home
+pytestmark = pytest.mark.usefixtures("iqart_home")  # one artifact cache per module (tests/conftest.py)
 
 
 @pytest.fixture(scope="module")

@@ -28,15 +28,6 @@ BAD_FILES = {"empty.png": b"", "text.jpg": b"not an image", "truncated.png": Non
 
 
 @pytest.fixture(scope="module")
-def iqart_home(tmp_path_factory):
-    """One artifact cache for the module, set before Ray starts so that its workers inherit it."""
-    with pytest.MonkeyPatch.context() as patch:
-        home = tmp_path_factory.mktemp("iqart_home")
-        patch.setenv("IQART_HOME", str(home))
-        yield home
-
-
-@pytest.fixture(scope="module")
 def cluster(iqart_home):
     ray.init(address="local", num_cpus=2, include_dashboard=False)
     ray.data.DataContext.get_current().enable_progress_bars = False

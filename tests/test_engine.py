@@ -25,13 +25,7 @@ from train.zoo import build_model, get_card
 
 TINY = ["qualiclip-tiny", "bpclip-nr-tiny", "bpclip-fr-tiny"]
 
-
-@pytest.fixture(scope="module", autouse=True)
-def iqart_home(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as patch:
-        home = tmp_path_factory.mktemp("iqart_home")
-        patch.setenv("IQART_HOME", str(home))
-        yield home
+pytestmark = pytest.mark.usefixtures("iqart_home")  # one artifact cache per module (tests/conftest.py)
 
 
 @pytest.fixture(scope="module")

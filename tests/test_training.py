@@ -91,6 +91,18 @@ def test_overlapping_crops_share_content():
     assert matches  # crop 2 is a real window of the image
 
 
+def losses_over_steps(loss_fn, optimizer: torch.optim.Optimizer, steps: int = 25) -> list[float]:
+    """The loss before each of `steps` optimiser steps on loss_fn() (one fixed batch)."""
+    losses = []
+    for _ in range(steps):
+        loss = loss_fn()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses
+
+
 def test_qualiclip_training_steps_lower_the_loss_on_a_batch():
     """The loss, its gradients and the optimiser work together: repeated steps on one batch of
     degraded crops (train mode, as in training) must bring its loss well down."""
@@ -99,15 +111,12 @@ def test_qualiclip_training_steps_lower_the_loss_on_a_batch():
     images = list(load_pristine(config.images).values())
     batch = degraded_pairs(images, config, ["white_noise", "gaussian_blur"], torch.Generator().manual_seed(5))
     model = build_qualiclip(config).train()
-    optimizer = torch.optim.AdamW(model.visual.parameters(), lr=3e-3)
-    losses = []
-    for _ in range(25):
+
+    def loss():
         sims = model.similarities(model.embed(normalize_float(batch.reshape(-1, *batch.shape[-3:]))))
-        loss = qualiclip_losses(sims.reshape(*batch.shape[:3], model.num_pairs, 2), 0.02, 0.01).total(1, 1, 1)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+        return qualiclip_losses(sims.reshape(*batch.shape[:3], model.num_pairs, 2), 0.02, 0.01).total(1, 1, 1)
+
+    losses = losses_over_steps(loss, torch.optim.AdamW(model.visual.parameters(), lr=3e-3))
     assert losses[-1] < 0.5 * losses[0], losses
 
 
@@ -159,14 +168,8 @@ def test_bpclip_training_steps_lower_the_loss_on_a_batch(name):
     fixed = SyntheticMOS(config, list(load_pristine(config.images).values()), torch.Generator().manual_seed(9)).batch()
     model = build_bpclip(config).train()
     args = [normalize_float(fixed["image"])] + ([normalize_float(fixed["reference"])] if model.task == "fr" else [])
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    losses = []
-    for _ in range(25):
-        loss = mos_loss(model(*args), fixed["target"], plcc_weight=1.0)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    losses = losses_over_steps(lambda: mos_loss(model(*args), fixed["target"], plcc_weight=1.0),
+                               torch.optim.AdamW(model.parameters(), lr=1e-3))
     assert losses[-1] < 0.5 * losses[0], losses
 
 

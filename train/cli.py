@@ -7,8 +7,9 @@ of any import from `engine`.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
+
+from train.atomic import write_json_atomic
 
 TRAINERS = ("qualiclip", "bpclip-nr", "bpclip-fr")
 
@@ -134,8 +135,5 @@ def run_eval(args: argparse.Namespace) -> int:
               + ", ".join(f"{k.upper()} {v:.4f}" for k, v in metrics.items()))
         report = {"model": card.name, "dataset": info.name, "split": args.split, "images": len(samples), **metrics}
     if args.json:
-        out = Path(args.json)
-        tmp = out.with_name(f".{out.name}.tmp")
-        tmp.write_text(json.dumps(report, indent=2) + "\n")
-        tmp.replace(out)  # atomic: a reader never sees half a report
+        write_json_atomic(args.json, report)
     return 0
