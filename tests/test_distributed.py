@@ -112,7 +112,8 @@ def test_cli_scores_a_parquet_list_and_resumes(cluster, images, weights, single_
         writer.write({"path": kept, "score": 0.125, "error": None})  # a score no model gives: must be kept as is
         writer.write({"path": failed_before, "score": None, "error": "backend failed: out of memory"})
     code = main(["score", "--paths-from", str(manifest), "--path-column", "file", "--ray",
-                 "--model", MODEL, "--weights", str(weights), "-b", "2", "--out", str(out), "--resume"])
+                 "--model", MODEL, "--weights", str(weights), "-b", "2", "-j", "1",  # -j: an actor's own option wins
+                 "--out", str(out), "--resume"])
     assert code == 0
     rows = read_result_file(out)
     assert {row["path"]: row["score"] for row in rows}[kept] == 0.125
