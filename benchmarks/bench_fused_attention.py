@@ -12,8 +12,8 @@ import sys
 import torch
 import torch.nn.functional as F
 
-from engine import fused_op
-from train.attention import merge_heads, split_heads
+from iqart.engine.backends import fused_op
+from iqart.train.attention import merge_heads, split_heads
 
 # (model, batch, q_len, kv_len, heads); head size 64 throughout.
 SHAPES = [("QualiCLIP", b, 1, nk, 32) for b in (1, 32) for nk in (50, 769, 11700)]

@@ -7,7 +7,7 @@ purpose, on a quiet machine, for regression tracking:
     python3 -m pytest benchmarks --benchmark-compare           # against the last saved run
     python3 -m pytest benchmarks --bench-models qualiclip-tiny --bench-batch-sizes 1 --benchmark-disable  # smoke
 
-Runners come from the same place as `iqart bench`'s (engine.bench_backends), with the same
+Runners come from the same place as `iqart bench`'s (iqart.engine.bench.runners), with the same
 weights rule (demo or official weights when at hand, else random ones: speed does not depend
 on them), and are built once per model and backend for the whole session.
 """
@@ -17,9 +17,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine.bench_backends import VARIANTS, Runner, Unavailable, bench_weights, build_runner
-from engine.hardware import physical_cores
-from train.zoo import get_card
+from iqart.engine.bench.runners import VARIANTS, Runner, Unavailable, bench_weights, build_runner
+from iqart.engine.hardware import physical_cores
+from iqart.train.zoo import get_card
 
 DEFAULTS = {
     "models": "qualiclip,bpclip-nr,bpclip-fr",

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import torch
 
-from engine import fused_op
-from train.attention import cross_attention
+from iqart.engine.backends import fused_op
+from iqart.train.attention import cross_attention
 
 # (batch, q_len, kv_len, heads, head_dim)
 CASES = [

@@ -1,19 +1,15 @@
-"""iqart's engine: `Scorer` scores images with any backend; `list_models()` names the models.
+"""iqart's engine: `Scorer` and the backends, image pipeline, result files, benchmark harness and CLI.
 
-Both are resolved on first access, so importing a submodule (engine.images, engine.plugin)
-does not load ONNX Runtime and the export code.
+`Scorer` resolves on first access, so importing a submodule (iqart.engine.pipeline.images,
+iqart.engine.backends.plugin) does not load ONNX Runtime and the export code.
 """
 
-__all__ = ["Scorer", "list_models"]
+__all__ = ["Scorer"]
 
 
 def __getattr__(name: str):
     if name == "Scorer":
-        from engine.scorer import Scorer
+        from iqart.engine.scorer import Scorer
 
         return Scorer
-    if name == "list_models":
-        from train.zoo import list_models
-
-        return list_models
-    raise AttributeError(f"module 'engine' has no attribute {name!r}")
+    raise AttributeError(f"module 'iqart.engine' has no attribute {name!r}")

@@ -13,10 +13,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from engine.filelock import exclusive_lock
-from export.artifact import GRAPH_FILES, INT8_GRAPH, SPEC_VERSION, export_artifact, read_spec, sha256_file
-from train.checkpoints import CheckpointError
-from train.zoo import iqart_home, resolve_weights
+from iqart.engine.filelock import exclusive_lock
+from iqart.export.artifact import GRAPH_FILES, INT8_GRAPH, SPEC_VERSION, export_artifact, read_spec, sha256_file
+from iqart.train.checkpoints import CheckpointError
+from iqart.train.zoo import iqart_home, resolve_weights
 
 
 def artifact_dir(name: str, weights_sha256: str) -> Path:
@@ -51,11 +51,11 @@ def cached_artifact(name: str, weights: str | os.PathLike | None = None) -> Path
 
 def cached_int8_graph(directory: Path) -> Path:
     """The artifact's model.int8.onnx, calibrated (with its parity report) on first use, with
-    the default image sets (export.int8_artifact); `iqart quantize` chooses them instead."""
+    the default image sets (iqart.export.int8_artifact); `iqart quantize` chooses them instead."""
     graph = directory / INT8_GRAPH
     if graph.is_file():
         return graph
-    from export.int8_artifact import add_int8_graph  # onnxruntime.quantization: only when needed
+    from iqart.export.int8_artifact import add_int8_graph  # onnxruntime.quantization: only when needed
 
     with exclusive_lock(directory.with_name(directory.name + ".lock")):
         if not graph.is_file():

@@ -1,7 +1,7 @@
 """Scoring on a Ray cluster: when one machine is not enough, Ray Data spreads the images over an
 actor pool and the driver writes the same result file as `iqart score`.
 
-    from engine.distributed import score_distributed
+    from iqart.engine.distributed import score_distributed
     summary = score_distributed(["photos/"], "scores.parquet", "qualiclip", address="auto",
                                 gpus_per_actor=1, backend="onnxruntime", batch_size=32)
 
@@ -41,10 +41,10 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(f"distributed scoring needs Ray Data: pip install 'iqart[ray]' ({exc})") from None
 
-from engine.images import find_images
-from engine.jobs import ScoreJob, ScoreRow, pair_with_references
-from engine.result_files import open_result_writer, read_result_file
-from train.zoo import ModelCard, get_card
+from iqart.engine.pipeline.images import find_images
+from iqart.engine.pipeline.jobs import ScoreJob, ScoreRow, pair_with_references
+from iqart.engine.results.files import open_result_writer, read_result_file
+from iqart.train.zoo import ModelCard, get_card
 
 BLOCK_BATCHES = 4  # rows per Ray block, in batches: lost work on a crash vs. per-block overhead
 BLOCK_RETRIES = 3  # retries of a block whose actor died, before its jobs become error rows
@@ -60,7 +60,7 @@ class ScoringActor:
     """
 
     def __init__(self, model: str, scorer_options: dict, threads: int | None = None):
-        from engine.scorer import Scorer
+        from iqart.engine.scorer import Scorer
 
         if threads:  # a CPU actor: stay within the CPUs Ray reserved for it
             import torch

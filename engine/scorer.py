@@ -5,7 +5,7 @@
     for row in scorer.score_files(["photos/"]): ...    # streaming rows; bad files are error rows
 
 The ONNX Runtime and TensorRT backends run the model's artifact, exported once per weight file
-into the cache (engine.artifacts); the torch backend runs the PyTorch reference directly.
+into the cache (iqart.engine.artifacts); the torch backend runs the PyTorch reference directly.
 Weights default to what the zoo resolves (in-repo demo weights, or the official release).
 """
 
@@ -18,17 +18,17 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 from PIL import Image
 
-from engine.artifacts import cached_artifact, cached_int8_graph
-from engine.hardware import default_workers
-from engine.images import as_array, find_images
-from engine.inputs import as_rgb_images
-from engine.jobs import ScoreJob, ScoreRow, pair_with_references
-from engine.onnxruntime_backend import GRAPHS, OnnxRuntimeBackend
-from engine.pipeline import PipelineStats, score_jobs
-from engine.plan_cache import DEFAULT_MAX_SIDE
-from engine.tensorrt_backend import TensorRTBackend, cuda_device, import_tensorrt
-from engine.torch_backend import PRECISIONS, TorchBackend
-from train.zoo import get_card, load_model
+from iqart.engine.artifacts import cached_artifact, cached_int8_graph
+from iqart.engine.backends.onnxruntime_backend import GRAPHS, OnnxRuntimeBackend
+from iqart.engine.backends.plan_cache import DEFAULT_MAX_SIDE
+from iqart.engine.backends.tensorrt_backend import TensorRTBackend, cuda_device, import_tensorrt
+from iqart.engine.backends.torch_backend import PRECISIONS, TorchBackend
+from iqart.engine.hardware import default_workers
+from iqart.engine.pipeline.images import as_array, find_images
+from iqart.engine.pipeline.inputs import as_rgb_images
+from iqart.engine.pipeline.jobs import ScoreJob, ScoreRow, pair_with_references
+from iqart.engine.pipeline.scoring import PipelineStats, score_jobs
+from iqart.train.zoo import get_card, load_model
 
 BACKENDS = ("onnxruntime", "torch", "tensorrt")
 PRECISION_CHOICES = {"torch": tuple(PRECISIONS), "onnxruntime": tuple(GRAPHS), "tensorrt": ("fp16",)}
@@ -39,7 +39,7 @@ class Scorer:
 
     `device=None` uses a CUDA GPU when the backend can, else the CPU. `precision`: torch fp32
     (default), fp16 or bf16 autocast; onnxruntime fp32 (model.onnx, default), fp16, or int8 (CPU;
-    calibrated on first use, see export.int8_artifact); tensorrt fp16 only. `max_side` bounds
+    calibrated on first use, see iqart.export.int8_artifact); tensorrt fp16 only. `max_side` bounds
     native-resolution images for TensorRT's profile. `threads`: ONNX Runtime's intra-op threads
     (default: one per physical core), for processes that share the cores with others.
     """

@@ -17,14 +17,14 @@ from pathlib import Path
 import onnx
 import torch
 
-from export.onnx_graphs import EXPORTER, OPSET, build_graphs, input_names
-from export.plugin_node import PLUGIN_DOMAIN, PLUGIN_NAME, PLUGIN_NAMESPACE, PLUGIN_VERSION
-from train.prompts import adjective_prompts, antonym_prompts
-from train.zoo import ModelCard, get_card, load_model, resolve_weights
+from iqart.export.onnx_graphs import EXPORTER, OPSET, build_graphs, input_names
+from iqart.export.plugin_node import PLUGIN_DOMAIN, PLUGIN_NAME, PLUGIN_NAMESPACE, PLUGIN_VERSION
+from iqart.train.prompts import adjective_prompts, antonym_prompts
+from iqart.train.zoo import ModelCard, get_card, load_model, resolve_weights
 
 SPEC_VERSION = 1
 GRAPH_FILES = ("model.onnx", "model.fp16.onnx", "model.trt.onnx")
-INT8_GRAPH = "model.int8.onnx"  # optional: written by `iqart quantize` or on first int8 use (export.int8_artifact)
+INT8_GRAPH = "model.int8.onnx"  # optional: written by `iqart quantize` or on first int8 use (iqart.export.int8_artifact)
 
 
 def sha256_file(path: str | os.PathLike) -> str:

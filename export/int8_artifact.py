@@ -2,7 +2,7 @@
 
 The int8 graph never ships without its report: what it was calibrated on, which nodes were
 quantised and which kept in fp32, and how its scores compare with fp32 on images it was not
-calibrated on (export.int8_parity). Calibration defaults to examples/images (four photos,
+calibrated on (iqart.export.int8_parity). Calibration defaults to examples/images (four photos,
 pristine and with blur, JPEG and noise) plus degraded copies; parity to the eight photos
 scikit-image ships plus copies under other degradation types.
 """
@@ -17,11 +17,11 @@ from pathlib import Path
 
 import onnx
 
-from export.artifact import INT8_GRAPH, read_spec, sha256_file
-from export.int8 import QUANTISED_OPS, BatchReader, quantize_graph
-from export.int8_parity import Int8Parity, int8_parity, parity_set
-from export.quality_images import DEFAULT_PARITY_SOURCE, default_calibration_source, load_source, quality_set
-from train.atomic import write_json_atomic
+from iqart.export.artifact import INT8_GRAPH, read_spec, sha256_file
+from iqart.export.int8 import QUANTISED_OPS, BatchReader, quantize_graph
+from iqart.export.int8_parity import Int8Parity, int8_parity, parity_set
+from iqart.export.quality_images import DEFAULT_PARITY_SOURCE, default_calibration_source, load_source, quality_set
+from iqart.train.atomic import write_json_atomic
 
 REPORT = "int8.json"
 # Degradations (type, level 0..4) seen during calibration: one per KADID group, mild and strong.

@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from export.artifact import INT8_GRAPH
-from export.int8 import iter_batches
-from export.quality_images import quality_set
-from export.validate import SRCC_MIN_SPAN, ParityRow
-from train.metrics import srcc
+from iqart.export.artifact import INT8_GRAPH
+from iqart.export.int8 import iter_batches
+from iqart.export.quality_images import quality_set
+from iqart.export.validate import SRCC_MIN_SPAN, ParityRow
+from iqart.train.metrics import srcc
 
 INT8_MIN_SRCC = 0.99
 PARITY_DEGRADATIONS = [(kind, level) for kind in ("lens_blur", "jpeg2000", "impulse_noise", "darken",

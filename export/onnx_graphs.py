@@ -8,11 +8,11 @@ import warnings
 import onnx
 import torch
 
-from export.fp16 import convert_to_fp16, drop_unused_initializers
-from export.inference import InferenceModule
-from export.plugin_node import PLUGIN_DOMAIN, plugin_attention
-from train.attention import attention_implementation
-from train.zoo import ModelCard
+from iqart.export.fp16 import convert_to_fp16, drop_unused_initializers
+from iqart.export.inference import InferenceModule
+from iqart.export.plugin_node import PLUGIN_DOMAIN, plugin_attention
+from iqart.train.attention import attention_implementation
+from iqart.train.zoo import ModelCard
 
 OPSET = 18
 FEATURES = "features"  # the boundary output the fp16 pass keeps fp32 after, then drops

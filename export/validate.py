@@ -21,11 +21,11 @@ import numpy as np
 import onnxruntime as ort
 import torch
 from onnx.reference import ReferenceEvaluator
+from PIL import Image, ImageOps
 
-from engine.images import ImageError, find_images, load_image
-from export.inference import InferenceModule
-from export.plugin_node import FusedCrossAttention
-from train.zoo import ModelCard, ResizePolicy
+from iqart.export.inference import InferenceModule
+from iqart.export.plugin_node import FusedCrossAttention
+from iqart.train.zoo import ModelCard
 
 FP32_REL_TOL = 1e-5
 FP16_ABS_TOL = 2e-3
@@ -59,13 +59,7 @@ def srcc(a: np.ndarray, b: np.ndarray) -> float:
 def validation_inputs(card: ModelCard, image_paths: list[Path], seed: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """(image batch, reference batch or None) of one size: real images resized, then random ones."""
     size = card.resize.size if card.resize.kind == "fixed" else (NATIVE_VALIDATION_SIZE, NATIVE_VALIDATION_SIZE)
-    policy = ResizePolicy("fixed", tuple(size))
-    real = []
-    for path in image_paths:
-        try:
-            real.append(load_image(path, policy))
-        except ImageError:
-            continue
+    real = [image for image in (_read_resized(path, size) for path in image_paths) if image is not None]
     rng = np.random.default_rng(seed)
     randoms = rng.integers(0, 256, (RANDOM_IMAGES, *size, 3), dtype=np.uint8)
     images = np.stack(real + list(randoms))
@@ -74,6 +68,17 @@ def validation_inputs(card: ModelCard, image_paths: list[Path], seed: int | None
         noise = rng.normal(0, 20, images.shape)
         references, images = images, np.clip(images + noise, 0, 255).astype(np.uint8)
     return images, references
+
+
+def _read_resized(path: Path, size: tuple[int, int]) -> np.ndarray | None:
+    """uint8 RGB (H, W, 3), or None for a file PIL cannot read. Parity only needs the same pixels
+    on both sides, so this is plain PIL rather than the engine's decode policy."""
+    try:
+        with Image.open(path) as image:
+            upright = ImageOps.exif_transpose(image).convert("RGB")
+            return np.asarray(upright.resize((size[1], size[0]), Image.Resampling.BICUBIC))
+    except (OSError, ValueError):
+        return None
 
 
 def _feeds(images: np.ndarray, references: np.ndarray | None) -> dict:
@@ -141,4 +146,4 @@ def format_table(rows: list[ParityRow]) -> str:
 
 def default_images() -> list[Path]:
     examples = Path(__file__).resolve().parents[1] / "examples" / "images"
-    return [path for path, _ in find_images([examples])] if examples.is_dir() else []
+    return sorted(path for path in examples.glob("*") if path.suffix.lower() in (".png", ".jpg", ".jpeg"))

@@ -14,8 +14,8 @@ import pytest
 import torch
 from torch import nn
 
-from engine.bench_backends import randomise_batchnorm
-from train.zoo import build_model
+from iqart.engine.bench.runners import randomise_batchnorm
+from iqart.train.zoo import build_model
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE_IMAGES = REPO / "examples" / "images"

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine.cli import main
-from engine.images import MAX_PIXELS, find_images, load_image
+from iqart.engine.cli.main import main
+from iqart.engine.pipeline.images import MAX_PIXELS, find_images, load_image
+from iqart.train.checkpoints import save_checkpoint
+from iqart.train.zoo import build_model, get_card
 from tests.conftest import EXAMPLE_IMAGES, scramble
-from train.checkpoints import save_checkpoint
-from train.zoo import build_model, get_card
 
 NATIVE = get_card("qualiclip-tiny").resize
 NON_UTF8_NAME = b"caf\xe9.png"  # Latin-1 bytes: not valid UTF-8

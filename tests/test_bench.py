@@ -12,18 +12,18 @@ import pytest
 import torch
 from torch import nn
 
-import train.zoo
-from engine.artifacts import cached_artifact
-from engine.bench import Timing, interleaved_timings
-from engine.bench_backends import Unavailable, bench_weights, build_runner
-from engine.bench_cli import add_bench_parser, batch_inputs, model_runners
-from engine.bench_report import BenchRecord, markdown_table, plot, read_json, with_speedups, write_json
-from engine.cli import main
-from engine.flops import matmul_peak_gflops, model_flops
-from engine.torch_backend import TorchBackend
-from export.int8_artifact import add_int8_graph
+import iqart.train.zoo
+from iqart.engine.artifacts import cached_artifact
+from iqart.engine.backends.torch_backend import TorchBackend
+from iqart.engine.bench.flops import matmul_peak_gflops, model_flops
+from iqart.engine.bench.harness import Timing, interleaved_timings
+from iqart.engine.bench.report import BenchRecord, markdown_table, plot, read_json, with_speedups, write_json
+from iqart.engine.bench.runners import Unavailable, bench_weights, build_runner
+from iqart.engine.cli.bench import add_bench_parser, batch_inputs, model_runners
+from iqart.engine.cli.main import main
+from iqart.export.int8_artifact import add_int8_graph
+from iqart.train.zoo import get_card, load_model
 from tests.conftest import EXAMPLE_IMAGES, REPO
-from train.zoo import get_card, load_model
 
 REQUIRED_KEYS = {"backend", "model", "batch_size", "size", "images_per_s", "p50_ms", "p95_ms", "peak_rss_mb",
                  "speedup_vs_torch"}
@@ -90,7 +90,7 @@ def test_matmul_peak_is_plausible():
 
 def test_random_weights_are_written_once_and_load(tmp_path, monkeypatch):
     monkeypatch.setenv("IQART_HOME", str(tmp_path / "home"))
-    monkeypatch.setattr(train.zoo, "DEMO_WEIGHTS_DIR", tmp_path / "no-demo-weights")
+    monkeypatch.setattr(iqart.train.zoo, "DEMO_WEIGHTS_DIR", tmp_path / "no-demo-weights")
     first = bench_weights("qualiclip-tiny")
     assert first.random and first.path.is_file()
     mtime = first.path.stat().st_mtime_ns
@@ -116,8 +116,8 @@ def test_int8_variant_is_cpu_only(tmp_path):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA GPU")
 def test_cuda_graph_runner_matches_fp16_eager(scrambled):
-    from engine.bench_backends import CudaGraphRunner
-    from engine.fused_op import is_available
+    from iqart.engine.backends.fused_op import is_available
+    from iqart.engine.bench.runners import CudaGraphRunner
 
     if not is_available():
         pytest.skip("the fused attention op could not be built (needs nvcc)")
@@ -163,7 +163,7 @@ def test_speedups_json_table_and_chart(tmp_path):
 def random_home(tmp_path, monkeypatch):
     """A fresh $IQART_HOME and no demo weights: bench falls back to random weights there."""
     monkeypatch.setenv("IQART_HOME", str(tmp_path / "home"))
-    monkeypatch.setattr(train.zoo, "DEMO_WEIGHTS_DIR", tmp_path / "no-demo-weights")
+    monkeypatch.setattr(iqart.train.zoo, "DEMO_WEIGHTS_DIR", tmp_path / "no-demo-weights")
     return tmp_path
 
 

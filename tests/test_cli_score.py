@@ -10,14 +10,14 @@ import pytest
 import torch
 from PIL import Image
 
-from engine.cli import main
-from engine.images import load_image
-from engine.torch_backend import TorchBackend
-from export.validate import FP32_REL_TOL
+from iqart.engine.backends.torch_backend import TorchBackend
+from iqart.engine.cli.main import main
+from iqart.engine.pipeline.images import load_image
+from iqart.export.validate import FP32_REL_TOL
+from iqart.train.checkpoints import save_checkpoint
+from iqart.train.preprocess import uint8_nhwc_to_model_input
+from iqart.train.zoo import build_model, get_card
 from tests.conftest import EXAMPLE_IMAGES, EXAMPLE_PAIRS, scramble
-from train.checkpoints import save_checkpoint
-from train.preprocess import uint8_nhwc_to_model_input
-from train.zoo import build_model, get_card
 
 pytestmark = pytest.mark.usefixtures("iqart_home")  # one artifact cache per module (tests/conftest.py)
 
@@ -108,7 +108,7 @@ def test_failed_run_leaves_previous_output_untouched(tmp_path):
 
 def test_console_script_without_weights_says_where_they_come_from(tmp_path):
     env = {"IQART_HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
-    result = subprocess.run([sys.executable, "-m", "engine.cli", "score", str(EXAMPLE_IMAGES), "--model", "bpclip-nr",
+    result = subprocess.run([sys.executable, "-m", "iqart.engine.cli.main", "score", str(EXAMPLE_IMAGES), "--model", "bpclip-nr",
                              "--out", str(tmp_path / "s.csv")], capture_output=True, text=True, env=env)
     assert result.returncode == 2
     assert "no weights for model 'bpclip-nr'" in result.stderr and "--weights FILE" in result.stderr
@@ -259,7 +259,7 @@ def test_resume_refuses_results_of_another_kind_of_model(weights, tmp_path, caps
 
 
 def test_interrupted_run_keeps_what_is_done_for_resume(weights, tmp_path, monkeypatch, capsys):
-    from engine.scorer import Scorer
+    from iqart.engine.scorer import Scorer
 
     path, _ = weights("qualiclip-tiny")
     real_score_jobs = Scorer.score_jobs

@@ -8,7 +8,7 @@ import itertools
 import pytest
 import torch
 
-from train import degradations as D
+from iqart.train import degradations as D
 
 RANDOM_TYPES = {
     "motion_blur",

@@ -13,15 +13,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine.cli import main
-from engine.jobs import ScoreRow
-from engine.result_files import ParquetResultWriter, read_result_file
+from iqart.engine.cli.main import main
+from iqart.engine.pipeline.jobs import ScoreRow
+from iqart.engine.results.files import ParquetResultWriter, read_result_file
+from iqart.train.checkpoints import save_checkpoint
+from iqart.train.zoo import build_model
 from tests.conftest import scramble
-from train.checkpoints import save_checkpoint
-from train.zoo import build_model
 
 ray = pytest.importorskip("ray", reason="Ray is not installed: pip install -e '.[ray]' (the dev extra includes it)")
-distributed = pytest.importorskip("engine.distributed", reason="Ray Data is not installed: pip install -e '.[ray]'")
+distributed = pytest.importorskip("iqart.engine.distributed", reason="Ray Data is not installed: pip install -e '.[ray]'")
 
 MODEL = "qualiclip-tiny"
 BAD_FILES = {"empty.png": b"", "text.jpg": b"not an image", "truncated.png": None, "small.png": None}

@@ -10,18 +10,18 @@ import pytest
 import torch
 from PIL import Image
 
-import engine
-from engine import artifacts
-from engine.hardware import physical_cores
-from engine.images import ImageError, load_image
-from engine.jobs import ScoreJob
-from engine.onnxruntime_backend import OnnxRuntimeBackend, cuda_available, providers_for
-from engine.pipeline import PipelineStats, SizeBuckets, score_jobs
-from export.artifact import read_spec, sha256_file
-from export.validate import FP32_REL_TOL
+import iqart
+from iqart.engine import artifacts
+from iqart.engine.backends.onnxruntime_backend import OnnxRuntimeBackend, cuda_available, providers_for
+from iqart.engine.hardware import physical_cores
+from iqart.engine.pipeline.images import ImageError, load_image
+from iqart.engine.pipeline.jobs import ScoreJob
+from iqart.engine.pipeline.scoring import PipelineStats, SizeBuckets, score_jobs
+from iqart.export.artifact import read_spec, sha256_file
+from iqart.export.validate import FP32_REL_TOL
+from iqart.train.checkpoints import save_checkpoint
+from iqart.train.zoo import build_model, get_card
 from tests.conftest import EXAMPLE_IMAGES, EXAMPLE_PAIRS, scramble
-from train.checkpoints import save_checkpoint
-from train.zoo import build_model, get_card
 
 TINY = ["qualiclip-tiny", "bpclip-nr-tiny", "bpclip-fr-tiny"]
 
@@ -50,7 +50,7 @@ def scorers(weights):
 
     def make(name, backend="onnxruntime"):
         if (name, backend) not in made:
-            made[name, backend] = engine.Scorer(name, backend, "cpu", batch_size=3, weights=weights(name))
+            made[name, backend] = iqart.Scorer(name, backend, "cpu", batch_size=3, weights=weights(name))
         return made[name, backend]
 
     return make
@@ -61,7 +61,7 @@ def example_paths(n=None):
 
 
 def test_list_models_and_attributes(scorers):
-    assert set(TINY) <= set(engine.list_models())
+    assert set(TINY) <= set(iqart.list_models())
     scorer = scorers("qualiclip-tiny")
     assert (scorer.task, scorer.score_range, scorer.higher_better, scorer.lower_better) == ("nr", (0.0, 1.0), True, False)
     assert scorers("bpclip-fr-tiny").task == "fr"
@@ -70,11 +70,11 @@ def test_list_models_and_attributes(scorers):
 
 def test_unknown_model_backend_or_precision_is_a_clear_error(weights):
     with pytest.raises(ValueError, match="unknown model 'nope'"):
-        engine.Scorer("nope")
+        iqart.Scorer("nope")
     with pytest.raises(ValueError, match="unknown backend 'onnx'"):
-        engine.Scorer("qualiclip-tiny", "onnx")
+        iqart.Scorer("qualiclip-tiny", "onnx")
     with pytest.raises(ValueError, match="onnxruntime backend runs fp32, fp16, int8, not 'bf16'"):
-        engine.Scorer("qualiclip-tiny", precision="bf16", weights=weights("qualiclip-tiny"))
+        iqart.Scorer("qualiclip-tiny", precision="bf16", weights=weights("qualiclip-tiny"))
 
 
 @pytest.mark.parametrize("name", TINY)

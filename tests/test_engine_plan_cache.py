@@ -5,8 +5,17 @@ import json
 
 import pytest
 
-from engine.plan_cache import (DEFAULT_MAX_SIDE, Environment, PlanCache, PlanKey, PlanMismatchError, Profile,
-                               fixed_size, mismatch, profile_for)
+from iqart.engine.backends.plan_cache import (
+    DEFAULT_MAX_SIDE,
+    Environment,
+    PlanCache,
+    PlanKey,
+    PlanMismatchError,
+    Profile,
+    fixed_size,
+    mismatch,
+    profile_for,
+)
 
 H100 = Environment("a" * 64, "NVIDIA H100 80GB HBM3", "9.0", "11.0.0")
 NATIVE_SPEC = {"inputs": [{"name": "image", "shape": ["N", "H", "W", 3]}]}

@@ -8,16 +8,16 @@ import numpy as np
 import pytest
 import torch
 
-from engine.cli import main
-from engine.images import load_image
-from engine.jobs import ScoreJob
-from engine.pipeline import score_jobs
-from engine.plan_cache import PlanCache, PlanMismatchError
-from export.artifact import export_artifact
-from export.validate import FP16_ABS_TOL
+from iqart.engine.backends.plan_cache import PlanCache, PlanMismatchError
+from iqart.engine.cli.main import main
+from iqart.engine.pipeline.images import load_image
+from iqart.engine.pipeline.jobs import ScoreJob
+from iqart.engine.pipeline.scoring import score_jobs
+from iqart.export.artifact import export_artifact
+from iqart.export.validate import FP16_ABS_TOL
+from iqart.train.checkpoints import save_checkpoint
+from iqart.train.zoo import build_model, get_card
 from tests.conftest import EXAMPLE_IMAGES, scramble
-from train.checkpoints import save_checkpoint
-from train.zoo import build_model, get_card
 
 HAS_TRT = importlib.util.find_spec("tensorrt") is not None
 needs_trt = pytest.mark.skipif(not HAS_TRT, reason="TensorRT is not installed (pip install 'iqart[trt]' on a GPU machine)")
@@ -63,8 +63,8 @@ def test_build_checks_its_batch_sizes(artifact, capsys):
 @needs_gpu
 @needs_trt  # evaluated first: the reason shown where neither is present
 def test_tensorrt_plan_scores_like_the_fp16_graph_and_is_cached(artifact, tmp_path, capsys):
-    from engine.onnxruntime_backend import OnnxRuntimeBackend
-    from engine.tensorrt_backend import TensorRTBackend
+    from iqart.engine.backends.onnxruntime_backend import OnnxRuntimeBackend
+    from iqart.engine.backends.tensorrt_backend import TensorRTBackend
 
     directory, _ = artifact
     assert main(["build", str(directory), "--batch-sizes", "1", "4", "4", "--max-side", "512"]) == 0
@@ -85,7 +85,7 @@ def test_tensorrt_plan_scores_like_the_fp16_graph_and_is_cached(artifact, tmp_pa
 @needs_gpu
 @needs_trt
 def test_tensorrt_refuses_to_run_without_a_fitting_plan_when_told_not_to_build(artifact, tmp_path):
-    from engine.tensorrt_backend import TensorRTBackend
+    from iqart.engine.backends.tensorrt_backend import TensorRTBackend
 
     copy = shutil.copytree(artifact[0], tmp_path / "copy")
     for plan in (copy / "plans").iterdir():
@@ -99,7 +99,7 @@ def test_tensorrt_refuses_to_run_without_a_fitting_plan_when_told_not_to_build(a
 @needs_gpu
 @needs_trt
 def test_image_outside_the_profile_is_an_error_row(artifact):
-    from engine.tensorrt_backend import TensorRTBackend
+    from iqart.engine.backends.tensorrt_backend import TensorRTBackend
 
     backend = TensorRTBackend(artifact[0], batch_size=2, max_side=256)
     jobs = [ScoreJob(EXAMPLE_IMAGES / "chelsea.png"), ScoreJob(EXAMPLE_IMAGES / "astronaut.png")]

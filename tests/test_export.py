@@ -9,14 +9,14 @@ import pytest
 import torch
 from onnx import TensorProto
 
-from export.artifact import export_artifact, read_spec
-from export.fp16 import FP32_OPS
-from export.plugin_node import FusedCrossAttention, PLUGIN_NAME, numpy_cross_attention
-from export.validate import FP16_ABS_TOL, FP32_REL_TOL, ort_session, validate_artifact
+from iqart.export.artifact import export_artifact, read_spec
+from iqart.export.fp16 import FP32_OPS
+from iqart.export.plugin_node import PLUGIN_NAME, FusedCrossAttention, numpy_cross_attention
+from iqart.export.validate import FP16_ABS_TOL, FP32_REL_TOL, ort_session, validate_artifact
+from iqart.train.attention import reference_cross_attention
+from iqart.train.checkpoints import save_checkpoint
+from iqart.train.zoo import get_card
 from tests.conftest import EXAMPLE_IMAGES
-from train.attention import reference_cross_attention
-from train.checkpoints import save_checkpoint
-from train.zoo import get_card
 
 TINY = ["qualiclip-tiny", "bpclip-nr-tiny", "bpclip-fr-tiny"]
 EXPECTED_PLUGIN_NODES = {"qualiclip": 1, "bpclip": 9}  # the pool; 5 self-attention + 4 chain blocks
@@ -25,8 +25,8 @@ EXPECTED_PLUGIN_NODES = {"qualiclip": 1, "bpclip": 9}  # the pool; 5 self-attent
 @pytest.fixture(scope="module")
 def artifacts(tmp_path_factory):
     """name -> (artifact dir, model) for every tiny model, exported once for the module."""
+    from iqart.train.zoo import build_model
     from tests.conftest import scramble
-    from train.zoo import build_model
 
     root = tmp_path_factory.mktemp("artifacts")
     out = {}
@@ -47,7 +47,7 @@ def feeds_for(card, batch, height, width, rng):
 
 
 def torch_scores(model, card, feeds):
-    from export.inference import InferenceModule
+    from iqart.export.inference import InferenceModule
 
     ref = torch.from_numpy(feeds["reference"]) if "reference" in feeds else None
     with torch.no_grad():
@@ -168,7 +168,7 @@ def test_spec_describes_the_contract(artifacts):
 
 
 def test_export_errors_leave_nothing_behind(tmp_path, monkeypatch):
-    from engine.cli import main
+    from iqart.engine.cli.main import main
 
     monkeypatch.setenv("IQART_HOME", str(tmp_path / "home"))
     assert main(["export", "-m", "nope", "-o", str(tmp_path / "a")]) == 2
@@ -179,7 +179,7 @@ def test_export_errors_leave_nothing_behind(tmp_path, monkeypatch):
 
 
 def test_unwritable_output_is_a_clear_error(artifacts, tmp_path, capsys):
-    from engine.cli import main
+    from iqart.engine.cli.main import main
 
     _, _, weights = artifacts["qualiclip-tiny"]
     (tmp_path / "file").write_text("x")
@@ -189,7 +189,7 @@ def test_unwritable_output_is_a_clear_error(artifacts, tmp_path, capsys):
 
 
 def test_cli_validate_reports_and_rejects_other_weights(artifacts, tmp_path, capsys):
-    from engine.cli import main
+    from iqart.engine.cli.main import main
 
     artifact, _, weights = artifacts["bpclip-nr-tiny"]
     assert main(["validate", str(artifact), "-w", str(weights), "--skip-trt-reference"]) == 0
@@ -213,8 +213,8 @@ def test_trt_graph_runs_on_the_reference_evaluator(artifacts):
 def test_rn50_export_and_parity(name, tmp_path):
     import time
 
+    from iqart.train.zoo import build_model
     from tests.conftest import scramble
-    from train.zoo import build_model
 
     model = scramble(build_model(name), 0)
     weights = tmp_path / "w.pt"

@@ -10,19 +10,19 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from engine.artifacts import cached_artifact, cached_int8_graph
-from engine.cli import main
-from engine.onnxruntime_backend import OnnxRuntimeBackend
-from engine.scorer import Scorer
-from export.artifact import INT8_GRAPH, read_spec, sha256_file
-from export.int8 import BatchReader, quantisable_nodes
-from export.int8_artifact import CALIBRATION_DEGRADATIONS, REPORT, add_int8_graph
-from export.int8_parity import INT8_MIN_SRCC, PARITY_DEGRADATIONS, Int8Parity, parity_rows
-from export.quality_images import load_source, quality_set
-from export.validate import SRCC_MIN_SPAN, ort_session
+from iqart.engine.artifacts import cached_artifact, cached_int8_graph
+from iqart.engine.backends.onnxruntime_backend import OnnxRuntimeBackend
+from iqart.engine.cli.main import main
+from iqart.engine.scorer import Scorer
+from iqart.export.artifact import INT8_GRAPH, read_spec, sha256_file
+from iqart.export.int8 import BatchReader, quantisable_nodes
+from iqart.export.int8_artifact import CALIBRATION_DEGRADATIONS, REPORT, add_int8_graph
+from iqart.export.int8_parity import INT8_MIN_SRCC, PARITY_DEGRADATIONS, Int8Parity, parity_rows
+from iqart.export.quality_images import load_source, quality_set
+from iqart.export.validate import SRCC_MIN_SPAN, ort_session
+from iqart.train.checkpoints import save_checkpoint
+from iqart.train.zoo import build_model, get_card
 from tests.conftest import EXAMPLE_IMAGES, scramble
-from train.checkpoints import save_checkpoint
-from train.zoo import build_model, get_card
 
 CALIBRATION = "skimage:astronaut,coffee"  # small sets keep the tests fast; the defaults are larger
 PARITY = "skimage:chelsea,rocket"
@@ -188,7 +188,7 @@ def test_int8_graph_is_calibrated_on_first_use_with_the_defaults(tmp_path, monke
     report = json.loads((artifact / REPORT).read_text())
     assert graph.is_file() and report["parity"]["images"] == 8 * (1 + len(PARITY_DEGRADATIONS))
     assert report["fp32_convs"][:2] == ["/conv1/Conv", "/conv1_1/Conv"]  # both siamese stems' first convs
-    assert report["keep_fp32"] == [r"^/layer4/"]  # the FR default (export.int8_artifact.FR_KEEP_FP32)
+    assert report["keep_fp32"] == [r"^/layer4/"]  # the FR default (iqart.export.int8_artifact.FR_KEEP_FP32)
     assert any(name.startswith("/layer4/") and name.endswith("_1/Conv") for name in report["fp32_convs"])
     assert cached_int8_graph(artifact).stat().st_mtime_ns == graph.stat().st_mtime_ns  # not redone
 

@@ -15,8 +15,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from engine import fused_op
-from train.attention import cross_attention, merge_heads, split_heads
+from iqart.engine.backends import fused_op
+from iqart.train.attention import cross_attention, merge_heads, split_heads
 
 KERNELS = Path(__file__).resolve().parents[1] / "kernels"
 GXX = shutil.which("g++")
@@ -104,7 +104,7 @@ def test_plugin_compiles_against_tensorrt_headers():
                     or _cuda_include() is None,
                     reason="needs g++, nvcc, cmake and TensorRT headers (TRT_ROOT=<root with include/>)")
 def test_plugin_library_builds_and_serves_its_creator(tmp_path, monkeypatch):
-    from engine import plugin
+    from iqart.engine.backends import plugin
 
     monkeypatch.setenv("IQART_HOME", str(tmp_path))
     library = plugin.build_plugin()
@@ -118,7 +118,7 @@ def test_plugin_library_builds_and_serves_its_creator(tmp_path, monkeypatch):
 
 
 def test_plugin_build_key_follows_sources(tmp_path, monkeypatch):
-    from engine import plugin
+    from iqart.engine.backends import plugin
 
     key = plugin.build_key()
     assert key == plugin.build_key() and len(key) == 16
@@ -128,7 +128,7 @@ def test_plugin_build_key_follows_sources(tmp_path, monkeypatch):
 
 @pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="TensorRT is installed")
 def test_load_plugin_without_tensorrt_says_so():
-    from engine import plugin
+    from iqart.engine.backends import plugin
 
     with pytest.raises(RuntimeError, match="TensorRT is not installed"):
         plugin.load_plugin()
@@ -229,7 +229,7 @@ def test_tensorrt_plugin_matches_reference(dtype, q_len, kv_len, kv_max, heads):
     import numpy as np
     import tensorrt as trt
 
-    from engine.plugin import PLUGIN_NAME, PLUGIN_NAMESPACE, PLUGIN_VERSION, load_plugin
+    from iqart.engine.backends.plugin import PLUGIN_NAME, PLUGIN_NAMESPACE, PLUGIN_VERSION, load_plugin
 
     load_plugin()
     trt_type = trt.float16 if dtype == torch.float16 else trt.float32

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from train.losses import mos_loss, qualiclip_losses
+from iqart.train.losses import mos_loss, qualiclip_losses
 
 
 def ordered_similarities(gap: float, batch: int = 3, pairs: int = 7) -> torch.Tensor:

@@ -5,8 +5,8 @@ import pytest
 import torch
 from scipy import stats
 
-from train import metrics
-from train.metrics import correlations, differentiable_plcc, krcc, plcc, srcc
+from iqart.train import metrics
+from iqart.train.metrics import correlations, differentiable_plcc, krcc, plcc, srcc
 
 
 def noisy_pair(n=200, noise=0.5, seed=0):

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.path_lists import read_path_list
+from iqart.engine.pipeline.path_lists import read_path_list
 
 
 def test_text_list_skips_blanks_and_comments_and_resolves_against_its_folder(tmp_path):

@@ -2,17 +2,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from iqart.train.checkpoints import CheckpointError, read_state_dict
+from iqart.train.clip_backbone import build_clip, encode_prompts
+from iqart.train.prompts import antonym_prompts
+from iqart.train.qualiclip import QualiCLIP
+from iqart.train.zoo import load_model
 from tests.conftest import scramble
 from tests.test_attention import full_attention_pool_token0
-from train.checkpoints import CheckpointError, read_state_dict
-from train.clip_backbone import build_clip, encode_prompts
-from train.prompts import antonym_prompts
-from train.qualiclip import QualiCLIP
-from train.zoo import load_model
 
 
 def official_score(visual, prompts_features, images):
-    """The official QualiCLIP formula, written independently of train.qualiclip."""
+    """The official QualiCLIP formula, written independently of iqart.train.qualiclip."""
     x = visual.stem(images)
     x = visual.layer4(visual.layer3(visual.layer2(visual.layer1(x))))
     features = F.normalize(full_attention_pool_token0(visual.attnpool, x), dim=-1)

@@ -7,31 +7,31 @@ import itertools
 import pytest
 import torch
 
-from train.checkpoints import read_state_dict
-from train.config import load_config
-from train.evaluate import (
+from iqart.train.checkpoints import read_state_dict
+from iqart.train.config import load_config
+from iqart.train.evaluate import (
     RankingResult,
     model_score_fn,
     summarize_ranking,
     synthetic_ranking,
 )
-from train.losses import mos_loss, qualiclip_losses
-from train.preprocess import normalize_float
-from train.pristine import load_pristine, overlapping_crops, random_rescale
-from train.runs import RunDirectory, calibrate_batchnorm, cosine_lr
-from train.train_bpclip import (
+from iqart.train.losses import mos_loss, qualiclip_losses
+from iqart.train.preprocess import normalize_float
+from iqart.train.pristine import load_pristine, overlapping_crops, random_rescale
+from iqart.train.runs import RunDirectory, calibrate_batchnorm, cosine_lr
+from iqart.train.train_bpclip import (
     BPCLIPTrainConfig,
     SyntheticMOS,
     build_bpclip,
     train_bpclip,
 )
-from train.train_qualiclip import (
+from iqart.train.train_qualiclip import (
     QualiCLIPTrainConfig,
     build_qualiclip,
     degraded_pairs,
     train_qualiclip,
 )
-from train.zoo import load_model
+from iqart.train.zoo import load_model
 
 SMALL = {"images": "skimage:astronaut,chelsea", "crop": 64, "log_every": 1, "checkpoint_every": 5, "seed": 3}
 
@@ -116,7 +116,8 @@ def test_qualiclip_training_steps_lower_the_loss_on_a_batch():
         sims = model.similarities(model.embed(normalize_float(batch.reshape(-1, *batch.shape[-3:]))))
         return qualiclip_losses(sims.reshape(*batch.shape[:3], model.num_pairs, 2), 0.02, 0.01).total(1, 1, 1)
 
-    losses = losses_over_steps(loss, torch.optim.AdamW(model.visual.parameters(), lr=3e-3))
+    # the first step overshoots (train-mode batch norm on a fresh model); 40 steps settle well below the start
+    losses = losses_over_steps(loss, torch.optim.AdamW(model.visual.parameters(), lr=3e-3), steps=40)
     assert losses[-1] < 0.5 * losses[0], losses
 
 

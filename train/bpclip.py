@@ -29,10 +29,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from train.attention import cross_attention
-from train.checkpoints import CheckpointError, check_fit, is_clip_state_dict, select_prefix
-from train.clip_backbone import backbone_config, build_clip, clip_from_state_dict, encode_prompts, stage_features
-from train.prompts import adjective_prompts
+from iqart.train.attention import cross_attention
+from iqart.train.checkpoints import CheckpointError, check_fit, is_clip_state_dict, select_prefix
+from iqart.train.clip_backbone import backbone_config, build_clip, clip_from_state_dict, encode_prompts, stage_features
+from iqart.train.prompts import adjective_prompts
 
 ATTRIBUTE_LOGIT_SCALE = 100.0
 

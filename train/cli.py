@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from train.atomic import write_json_atomic
+from iqart.train.atomic import write_json_atomic
 
 TRAINERS = ("qualiclip", "bpclip-nr", "bpclip-fr")
 
@@ -30,8 +30,8 @@ def add_degrade_parser(subparsers) -> None:
 
 
 def run_degrade(args: argparse.Namespace) -> int:
-    from train.degradations import degradation_grid
-    from train.pristine import fit_short_side, read_image
+    from iqart.train.degradations import degradation_grid
+    from iqart.train.pristine import fit_short_side, read_image
 
     image = fit_short_side(read_image(Path(args.image)), args.tile)
     grid = degradation_grid(image, seed=args.seed, tile=args.tile)
@@ -54,9 +54,9 @@ def add_train_parser(subparsers) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from train.config import load_config
-    from train.train_bpclip import BPCLIPTrainConfig, train_bpclip
-    from train.train_qualiclip import QualiCLIPTrainConfig, train_qualiclip
+    from iqart.train.config import load_config
+    from iqart.train.train_bpclip import BPCLIPTrainConfig, train_bpclip
+    from iqart.train.train_qualiclip import QualiCLIPTrainConfig, train_qualiclip
 
     qualiclip = args.trainer == "qualiclip"
     config_class = QualiCLIPTrainConfig if qualiclip else BPCLIPTrainConfig
@@ -92,22 +92,22 @@ def add_eval_parser(subparsers) -> None:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from train.evaluate import (
+    from iqart.train.evaluate import (
         format_ranking_table,
         model_score_fn,
         mos_correlations,
         summarize_ranking,
         synthetic_ranking,
     )
-    from train.zoo import get_card, load_model
+    from iqart.train.zoo import get_card, load_model
 
     card = get_card(args.model)
     model = load_model(card.name, args.weights)
     score = model_score_fn(model)
     full_reference = card.task == "fr"
     if args.synthetic:
-        from train.degradations import TYPES
-        from train.pristine import load_pristine
+        from iqart.train.degradations import TYPES
+        from iqart.train.pristine import load_pristine
 
         held_out = tuple(t.strip() for t in args.holdout_types.split(",") if t.strip())
         results = synthetic_ranking(score, load_pristine(args.images), TYPES, args.crop, args.crops_per_image,
@@ -122,7 +122,7 @@ def run_eval(args: argparse.Namespace) -> int:
             raise ValueError("--dataset needs --root (the dataset's folder)")
         from torch.utils.data import DataLoader
 
-        from train.datasets import MOSDataset, read_dataset, split
+        from iqart.train.datasets import MOSDataset, read_dataset, split
 
         info, samples = read_dataset(args.dataset, args.root)
         if full_reference and info.task != "fr":

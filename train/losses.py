@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from train.metrics import differentiable_plcc
+from iqart.train.metrics import differentiable_plcc
 
 
 @dataclass

@@ -13,15 +13,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from train.checkpoints import (
+from iqart.train.checkpoints import (
     CheckpointError,
     check_fit,
     is_clip_state_dict,
     is_official_qualiclip,
     select_prefix,
 )
-from train.clip_backbone import build_clip, clip_from_state_dict, encode_prompts, image_features
-from train.prompts import ANTONYM_PAIRS, antonym_prompts
+from iqart.train.clip_backbone import build_clip, clip_from_state_dict, encode_prompts, image_features
+from iqart.train.prompts import ANTONYM_PAIRS, antonym_prompts
 
 LOGIT_SCALE = 100.0  # CLIP's (and the paper's) fixed temperature
 

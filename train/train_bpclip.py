@@ -19,21 +19,21 @@ from dataclasses import dataclass
 
 import torch
 
-from train.bpclip import BPCLIP
-from train.checkpoints import is_clip_state_dict, read_state_dict
-from train.config import config_dict
-from train.degradations import NUM_LEVELS, TYPES, composite, degrade, draw_kind
-from train.evaluate import (
+from iqart.train.bpclip import BPCLIP
+from iqart.train.checkpoints import is_clip_state_dict, read_state_dict
+from iqart.train.config import config_dict
+from iqart.train.degradations import NUM_LEVELS, TYPES, composite, degrade, draw_kind
+from iqart.train.evaluate import (
     model_score_fn,
     mos_correlations,
     summarize_ranking,
     synthetic_ranking,
 )
-from train.losses import mos_loss
-from train.preprocess import normalize_float
-from train.pristine import quantize, random_crop, random_rescale, split_pristine
-from train.runs import RunDirectory, fit, seed_everything
-from train.zoo import build_model, get_card
+from iqart.train.losses import mos_loss
+from iqart.train.preprocess import normalize_float
+from iqart.train.pristine import quantize, random_crop, random_rescale, split_pristine
+from iqart.train.runs import RunDirectory, fit, seed_everything
+from iqart.train.zoo import build_model, get_card
 
 
 @dataclass(frozen=True)
@@ -121,7 +121,7 @@ def _endless(loader):
 
 def dataset_loaders(config: BPCLIPTrainConfig, task: str, generator: torch.Generator):
     """Train (endless, shuffled) and test loaders for a MOS dataset."""
-    from train.datasets import MOSDataset, read_dataset, split
+    from iqart.train.datasets import MOSDataset, read_dataset, split
 
     if not config.root:
         raise ValueError(f"data = {config.data!r} needs root = the dataset's folder")

@@ -18,16 +18,16 @@ from dataclasses import dataclass
 
 import torch
 
-from train.checkpoints import read_state_dict
-from train.config import config_dict
-from train.degradations import NUM_LEVELS, TYPES, composite, degrade_levels, draw_kind
-from train.evaluate import model_score_fn, summarize_ranking, synthetic_ranking
-from train.losses import qualiclip_losses
-from train.preprocess import normalize_float
-from train.pristine import overlapping_crops, quantize, random_rescale, split_pristine
-from train.qualiclip import QualiCLIP
-from train.runs import RunDirectory, fit, seed_everything
-from train.zoo import build_model, get_card
+from iqart.train.checkpoints import read_state_dict
+from iqart.train.config import config_dict
+from iqart.train.degradations import NUM_LEVELS, TYPES, composite, degrade_levels, draw_kind
+from iqart.train.evaluate import model_score_fn, summarize_ranking, synthetic_ranking
+from iqart.train.losses import qualiclip_losses
+from iqart.train.preprocess import normalize_float
+from iqart.train.pristine import overlapping_crops, quantize, random_rescale, split_pristine
+from iqart.train.qualiclip import QualiCLIP
+from iqart.train.runs import RunDirectory, fit, seed_everything
+from iqart.train.zoo import build_model, get_card
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ trained); the official release, downloaded only when online and cached under $IQ
 from __future__ import annotations
 
 import os
+import sys
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -14,9 +15,10 @@ from pathlib import Path
 
 from torch import nn
 
-from train.bpclip import BPCLIP, BPCLIPConfig
-from train.checkpoints import read_state_dict
-from train.qualiclip import QualiCLIP
+from iqart.train.bpclip import BPCLIP, BPCLIPConfig
+from iqart.train.checkpoints import read_state_dict
+from iqart.train.home import iqart_home
+from iqart.train.qualiclip import QualiCLIP
 
 DEMO_WEIGHTS_DIR = Path(__file__).parent / "weights"
 QUALICLIP_URL = "https://github.com/miccunifi/QualiCLIP/releases/download/weights/qualiclip.pth"
@@ -115,10 +117,6 @@ def build_model(name: str, seed: int | None = 0) -> nn.Module:
     return BPCLIP(card.bpclip, seed=seed).eval()
 
 
-def iqart_home() -> Path:
-    return Path(os.environ.get("IQART_HOME", Path.home() / ".cache" / "iqart"))
-
-
 def _download(url: str, dest: Path) -> Path:
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(dest.name + ".part")
@@ -141,12 +139,36 @@ def how_to_get_weights(card: ModelCard) -> str:
     return "\n".join(lines)
 
 
+def weights_status(card: ModelCard) -> str:
+    """Where this model's weights would come from now, without downloading anything."""
+    if card.demo_weights.is_file():
+        return "demo weights (in package)"
+    if card.official_url:
+        cached = iqart_home() / "weights" / Path(card.official_url).name
+        return f"official, cached ({cached})" if cached.is_file() else "official, downloaded on first use"
+    return "none: train it or pass --weights"
+
+
+_demo_notice_given: set[str] = set()
+
+
+def _say_demo_weights(card: ModelCard) -> None:
+    """Once per model and process: results from demo weights are not the paper's."""
+    if card.name in _demo_notice_given:
+        return
+    _demo_notice_given.add(card.name)
+    real = (f"; the paper's model is {card.name.removesuffix('-tiny')!r} with --weights qualiclip.pth "
+            f"({QUALICLIP_URL})" if card.family == "qualiclip" else "; BPCLIP's paper weights are not public (see README)")
+    print(f"iqart: {card.name} runs on iqart's demo weights, trained on a CPU for demos and tests{real}", file=sys.stderr)
+
+
 def resolve_weights(name: str, weights: str | os.PathLike | None = None) -> Path:
     """The weight file to use for a model, or MissingWeightsError saying how to get one."""
     card = get_card(name)
     if weights is not None:
         return Path(weights)
     if card.demo_weights.is_file():
+        _say_demo_weights(card)
         return card.demo_weights
     if card.official_url:
         cached = iqart_home() / "weights" / Path(card.official_url).name

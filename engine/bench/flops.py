@@ -13,7 +13,7 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from train.preprocess import uint8_nhwc_to_model_input
+from iqart.train.preprocess import uint8_nhwc_to_model_input
 
 PEAK_MATMUL_SIZE = 2048
 PEAK_REPEATS = 10

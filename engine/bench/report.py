@@ -9,7 +9,7 @@ import platform
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from train.atomic import write_json_atomic
+from iqart.train.atomic import write_json_atomic
 
 
 @dataclass

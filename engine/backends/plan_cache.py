@@ -17,8 +17,8 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from engine.images import MIN_SIDE
-from train.atomic import write_atomic, write_json_atomic
+from iqart.engine.pipeline.images import MIN_SIDE
+from iqart.train.atomic import write_atomic, write_json_atomic
 
 PLANS_DIR = "plans"
 TRT_GRAPH = "model.trt.onnx"

@@ -23,15 +23,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from engine.artifacts import cached_artifact, cached_int8_graph
-from engine.fused_op import fused_cross_attention
-from engine.fused_op import is_available as fused_op_available
-from engine.onnxruntime_backend import OnnxRuntimeBackend
-from engine.torch_backend import TorchBackend
-from train.attention import attention_implementation
-from train.checkpoints import save_checkpoint
-from train.preprocess import uint8_nhwc_to_model_input
-from train.zoo import build_model, get_card, iqart_home, load_model
+from iqart.engine.artifacts import cached_artifact, cached_int8_graph
+from iqart.engine.backends.fused_op import fused_cross_attention
+from iqart.engine.backends.fused_op import is_available as fused_op_available
+from iqart.engine.backends.onnxruntime_backend import OnnxRuntimeBackend
+from iqart.engine.backends.torch_backend import TorchBackend
+from iqart.train.attention import attention_implementation
+from iqart.train.checkpoints import save_checkpoint
+from iqart.train.preprocess import uint8_nhwc_to_model_input
+from iqart.train.zoo import build_model, get_card, iqart_home, load_model
 
 Runner = Callable[[np.ndarray, "np.ndarray | None"], np.ndarray]
 VARIANTS = ("torch", "torch-fp16", "torch-fp16-fused-graph", "onnxruntime", "onnxruntime-int8", "tensorrt")
@@ -148,7 +148,12 @@ def build_runner(variant: str, name: str, weights: Path, device: str | None, bat
     if variant == "torch":
         return TorchBackend(load_model(name, weights), device, "fp32")
     if variant == "tensorrt":
-        from engine.tensorrt_backend import TensorRTBackend, TensorRTUnavailableError, cuda_device, import_tensorrt
+        from iqart.engine.backends.tensorrt_backend import (
+            TensorRTBackend,
+            TensorRTUnavailableError,
+            cuda_device,
+            import_tensorrt,
+        )
 
         try:  # before the export below: say what is missing without spending minutes first
             import_tensorrt()

@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.jobs import ScoreJob
-from engine.pipeline import score_jobs
-from train.zoo import ResizePolicy
+from iqart.engine.pipeline.jobs import ScoreJob
+from iqart.engine.pipeline.scoring import score_jobs
+from iqart.train.zoo import ResizePolicy
 
 Runner = Callable[[np.ndarray, "np.ndarray | None"], np.ndarray]
 _STATUS = Path("/proc/self/status")

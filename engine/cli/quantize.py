@@ -14,7 +14,7 @@ import argparse
 import os
 import time
 
-from export.quality_images import DEFAULT_PARITY_SOURCE, default_calibration_source
+from iqart.export.quality_images import DEFAULT_PARITY_SOURCE, default_calibration_source
 
 
 def add_int8_arguments(p: argparse.ArgumentParser) -> None:
@@ -39,9 +39,9 @@ def add_quantize_parser(subparsers) -> None:
 
 def quantize_and_report(artifact: str | os.PathLike, args: argparse.Namespace) -> int:
     """Quantise `artifact` as `args` say, print what was done and the parity table; the exit code."""
-    from export.int8_artifact import add_int8_graph
-    from export.int8_parity import parity_rows
-    from export.validate import format_table
+    from iqart.export.int8_artifact import add_int8_graph
+    from iqart.export.int8_parity import parity_rows
+    from iqart.export.validate import format_table
 
     started = time.perf_counter()
     parity = None if args.parity.lower() == "none" else args.parity

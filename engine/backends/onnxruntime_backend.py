@@ -4,7 +4,7 @@ The CPU provider runs with every graph optimisation on, one intra-op thread per 
 and sequential execution (the graphs are a single chain: parallel execution only adds
 scheduling). The CUDA provider is used when a CUDA device is asked for (or `device=None` finds
 one) and onnxruntime-gpu is installed. The graph takes uint8 NHWC batches and does its own
-preprocessing, so a call is one `session.run`. The int8 graph (static QDQ, export.int8) is a CPU
+preprocessing, so a call is one `session.run`. The int8 graph (static QDQ, iqart.export.int8) is a CPU
 graph: it runs on the CPU provider whatever device a GPU machine would default to.
 """
 
@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from engine.hardware import physical_cores
+from iqart.engine.hardware import physical_cores
 
 GRAPHS = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
 CUDA_PROVIDER = "CUDAExecutionProvider"

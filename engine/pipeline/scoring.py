@@ -23,10 +23,10 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from engine.hardware import default_workers
-from engine.images import ImageError, as_array, open_image
-from engine.jobs import ScoreJob, ScoreRow
-from train.zoo import ResizePolicy
+from iqart.engine.hardware import default_workers
+from iqart.engine.pipeline.images import ImageError, as_array, open_image
+from iqart.engine.pipeline.jobs import ScoreJob, ScoreRow
+from iqart.train.zoo import ResizePolicy
 
 Backend = Callable[[np.ndarray, "np.ndarray | None"], np.ndarray]
 Decoded = tuple[ScoreJob, np.ndarray, "np.ndarray | None"]

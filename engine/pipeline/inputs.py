@@ -4,7 +4,7 @@ Each type follows the convention its users already have: numpy arrays are channe
 (H, W[, C]) or (N, H, W, C), as PIL and OpenCV give them; torch tensors are torchvision's
 channels-first (C, H, W) or (N, C, H, W), uint8 in 0..255 (`read_image`) or float in [0, 1]
 (`ToTensor`, what pyiqa takes). Every image then goes through the same orientation, mode and
-minimum-size steps as a file (engine.images.upright_rgb), so a file and its decoded array
+minimum-size steps as a file (iqart.engine.pipeline.images.upright_rgb), so a file and its decoded array
 score the same; the caller applies the resize policy after comparing full-reference pairs.
 """
 
@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from engine.images import ImageError, open_image, upright_rgb
+from iqart.engine.pipeline.images import ImageError, open_image, upright_rgb
 
 FLOAT_RANGE_SLACK = 1e-3  # float tensors may overshoot [0, 1] by rounding, not by a normalisation
 

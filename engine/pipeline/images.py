@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from train.zoo import ResizePolicy
+from iqart.train.zoo import ResizePolicy
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".gif"}
 MAX_PIXELS = 100_000_000  # decompression-bomb limit: about a 10,000 x 10,000 image

@@ -9,10 +9,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from engine.fused_op import fused_cross_attention
-from train.attention import attention_implementation
-from train.preprocess import uint8_nhwc_to_model_input
-from train.zoo import load_model
+from iqart.engine.backends.fused_op import fused_cross_attention
+from iqart.train.attention import attention_implementation
+from iqart.train.preprocess import uint8_nhwc_to_model_input
+from iqart.train.zoo import load_model
 
 PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 

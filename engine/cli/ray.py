@@ -1,5 +1,5 @@
 """`iqart score ... --ray [ADDRESS]`: the score command's options for Ray, and the run that
-hands its jobs to engine.distributed (imported only then: Ray is an optional extra)."""
+hands its jobs to iqart.engine.distributed (imported only then: Ray is an optional extra)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import sys
 
 from tqdm import tqdm
 
-from engine.jobs import ScoreJob, ScoreRow
-from train.zoo import ModelCard
+from iqart.engine.pipeline.jobs import ScoreJob, ScoreRow
+from iqart.train.zoo import ModelCard
 
 
 def add_ray_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,7 +31,7 @@ def run_score_on_ray(args: argparse.Namespace, card: ModelCard, jobs: list[Score
     try:
         import ray.data
 
-        from engine.distributed import score_distributed
+        from iqart.engine.distributed import score_distributed
     except ImportError as exc:
         raise ValueError(f"--ray needs Ray Data: pip install 'iqart[ray]' ({exc})") from None
     if args.ray_actors is not None and args.ray_actors < 1:

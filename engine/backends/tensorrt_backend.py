@@ -3,9 +3,9 @@
 Written against the TensorRT 11 API: networks are strongly typed (the precision lives in the
 graph: model.trt.onnx is fp16 with fp32 islands; there is no FP16 builder flag), tensors are
 addressed by name (`set_input_shape`, `set_tensor_address`) and run with `execute_async_v3`.
-Our FusedCrossAttention plugin library is registered (engine.plugin) before parsing and before
+Our FusedCrossAttention plugin library is registered (iqart.engine.backends.plugin) before parsing and before
 deserialising. Device buffers are torch CUDA tensors; no pycuda. Plans are cached in the
-artifact (engine.plan_cache) and built on first use unless told not to. TensorRT is imported
+artifact (iqart.engine.backends.plan_cache) and built on first use unless told not to. TensorRT is imported
 only here, inside functions, so the rest of iqart works without it.
 """
 
@@ -17,11 +17,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine.filelock import exclusive_lock
-from engine.plan_cache import (DEFAULT_MAX_SIDE, TRT_GRAPH, Environment, PlanCache, PlanKey, PlanMismatchError,
-                               Profile, fixed_size, profile_for)
-from engine.plugin import load_plugin
-from export.artifact import read_spec, sha256_file
+from iqart.engine.backends.plan_cache import (
+    DEFAULT_MAX_SIDE,
+    TRT_GRAPH,
+    Environment,
+    PlanCache,
+    PlanKey,
+    PlanMismatchError,
+    Profile,
+    fixed_size,
+    profile_for,
+)
+from iqart.engine.backends.plugin import load_plugin
+from iqart.engine.filelock import exclusive_lock
+from iqart.export.artifact import read_spec, sha256_file
 
 MIN_TENSORRT_MAJOR = 11
 WORKSPACE_BYTES = 4 << 30

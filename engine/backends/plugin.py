@@ -19,8 +19,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from engine.fused_op import KERNELS_DIR
-from train.zoo import iqart_home
+from iqart.engine.backends.fused_op import KERNELS_DIR
+from iqart.train.home import iqart_home
 
 LIBRARY_NAME = "libiqart_plugins.so"
 PLUGIN_NAME, PLUGIN_NAMESPACE, PLUGIN_VERSION = "FusedCrossAttention", "iqart", "1"

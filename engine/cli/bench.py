@@ -4,7 +4,7 @@
                 --batch-sizes 1,8,32 --sizes 224,384,1024x768 --json results.json
 
 For every model, input size and batch size, the backends run the same batch interleaved (see
-engine.bench), after warm-up. Each record carries the speed-up over torch eager fp32 measured in
+iqart.engine.bench.harness), after warm-up. Each record carries the speed-up over torch eager fp32 measured in
 that run, and the achieved GFLOP/s against the measured fp32 matmul peak of the device.
 `--end-to-end --images DIR` times the scoring pipeline instead: decoding files, resizing,
 batching and inference. Speed does not depend on the weights: a model without weights at hand
@@ -23,14 +23,22 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine.bench import end_to_end_timings, interleaved_timings
-from engine.bench_backends import BASELINE, PER_BATCH_SIZE, VARIANTS, Runner, Unavailable, bench_weights, build_runner
-from engine.bench_report import BenchRecord, machine_description, markdown_table, plot, with_speedups, write_json
-from engine.flops import matmul_peak_gflops, model_flops
-from engine.hardware import default_workers, physical_cores, usable_cpus
-from engine.images import find_images, load_image
-from engine.jobs import ScoreJob
-from train.zoo import ModelCard, ResizePolicy, get_card, list_models, load_model
+from iqart.engine.bench.flops import matmul_peak_gflops, model_flops
+from iqart.engine.bench.harness import end_to_end_timings, interleaved_timings
+from iqart.engine.bench.report import BenchRecord, machine_description, markdown_table, plot, with_speedups, write_json
+from iqart.engine.bench.runners import (
+    BASELINE,
+    PER_BATCH_SIZE,
+    VARIANTS,
+    Runner,
+    Unavailable,
+    bench_weights,
+    build_runner,
+)
+from iqart.engine.hardware import default_workers, physical_cores, usable_cpus
+from iqart.engine.pipeline.images import find_images, load_image
+from iqart.engine.pipeline.jobs import ScoreJob
+from iqart.train.zoo import ModelCard, ResizePolicy, get_card, list_models, load_model
 
 
 def _int_list(text: str) -> list[int]:

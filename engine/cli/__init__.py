@@ -1,0 +1,1 @@
+"""The `iqart` command line: `main` dispatches to one module per group of subcommands."""

@@ -1,0 +1,89 @@
+"""`iqart export`, `iqart validate` and `iqart build`: write a model's artifact, check its graphs
+against the PyTorch reference, and build TensorRT plans from it ahead of time."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from iqart.engine.backends.plan_cache import DEFAULT_MAX_SIDE
+from iqart.engine.cli.quantize import add_int8_arguments, quantize_and_report
+from iqart.engine.cli.usage import UsageError
+from iqart.engine.pipeline.images import find_images
+from iqart.train.zoo import get_card, list_models
+
+
+def add_export_parser(subparsers) -> None:
+    p = subparsers.add_parser("export", help="write a model's artifact: ONNX graphs (fp32, fp16, TensorRT flavour) + spec.json")
+    p.add_argument("-m", "--model", required=True, help=f"model name: {', '.join(list_models())}")
+    p.add_argument("-w", "--weights", help="local weight file (default: demo or official weights)")
+    p.add_argument("-o", "--out", required=True, help="artifact directory to write (replaced atomically)")
+    p.add_argument("--int8", action="store_true", help="also write model.int8.onnx and its parity report "
+                                                       "(as `iqart quantize` does)")
+    add_int8_arguments(p)
+    p.set_defaults(run=run_export)
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from iqart.export.artifact import export_artifact, read_spec
+
+    started = time.perf_counter()
+    out = export_artifact(args.model, args.out, args.weights)
+    spec = read_spec(out)
+    print(f"{args.model}: exported to {out} in {time.perf_counter() - started:.1f} s "
+          f"({spec['plugin']['nodes']} FusedCrossAttention node(s) in model.trt.onnx)")
+    return quantize_and_report(out, args) if args.int8 else 0
+
+
+def add_validate_parser(subparsers) -> None:
+    p = subparsers.add_parser("validate", help="parity of an artifact's graphs against the PyTorch reference")
+    p.add_argument("artifact", help="artifact directory written by `iqart export`")
+    p.add_argument("-w", "--weights", help="weight file the artifact was exported from (default: as export resolves it)")
+    p.add_argument("--images", nargs="*", help="real images or folders to validate on (default: examples/images)")
+    p.add_argument("--skip-trt-reference", action="store_true", help="skip the slow onnx.reference run of model.trt.onnx")
+    p.set_defaults(run=run_validate)
+
+
+def run_validate(args: argparse.Namespace) -> int:
+    from iqart.export.artifact import read_spec, sha256_file
+    from iqart.export.validate import default_images, format_table, validate_artifact
+    from iqart.train.zoo import load_model, resolve_weights
+
+    spec = read_spec(args.artifact)
+    card = get_card(spec["name"])
+    weights = resolve_weights(card.name, args.weights)
+    if spec["sha256"]["weights"] not in (None, sha256_file(weights)):
+        raise UsageError(f"{weights} is not the weight file {args.artifact} was exported from (sha256 differs)")
+    images = [path for path, _ in find_images(args.images)] if args.images else default_images()
+    rows = validate_artifact(args.artifact, load_model(card.name, weights), card, images, trt_check=not args.skip_trt_reference)
+    print(format_table(rows))
+    return 1 if any(row.passed is False for row in rows) else 0
+
+
+def add_build_parser(subparsers) -> None:
+    p = subparsers.add_parser("build", help="build TensorRT plans for an artifact ahead of time")
+    p.add_argument("artifact", help="artifact directory written by `iqart export`")
+    p.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 8, 32], metavar="N",
+                   help="the profile's batch range: MIN OPT MAX, or one N for 1 N N (default: 1 8 32)")
+    p.add_argument("--max-side", type=int, default=DEFAULT_MAX_SIDE,
+                   help="native-resolution models: the largest image side the plan accepts")
+    p.add_argument("--device", help="CUDA device (default: the current one)")
+    p.set_defaults(run=run_build)
+
+
+def run_build(args: argparse.Namespace) -> int:
+    from iqart.engine.backends.plan_cache import profile_for
+    from iqart.engine.backends.tensorrt_backend import build_plan, import_tensorrt
+    from iqart.export.artifact import read_spec
+
+    spec = read_spec(args.artifact)
+    sizes = args.batch_sizes
+    if len(sizes) not in (1, 3):
+        raise UsageError("--batch-sizes takes MIN OPT MAX, or one N")
+    profile = profile_for(spec, (1, sizes[0], sizes[0]) if len(sizes) == 1 else tuple(sizes), args.max_side)
+    import_tensorrt()  # says clearly when TensorRT is missing, before any work
+    started = time.perf_counter()
+    path = build_plan(args.artifact, profile, args.device)
+    print(f"{spec['name']}: plan {path} ({path.stat().st_size / 2**20:.1f} MiB) for profile {profile.to_json()}, "
+          f"ready in {time.perf_counter() - started:.1f} s")
+    return 0
