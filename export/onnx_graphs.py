@@ -46,18 +46,19 @@ def export_onnx(model: torch.nn.Module, card: ModelCard, fused_attention: bool =
         warnings.simplefilter("ignore")  # TracerWarnings about shape arithmetic: shapes stay symbolic
         if fused_attention:
             with attention_implementation(plugin_attention):
-                _export(module, args, buffer, card)
+                _export(module, args, buffer, card, {PLUGIN_DOMAIN: 1})
         else:
             _export(module, args, buffer, card)
     return onnx.load_from_string(buffer.getvalue())
 
 
-def _export(module, args, buffer, card: ModelCard) -> None:
+def _export(module, args, buffer, card: ModelCard, custom_opsets: dict | None = None) -> None:
+    """Our opset domain only where plugin nodes use it (else torch warns that it is unused)."""
     torch.onnx.export(
         module, args, buffer, dynamo=False, opset_version=OPSET,
         input_names=input_names(card), output_names=["score", FEATURES],
         dynamic_axes=_dynamic_axes(card), do_constant_folding=True,
-        custom_opsets={PLUGIN_DOMAIN: 1},
+        custom_opsets=custom_opsets,
     )
 
 

@@ -16,6 +16,8 @@ from typing import Callable, Iterator
 
 import torch
 
+from iqart.train.precision import full_precision
+
 AttentionFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int, float], torch.Tensor]
 _implementation: AttentionFn | None = None
 
@@ -61,8 +63,9 @@ def cross_attention(
 
 
 def reference_cross_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_heads: int, scale: float) -> torch.Tensor:
-    """The plain-math core (also what an override may fall back to)."""
+    """The plain-math core (also what an override may fall back to); logits and softmax in fp32."""
     qh, kh, vh = (split_heads(t, num_heads) for t in (q, k, v))
-    logits = torch.matmul(qh, kh.transpose(-1, -2)) * scale
-    weights = torch.softmax(logits.float(), dim=-1).to(vh.dtype)
+    with full_precision(q.device.type):  # logits in fp32, as the fused kernel accumulates them
+        logits = torch.matmul(qh.float(), kh.float().transpose(-1, -2)) * scale
+        weights = torch.softmax(logits, dim=-1).to(vh.dtype)
     return merge_heads(torch.matmul(weights, vh))

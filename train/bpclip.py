@@ -32,6 +32,7 @@ from torch import nn
 from iqart.train.attention import cross_attention
 from iqart.train.checkpoints import CheckpointError, check_fit, is_clip_state_dict, select_prefix
 from iqart.train.clip_backbone import backbone_config, build_clip, clip_from_state_dict, encode_prompts, stage_features
+from iqart.train.precision import fp32_head
 from iqart.train.prompts import adjective_prompts
 
 ATTRIBUTE_LOGIT_SCALE = 100.0
@@ -192,7 +193,7 @@ class BPCLIP(nn.Module):
         return torch.sigmoid(self.head_mlp(features)).squeeze(-1)
 
     def forward(self, distorted: torch.Tensor, reference: torch.Tensor | None = None) -> torch.Tensor:
-        return self.head(self.embed(distorted, reference))
+        return fp32_head(self.head, self.embed(distorted, reference))
 
     def load_weights(self, state: dict[str, torch.Tensor], source: str) -> None:
         """Load a full BPCLIP state dict (as written by iqart training)."""

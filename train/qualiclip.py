@@ -21,6 +21,7 @@ from iqart.train.checkpoints import (
     select_prefix,
 )
 from iqart.train.clip_backbone import build_clip, clip_from_state_dict, encode_prompts, image_features
+from iqart.train.precision import fp32_head
 from iqart.train.prompts import ANTONYM_PAIRS, antonym_prompts
 
 LOGIT_SCALE = 100.0  # CLIP's (and the paper's) fixed temperature
@@ -54,7 +55,7 @@ class QualiCLIP(nn.Module):
         return pair_probs[..., 0].mean(dim=1)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.head(self.embed(images))
+        return fp32_head(self.head, self.embed(images))
 
     def load_weights(self, state: Mapping[str, torch.Tensor], source: str) -> None:
         """Load the official layout, a plain CLIP state dict, or iqart's own state dict."""

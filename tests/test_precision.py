@@ -1,0 +1,48 @@
+"""Low precision that keeps its meaning: fp16/bf16 autocast of the torch backend ranks images as
+fp32 does (the attention logits and the score head stay fp32), and never returns NaN."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import iqart
+from iqart.train.attention import reference_cross_attention
+from iqart.train.metrics import srcc
+from tests.conftest import EXAMPLE_IMAGES
+
+MIN_SRCC = 0.999
+
+
+@pytest.fixture(scope="module")
+def example_paths():
+    return sorted(str(path) for path in EXAMPLE_IMAGES.glob("*.png"))
+
+
+@pytest.mark.parametrize("model", ["qualiclip-tiny", "bpclip-nr-tiny"])
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_low_precision_keeps_the_ranks_of_fp32(model, precision, example_paths):
+    """Demo weights, the example photos and their degraded copies: before the fix, fp16 gave NaN
+    for every image and bf16 collapsed distinct images onto one bf16 step."""
+    reference = iqart.Scorer(model, "torch", "cpu").score(example_paths)
+    low = iqart.Scorer(model, "torch", "cpu", precision=precision).score(example_paths)
+    assert np.isfinite(low).all(), low
+    assert srcc(reference, low) >= MIN_SRCC
+    assert len(np.unique(low)) == len(np.unique(reference))
+    assert low.dtype == np.float32
+
+
+def test_attention_logits_that_overflow_fp16_stay_finite_under_autocast():
+    """Keys and queries of the size CLIP's attention pool produces (|q|~500, |k|~2000 over 64
+    dims) give QKᵀ past fp16's 65504: the logits are computed in fp32."""
+    generator = torch.Generator().manual_seed(0)
+    q = 500 * torch.rand(1, 1, 512, generator=generator)
+    k = 2000 * torch.rand(1, 50, 512, generator=generator)
+    v = torch.randn(1, 50, 512, generator=generator)
+    expected = reference_cross_attention(q, k, v, 8, 0.125)
+    with torch.autocast("cpu", dtype=torch.float16):
+        assert torch.isinf(torch.matmul(q, k.transpose(1, 2))).any()  # the failure this guards against
+        low = reference_cross_attention(q.half(), k.half(), v.half(), 8, 0.125)
+    assert torch.isfinite(low).all()
+    torch.testing.assert_close(low.float(), expected, atol=2e-2, rtol=1e-2)
