@@ -94,3 +94,16 @@ def test_wheel_installs_and_scores_without_the_checkout(tmp_path):
     rows = (work / "scores.csv").read_text().splitlines()
     assert len(rows) == 1 + len(list(EXAMPLE_IMAGES.glob("*.png")))
     assert all(row.split(",")[-1] == "" for row in rows[1:])  # no error column filled
+
+
+def test_first_run_prints_only_iqart_lines(tmp_path):
+    """The quickstart on an empty cache (so the model is exported): stderr holds iqart's own lines
+    only, among them one notice that demo weights are in use."""
+    result = subprocess.run([sys.executable, "-m", "iqart.engine.cli.main", "score", str(EXAMPLE_IMAGES),
+                             "--model", "qualiclip-tiny", "--out", str(tmp_path / "scores.csv")],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "IQART_HOME": str(tmp_path / "home")})
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stderr.replace("\r", "\n").splitlines() if line.strip()]
+    assert all(line.startswith("iqart: ") for line in lines), lines
+    assert sum("demo weights" in line for line in lines) == 1
