@@ -20,6 +20,8 @@ from PIL import Image
 
 from iqart.engine.artifacts import cached_artifact, cached_int8_graph
 from iqart.engine.backends.onnxruntime_backend import GRAPHS, OnnxRuntimeBackend
+from iqart.engine.backends.openvino_backend import GRAPHS as OPENVINO_GRAPHS
+from iqart.engine.backends.openvino_backend import OpenVinoBackend
 from iqart.engine.backends.plan_cache import DEFAULT_MAX_SIDE
 from iqart.engine.backends.tensorrt_backend import TensorRTBackend, cuda_device, import_tensorrt
 from iqart.engine.backends.torch_backend import PRECISIONS, TorchBackend
@@ -27,27 +29,30 @@ from iqart.engine.hardware import default_workers
 from iqart.engine.pipeline.images import as_array, find_images
 from iqart.engine.pipeline.inputs import as_rgb_images
 from iqart.engine.pipeline.jobs import ScoreJob, ScoreRow, pair_with_references
-from iqart.engine.pipeline.scoring import PipelineStats, score_jobs
+from iqart.engine.pipeline.scoring import DECODE_TIMEOUT_S, PipelineStats, score_jobs
 from iqart.train.zoo import get_card, load_model
 
-BACKENDS = ("onnxruntime", "torch", "tensorrt")
-PRECISION_CHOICES = {"torch": tuple(PRECISIONS), "onnxruntime": tuple(GRAPHS), "tensorrt": ("fp16",)}
+BACKENDS = ("onnxruntime", "openvino", "torch", "tensorrt")
+PRECISION_CHOICES = {"torch": tuple(PRECISIONS), "onnxruntime": tuple(GRAPHS), "openvino": tuple(OPENVINO_GRAPHS),
+                     "tensorrt": ("fp16",)}
 
 
 class Scorer:
-    """Scores images with `model` on `backend` ("onnxruntime", "torch" or "tensorrt").
+    """Scores images with `model` on `backend` ("onnxruntime", "openvino", "torch" or "tensorrt").
 
     `device=None` uses a CUDA GPU when the backend can, else the CPU. `precision`: torch fp32
     (default), fp16 or bf16 autocast; onnxruntime fp32 (model.onnx, default), fp16, or int8 (CPU;
-    calibrated on first use, see iqart.export.int8_artifact); tensorrt fp16 only. `max_side` bounds
-    native-resolution images for TensorRT's profile. `threads`: ONNX Runtime's intra-op threads
+    calibrated on first use, see iqart.export.int8_artifact); openvino (CPU) fp32, bf16 or int8 (the
+    same int8 graph); tensorrt fp16 only. `max_side` bounds
+    native-resolution images for TensorRT's profile; `attention` ("plugin" or "native") picks the TensorRT
+    graph (default: the plugin when its library is built or buildable here, else native). `threads`: ONNX Runtime's intra-op threads
     (default: one per physical core), for processes that share the cores with others.
     """
 
     def __init__(self, model: str = "qualiclip", backend: str = "onnxruntime", device: str | None = None,
                  batch_size: int = 8, *, weights: str | os.PathLike | None = None, precision: str | None = None,
                  workers: int | None = None, fused_attention: bool = False, max_side: int = DEFAULT_MAX_SIDE,
-                 threads: int | None = None):
+                 threads: int | None = None, attention: str | None = None):
         self.card = get_card(model)
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; available: {', '.join(BACKENDS)}")
@@ -56,6 +61,8 @@ class Scorer:
             raise ValueError(f"the {backend} backend runs {', '.join(PRECISION_CHOICES[backend])}, not {precision!r}")
         if fused_attention and backend != "torch":
             raise ValueError("fused_attention applies to the torch backend (the tensorrt backend always fuses)")
+        if attention is not None and backend != "tensorrt":
+            raise ValueError("attention= picks the tensorrt backend's graph (plugin or native)")
         if batch_size < 1:
             raise ValueError(f"batch size must be at least 1, not {batch_size}")
         self.batch_size = batch_size
@@ -70,8 +77,12 @@ class Scorer:
             self.artifact = cached_artifact(model, weights)
             if precision == "int8":
                 cached_int8_graph(self.artifact)
-            self.backend = (OnnxRuntimeBackend(self.artifact, device, precision, threads) if backend == "onnxruntime"
-                            else TensorRTBackend(self.artifact, device, batch_size, max_side))
+            if backend == "onnxruntime":
+                self.backend = OnnxRuntimeBackend(self.artifact, device, precision, threads)
+            elif backend == "openvino":
+                self.backend = OpenVinoBackend(self.artifact, device, precision, threads)
+            else:
+                self.backend = TensorRTBackend(self.artifact, device, batch_size, max_side, attention=attention)
 
     name = property(lambda self: self.card.name)
     task = property(lambda self: self.card.task, doc='"nr" (no-reference) or "fr" (full-reference)')
@@ -135,9 +146,14 @@ class Scorer:
         return [ScoreJob(Path(path), Path(reference)) for path, reference in zip(paths, references, strict=True)]
 
     def score_files(self, paths: Sequence[str | os.PathLike], references: Any = None,
-                    stats: PipelineStats | None = None) -> Iterator[ScoreRow]:
-        """Rows as batches finish (decoding overlaps inference); a bad file is a row with its error."""
-        return self.score_jobs(self.jobs(paths, references), stats)
+                    stats: PipelineStats | None = None, *, decode: str = "iqart",
+                    decode_timeout: float | None = DECODE_TIMEOUT_S) -> Iterator[ScoreRow]:
+        """Rows as batches finish (decoding overlaps inference); a bad file is a row with its error,
+        and so is one whose decode takes over `decode_timeout` seconds. `decode="official"`
+        decodes as the official QualiCLIP script does (iqart.engine.pipeline.images.open_image)."""
+        return self.score_jobs(self.jobs(paths, references), stats, decode=decode, decode_timeout=decode_timeout)
 
-    def score_jobs(self, jobs: Iterable[ScoreJob], stats: PipelineStats | None = None) -> Iterator[ScoreRow]:
-        return score_jobs(jobs, self.backend, self.resize, self.batch_size, self.workers, stats)
+    def score_jobs(self, jobs: Iterable[ScoreJob], stats: PipelineStats | None = None, *, decode: str = "iqart",
+                   decode_timeout: float | None = DECODE_TIMEOUT_S) -> Iterator[ScoreRow]:
+        return score_jobs(jobs, self.backend, self.resize, self.batch_size, self.workers, stats, decode=decode,
+                          decode_timeout=decode_timeout)
