@@ -6,7 +6,6 @@ written into a temporary sibling and renamed into place, so a failed export leav
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -18,21 +17,16 @@ import onnx
 import torch
 
 from iqart.export.onnx_graphs import EXPORTER, OPSET, build_graphs, input_names
+from iqart.export.native_attention import NATIVE_GRAPH, NATIVE_OPSET, attention_nodes
 from iqart.export.plugin_node import PLUGIN_DOMAIN, PLUGIN_NAME, PLUGIN_NAMESPACE, PLUGIN_VERSION
+from iqart.export.spec_files import read_spec, sha256_file
 from iqart.train.prompts import adjective_prompts, antonym_prompts
 from iqart.train.zoo import ModelCard, get_card, load_model, resolve_weights
 
 SPEC_VERSION = 1
-GRAPH_FILES = ("model.onnx", "model.fp16.onnx", "model.trt.onnx")
+__all__ = ["GRAPH_FILES", "INT8_GRAPH", "SPEC_VERSION", "build_spec", "export_artifact", "read_spec", "sha256_file"]
+GRAPH_FILES = ("model.onnx", "model.fp16.onnx", "model.trt.onnx", NATIVE_GRAPH)
 INT8_GRAPH = "model.int8.onnx"  # optional: written by `iqart quantize` or on first int8 use (iqart.export.int8_artifact)
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _version(package: str) -> str | None:
@@ -49,7 +43,8 @@ def _io_spec(card: ModelCard) -> tuple[list[dict], list[dict]]:
     return inputs, [{"name": "score", "dtype": "float32", "shape": ["N"]}]
 
 
-def build_spec(card: ModelCard, weights_sha256: str, graph_hashes: dict, fp16_report: dict, plugin_nodes: int) -> dict:
+def build_spec(card: ModelCard, weights_sha256: str, graph_hashes: dict, fp16_report: dict, plugin_nodes: int,
+               native_nodes: int) -> dict:
     inputs, outputs = _io_spec(card)
     return {
         "spec_version": SPEC_VERSION,
@@ -70,6 +65,7 @@ def build_spec(card: ModelCard, weights_sha256: str, graph_hashes: dict, fp16_re
         "fp16": fp16_report,
         "plugin": {"name": PLUGIN_NAME, "namespace": PLUGIN_NAMESPACE, "version": PLUGIN_VERSION,
                    "onnx_domain": PLUGIN_DOMAIN, "nodes": plugin_nodes, "fields": ["num_heads", "scale"]},
+        "native_attention": {"graph": NATIVE_GRAPH, "op": "Attention", "opset": NATIVE_OPSET, "nodes": native_nodes},
         "exporter": EXPORTER,
         "versions": {pkg: _version(pkg) for pkg in ("torch", "onnx", "onnxruntime", "open_clip_torch")},
     }
@@ -95,7 +91,7 @@ def export_artifact(name: str, out_dir: str | os.PathLike, weights: str | os.Pat
             onnx.save(graphs[filename], staging / filename)
             hashes[filename] = sha256_file(staging / filename)
         plugin_nodes = sum(n.op_type == PLUGIN_NAME for n in graphs["model.trt.onnx"].graph.node)
-        spec = build_spec(card, weights_sha, hashes, fp16_report, plugin_nodes)
+        spec = build_spec(card, weights_sha, hashes, fp16_report, plugin_nodes, len(attention_nodes(graphs[NATIVE_GRAPH])))
         (staging / "spec.json").write_text(json.dumps(spec, indent=2) + "\n")
         (staging / "plans").mkdir()
         if out_dir.exists():
@@ -106,9 +102,3 @@ def export_artifact(name: str, out_dir: str | os.PathLike, weights: str | os.Pat
         raise
     return out_dir
 
-
-def read_spec(artifact_dir: str | os.PathLike) -> dict:
-    path = Path(artifact_dir) / "spec.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{artifact_dir}: not an iqart artifact (no spec.json)")
-    return json.loads(path.read_text())

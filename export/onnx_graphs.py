@@ -1,4 +1,5 @@
-"""Export a zoo model to the three graphs of the artifact: fp32, fp16, TensorRT flavour."""
+"""Export a zoo model to the graphs of the artifact: fp32, fp16, and the two TensorRT flavours
+(attention as plugin nodes, attention as TensorRT-native `Attention` ops)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import torch
 
 from iqart.export.fp16 import convert_to_fp16, drop_unused_initializers
 from iqart.export.inference import InferenceModule
+from iqart.export.native_attention import NATIVE_GRAPH, to_native_attention
 from iqart.export.plugin_node import PLUGIN_DOMAIN, plugin_attention
 from iqart.train.attention import attention_implementation
 from iqart.train.zoo import ModelCard
@@ -81,9 +83,10 @@ def without_output(model: onnx.ModelProto, name: str) -> onnx.ModelProto:
 
 
 def build_graphs(model: torch.nn.Module, card: ModelCard) -> tuple[dict[str, onnx.ModelProto], dict]:
-    """{"model.onnx", "model.fp16.onnx", "model.trt.onnx"} and the fp16 report."""
+    """{"model.onnx", "model.fp16.onnx", "model.trt.onnx", "model.trt-native.onnx"} and the fp16 report."""
     plain = export_onnx(model, card)
     fused = export_onnx(model, card, fused_attention=True)
     fp16, report = convert_to_fp16(plain, FEATURES)
     trt, _ = convert_to_fp16(fused, FEATURES)
-    return {"model.onnx": without_output(plain, FEATURES), "model.fp16.onnx": fp16, "model.trt.onnx": trt}, report
+    return {"model.onnx": without_output(plain, FEATURES), "model.fp16.onnx": fp16, "model.trt.onnx": trt,
+            NATIVE_GRAPH: to_native_attention(trt)}, report

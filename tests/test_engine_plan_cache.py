@@ -2,11 +2,17 @@
 so it is tested here without TensorRT or a GPU."""
 
 import json
+import shutil
+from dataclasses import replace
 
 import pytest
 
+from iqart.engine.backends import plugin
 from iqart.engine.backends.plan_cache import (
     DEFAULT_MAX_SIDE,
+    NATIVE_GRAPH,
+    NO_PLUGIN,
+    TRT_GRAPH,
     Environment,
     PlanCache,
     PlanKey,
@@ -17,7 +23,7 @@ from iqart.engine.backends.plan_cache import (
     profile_for,
 )
 
-H100 = Environment("a" * 64, "NVIDIA H100 80GB HBM3", "9.0", "11.0.0")
+H100 = Environment("a" * 64, "NVIDIA H100 80GB HBM3", "9.0", "11.0.0", TRT_GRAPH, "0123456789abcdef")
 NATIVE_SPEC = {"inputs": [{"name": "image", "shape": ["N", "H", "W", 3]}]}
 FIXED_SPEC = {"inputs": [{"name": "image", "shape": ["N", 224, 224, 3]}, {"name": "reference", "shape": ["N", 224, 224, 3]}]}
 
@@ -57,15 +63,18 @@ def test_profile_for_follows_the_spec():
 def test_key_round_trips_and_names_its_file():
     key = PlanKey(H100, Profile((1, 8, 32), (32, 512, 1024)))
     assert PlanKey.from_json(json.loads(json.dumps(key.to_json()))) == key
-    assert key.stem == f"model.trt-sm90-trt11.0.0-{key.digest}" and len(key.digest) == 16
+    assert key.stem == f"model.trt-plugin-sm90-trt11.0.0-{key.digest}" and len(key.digest) == 16
     variants = [
-        PlanKey(Environment("b" * 64, H100.gpu, H100.sm, H100.tensorrt), key.profile),
-        PlanKey(Environment(H100.graph_sha256, "NVIDIA A100-SXM4-80GB", "8.0", H100.tensorrt), key.profile),
-        PlanKey(Environment(H100.graph_sha256, H100.gpu, H100.sm, "11.1.0"), key.profile),
+        PlanKey(replace(H100, graph_sha256="b" * 64), key.profile),
+        PlanKey(replace(H100, gpu="NVIDIA A100-SXM4-80GB", sm="8.0"), key.profile),
+        PlanKey(replace(H100, tensorrt="11.1.0"), key.profile),
+        PlanKey(replace(H100, plugin="fedcba9876543210"), key.profile),
+        PlanKey(replace(H100, graph=NATIVE_GRAPH, plugin=NO_PLUGIN), key.profile),
         PlanKey(H100, Profile((1, 8, 16), (32, 512, 1024))),
         PlanKey(H100, Profile((1, 8, 32), (32, 512, 2048))),
     ]
-    assert len({key.digest, *(v.digest for v in variants)}) == 6  # every part of the key counts
+    assert len({key.digest, *(v.digest for v in variants)}) == 8  # every part of the key counts
+    assert variants[4].stem.startswith("model.trt-native-sm90-")
     with pytest.raises(ValueError, match="plan record version"):
         PlanKey.from_json({**key.to_json(), "key_version": 99})
 
@@ -74,7 +83,7 @@ def test_store_select_and_load(tmp_path):
     cache = PlanCache(tmp_path)
     wide = PlanKey(H100, Profile((1, 8, 32), (32, 512, 2048)))
     narrow = PlanKey(H100, Profile((1, 8, 8), (32, 512, 1024)))
-    elsewhere = PlanKey(Environment(H100.graph_sha256, "NVIDIA A100-SXM4-80GB", "8.0", "11.0.0"), narrow.profile)
+    elsewhere = PlanKey(replace(H100, gpu="NVIDIA A100-SXM4-80GB", sm="8.0"), narrow.profile)
     for key in (wide, narrow, elsewhere):
         cache.store(key, f"plan for {key.digest}".encode())
     assert sorted(p.name for p in (tmp_path / "plans").iterdir()) == sorted(
@@ -93,11 +102,11 @@ def test_plan_from_another_gpu_or_version_is_refused_with_the_reason(tmp_path):
     cache = PlanCache(tmp_path)
     key = PlanKey(H100, Profile((1, 8, 8)))
     cache.store(key, b"plan")
-    a100 = Environment(H100.graph_sha256, "NVIDIA A100-SXM4-80GB", "8.0", "11.0.0")
+    a100 = replace(H100, gpu="NVIDIA A100-SXM4-80GB", sm="8.0")
     expected = r"built for NVIDIA H100 80GB HBM3 \(sm_90\), this GPU is NVIDIA A100-SXM4-80GB \(sm_80\)"
     with pytest.raises(PlanMismatchError, match=expected):
         cache.load(key, a100)
-    newer = Environment(H100.graph_sha256, H100.gpu, H100.sm, "11.2.0")
+    newer = replace(H100, tensorrt="11.2.0")
     with pytest.raises(PlanMismatchError, match="built with TensorRT 11.0.0, this is TensorRT 11.2.0"):
         cache.load(key, newer)
     assert cache.select(newer, key.profile) is None
@@ -110,7 +119,7 @@ def test_plan_of_another_graph_is_refused(tmp_path):
     cache = PlanCache(tmp_path)
     key = PlanKey(H100, Profile((1, 8, 8)))
     cache.store(key, b"plan")
-    reexported = Environment("c" * 64, H100.gpu, H100.sm, H100.tensorrt)
+    reexported = replace(H100, graph_sha256="c" * 64)
     assert mismatch(key, reexported, key.profile).startswith("built from another graph")
     assert cache.select(reexported, key.profile) is None
 
@@ -141,8 +150,59 @@ def test_plan_without_its_file_is_not_selected(tmp_path):
 def test_timing_cache_is_per_architecture_and_version(tmp_path):
     cache = PlanCache(tmp_path)
     assert cache.timing_cache_path(H100).name == "timing-sm90-trt11.0.0.cache"
-    other_graph = Environment("d" * 64, H100.gpu, H100.sm, H100.tensorrt)
+    other_graph = replace(H100, graph_sha256="d" * 64)
     assert cache.timing_cache_path(other_graph) == cache.timing_cache_path(H100)
     cache.store_timing_cache(H100, b"tactics")
     assert cache.timing_cache_path(H100).read_bytes() == b"tactics"
     assert cache.select(H100, Profile((1, 1, 1))) is None  # a timing cache is not a plan
+
+
+def test_plan_of_the_other_attention_graph_is_not_used(tmp_path):
+    cache = PlanCache(tmp_path)
+    key = PlanKey(H100, Profile((1, 8, 8)))
+    cache.store(key, b"plugin plan")
+    native = replace(H100, graph=NATIVE_GRAPH, plugin=NO_PLUGIN)
+    assert cache.select(native, key.profile) is None
+    assert mismatch(key, native, key.profile) == f"built from {TRT_GRAPH}, this backend runs {NATIVE_GRAPH}"
+
+
+@pytest.fixture
+def kernel_sources(tmp_path, monkeypatch):
+    """A copy of kernels/ that plugin.build_key() hashes, so a test can change the plugin's code."""
+    copy = shutil.copytree(plugin.KERNELS_DIR, tmp_path / "kernels")
+    monkeypatch.setattr(plugin, "KERNELS_DIR", copy)
+    monkeypatch.delenv(plugin.LIBRARY_ENV, raising=False)
+    return copy
+
+
+def test_changed_plugin_build_is_rebuilt_not_reused(tmp_path, kernel_sources):
+    """A plan keeps the plugin's workspace size from the code that built it: after the plugin's
+    sources change, the cached plan no longer fits (the backend then builds a new one) and
+    loading it anyway is refused, naming the plugin builds."""
+    cache = PlanCache(tmp_path / "artifact")
+    before = replace(H100, plugin=plugin.build_key())
+    key = PlanKey(before, Profile((1, 8, 8)))
+    cache.store(key, b"plan with the old plugin")
+    assert cache.select(before, key.profile) == key
+    source = kernel_sources / "plugin_core.cpp"
+    source.write_text(source.read_text() + "\n// workspace rule changed\n")
+    after = replace(H100, plugin=plugin.build_key())
+    assert after.plugin != before.plugin
+    assert cache.select(after, key.profile) is None
+    assert "plugin build" in cache.explain_missing(after, key.profile)
+    with pytest.raises(PlanMismatchError, match=f"built with plugin build {before.plugin}, the plugin library loaded "
+                                                f"now is {after.plugin}"):
+        cache.load(key, after)
+    rebuilt = PlanKey(after, key.profile)
+    cache.store(rebuilt, b"plan with the new plugin")
+    assert cache.select(after, key.profile) == rebuilt and cache.load(rebuilt, after) == b"plan with the new plugin"
+
+
+def test_prebuilt_plugin_library_is_keyed_by_its_bytes(tmp_path, monkeypatch):
+    library = tmp_path / "libiqart_plugins.so"
+    library.write_bytes(b"\x7fELF one build")
+    monkeypatch.setenv(plugin.LIBRARY_ENV, str(library))
+    first = plugin.prebuilt_library()
+    assert first.path == library and first.key.startswith("file-")
+    library.write_bytes(b"\x7fELF another build")
+    assert plugin.prebuilt_library().key != first.key

@@ -3,12 +3,15 @@ skip with that reason elsewhere; what happens without them is tested everywhere 
 
 import importlib.util
 import shutil
+import sys
 
 import numpy as np
 import pytest
 import torch
 
-from iqart.engine.backends.plan_cache import PlanCache, PlanMismatchError
+from iqart.engine.backends.plan_cache import NATIVE_GRAPH, PlanCache, PlanMismatchError
+from iqart.engine.backends.tensorrt_backend import choose_attention
+from iqart.engine.backends.tensorrt_import import TensorRTUnavailableError, import_tensorrt
 from iqart.engine.cli.main import main
 from iqart.engine.pipeline.images import load_image
 from iqart.engine.pipeline.jobs import ScoreJob
@@ -19,7 +22,7 @@ from iqart.train.checkpoints import save_checkpoint
 from iqart.train.zoo import build_model, get_card
 from tests.conftest import EXAMPLE_IMAGES, scramble
 
-HAS_TRT = importlib.util.find_spec("tensorrt") is not None
+HAS_TRT = any(importlib.util.find_spec(m) is not None for m in ("tensorrt", "tensorrt_bindings"))
 needs_trt = pytest.mark.skipif(not HAS_TRT, reason="TensorRT is not installed (pip install 'iqart[trt]' on a GPU machine)")
 needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 without_trt = pytest.mark.skipif(HAS_TRT, reason="TensorRT is installed")
@@ -106,3 +109,76 @@ def test_image_outside_the_profile_is_an_error_row(artifact):
     rows = list(score_jobs(jobs, backend, get_card("qualiclip-tiny").resize, batch_size=2))
     too_big = [r for r in rows if not r.ok]
     assert too_big and all("outside the plan's image sides 32..256" in r.error for r in too_big)
+
+
+def _bindings_only_install(root, version: str):
+    """A directory holding a module named as the tensorrt-cu13-bindings wheel's (no `tensorrt`
+    module beside it), reporting `version`: how a bindings-only install looks to Python."""
+    package = root / "tensorrt_bindings"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text(f"__version__ = {version!r}\n")
+    return root
+
+
+@without_trt
+def test_bindings_only_install_is_recognised_and_must_be_11(tmp_path, monkeypatch):
+    try:
+        monkeypatch.syspath_prepend(str(_bindings_only_install(tmp_path / "v11", "11.4.0.106")))
+        trt = import_tensorrt()
+        assert trt.__name__ == "tensorrt_bindings" and trt.__version__ == "11.4.0.106"
+        del sys.modules["tensorrt_bindings"]
+        monkeypatch.syspath_prepend(str(_bindings_only_install(tmp_path / "v10", "10.13.3")))
+        with pytest.raises(TensorRTUnavailableError, match="TensorRT 10.13.3 found .* needs TensorRT 11 or newer"):
+            import_tensorrt()
+    finally:  # later tests must not find the stand-in module
+        sys.modules.pop("tensorrt_bindings", None)
+
+
+def test_attention_defaults_to_native_without_a_usable_plugin(artifact, tmp_path, monkeypatch):
+    from iqart.engine.backends import plugin
+
+    directory, _ = artifact
+    monkeypatch.setenv(plugin.LIBRARY_ENV, str(tmp_path / "absent.so"))
+    mode, why = choose_attention(None, directory)
+    assert mode == "native" and "TensorRT's native attention, since" in why and "absent.so" in why
+    assert choose_attention("plugin", directory) == ("plugin", "as asked")
+    library = tmp_path / "libiqart_plugins.so"
+    library.write_bytes(b"\x7fELF")
+    monkeypatch.setenv(plugin.LIBRARY_ENV, str(library))
+    assert choose_attention(None, directory) == ("plugin", f"plugin library {library}")
+    with pytest.raises(ValueError, match="attention must be one of plugin, native"):
+        choose_attention("flash", directory)
+    old = shutil.copytree(directory, tmp_path / "old")
+    (old / NATIVE_GRAPH).unlink()
+    with pytest.raises(PlanMismatchError, match="predates it; export it again"):
+        choose_attention("native", old)
+
+
+def test_attention_is_a_tensorrt_option(artifact):
+    from iqart.engine.scorer import Scorer
+
+    with pytest.raises(ValueError, match="attention= picks the tensorrt backend's graph"):
+        Scorer("qualiclip-tiny", "onnxruntime", weights=artifact[1], attention="native")
+
+
+@pytest.mark.trt
+@needs_gpu
+@needs_trt
+@pytest.mark.parametrize("attention", ["native", "plugin"])
+def test_both_attention_graphs_score_like_the_fp16_graph(artifact, tmp_path, attention, capsys):
+    """A plan from model.trt-native.onnx (TensorRT's IAttention) or model.trt.onnx (our plugin)."""
+    from iqart.engine.backends import plugin
+    from iqart.engine.backends.onnxruntime_backend import OnnxRuntimeBackend
+    from iqart.engine.backends.tensorrt_backend import TensorRTBackend
+
+    if attention == "plugin" and not plugin.plugin_status()[0]:
+        pytest.skip(plugin.plugin_status()[1])
+    directory = shutil.copytree(artifact[0], tmp_path / "a")
+    assert main(["build", str(directory), "--batch-sizes", "2", "--max-side", "256", "--attention", attention]) == 0
+    assert f"{attention} attention" in capsys.readouterr().out
+    backend = TensorRTBackend(directory, batch_size=2, max_side=256, build=False, attention=attention)
+    assert backend.plan_path.name.startswith(f"model.trt-{attention}-")
+    policy = get_card("qualiclip-tiny").resize
+    images = np.stack([load_image(EXAMPLE_IMAGES / name, policy)[:200, :200] for name in ("chelsea.png", "coffee.png")])
+    expected = OnnxRuntimeBackend(directory, "cpu", precision="fp16")(images)
+    assert np.abs(backend(images) - expected).max() <= FP16_ABS_TOL

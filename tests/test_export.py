@@ -9,8 +9,9 @@ import pytest
 import torch
 from onnx import TensorProto
 
-from iqart.export.artifact import export_artifact, read_spec
+from iqart.export.artifact import GRAPH_FILES, export_artifact, read_spec, sha256_file
 from iqart.export.fp16 import FP32_OPS
+from iqart.export.native_attention import NATIVE_GRAPH, NATIVE_OPSET, attention_nodes
 from iqart.export.plugin_node import PLUGIN_NAME, FusedCrossAttention, numpy_cross_attention
 from iqart.export.validate import FP16_ABS_TOL, FP32_REL_TOL, ort_session, validate_artifact
 from iqart.train.attention import reference_cross_attention
@@ -57,7 +58,7 @@ def torch_scores(model, card, feeds):
 @pytest.mark.parametrize("name", TINY)
 def test_graphs_pass_the_full_checker_and_hold_no_text_tower(artifacts, name):
     artifact, _, _ = artifacts[name]
-    for filename in ("model.onnx", "model.fp16.onnx", "model.trt.onnx"):
+    for filename in GRAPH_FILES:
         model = onnx.load(artifact / filename)
         onnx.checker.check_model(model, full_check=True)
         assert [i.name for i in model.graph.input] == (["image", "reference"] if "fr" in name else ["image"])
@@ -129,6 +130,43 @@ def test_trt_graph_has_one_plugin_node_per_attention_core(artifacts, name):
     assert read_spec(artifact)["plugin"]["nodes"] == len(nodes)
 
 
+@pytest.mark.parametrize("name", TINY)
+def test_native_graph_is_the_plugin_graph_with_attention_ops(artifacts, name):
+    """Same nodes as model.trt.onnx but each plugin node an opset-23 Attention with its heads
+    and scale; hashed in spec.json; parity with torch on ONNX Runtime at another batch size."""
+    artifact, model, _ = artifacts[name]
+    native, plugin = onnx.load(artifact / NATIVE_GRAPH), onnx.load(artifact / "model.trt.onnx")
+    assert {o.domain: o.version for o in native.opset_import} == {"": NATIVE_OPSET}
+    attention = attention_nodes(native)
+    plugin_nodes = [n for n in plugin.graph.node if n.op_type == PLUGIN_NAME]
+    assert len(attention) == len(plugin_nodes) == EXPECTED_PLUGIN_NODES[get_card(name).family]
+    heads = 8 if name.startswith("qualiclip") else 2
+    for node, original in zip(attention, plugin_nodes):
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        assert list(node.input) == list(original.input) and list(node.output) == list(original.output)
+        assert attrs["q_num_heads"] == attrs["kv_num_heads"] == heads and attrs["scale"] == pytest.approx(1 / 8)
+        assert attrs["softmax_precision"] == TensorProto.FLOAT
+    others = lambda m: [(n.op_type, list(n.input)) for n in m.graph.node if n.op_type not in ("Attention", PLUGIN_NAME)]
+    assert others(native) == others(plugin)
+    spec = read_spec(artifact)
+    assert spec["sha256"][NATIVE_GRAPH] == sha256_file(artifact / NATIVE_GRAPH)
+    assert spec["native_attention"] == {"graph": NATIVE_GRAPH, "op": "Attention", "opset": NATIVE_OPSET,
+                                        "nodes": len(attention)}
+    card = get_card(name)
+    feeds = feeds_for(card, 3, 224, 224, np.random.default_rng())
+    got = ort_session(artifact / NATIVE_GRAPH).run(None, feeds)[0]
+    assert np.isfinite(got).all() and np.abs(got - torch_scores(model, card, feeds)).max() <= FP16_ABS_TOL
+
+
+def test_native_graph_runs_on_the_reference_evaluator(artifacts):
+    from onnx.reference import ReferenceEvaluator
+
+    artifact, model, _ = artifacts["qualiclip-tiny"]
+    feeds = feeds_for(get_card("qualiclip-tiny"), 1, 64, 96, np.random.default_rng())
+    got = ReferenceEvaluator(str(artifact / NATIVE_GRAPH)).run(None, feeds)[0]
+    assert np.isfinite(got).all() and np.abs(got - torch_scores(model, get_card("qualiclip-tiny"), feeds)).max() <= FP16_ABS_TOL
+
+
 def test_numpy_plugin_matches_the_torch_core():
     rng = np.random.default_rng()
     for nq, nk, heads in [(1, 50, 8), (49, 49, 4), (3, 700, 2)]:
@@ -143,7 +181,7 @@ def test_numpy_plugin_matches_the_torch_core():
 def test_validate_passes_on_real_and_random_images(artifacts, name):
     artifact, model, _ = artifacts[name]
     rows = validate_artifact(artifact, model, get_card(name), sorted(EXAMPLE_IMAGES.glob("*.png"))[:4])
-    assert len(rows) == 4
+    assert len(rows) == 5 and any(NATIVE_GRAPH in row.check for row in rows)
     assert all(row.passed is not False for row in rows), rows
     assert all(np.isfinite(row.value) for row in rows if row.passed is not None)
 
@@ -152,7 +190,7 @@ def test_export_is_deterministic(artifacts, tmp_path):
     artifact, model, weights = artifacts["qualiclip-tiny"]
     again = export_artifact("qualiclip-tiny", tmp_path / "again", weights)
     first, second = read_spec(artifact)["sha256"], read_spec(again)["sha256"]
-    assert first == second and first["weights"] and len(first) == 4
+    assert first == second and first["weights"] and len(first) == 1 + len(GRAPH_FILES)
 
 
 def test_spec_describes_the_contract(artifacts):
@@ -193,7 +231,8 @@ def test_cli_validate_reports_and_rejects_other_weights(artifacts, tmp_path, cap
 
     artifact, _, weights = artifacts["bpclip-nr-tiny"]
     assert main(["validate", str(artifact), "-w", str(weights), "--skip-trt-reference"]) == 0
-    assert "model.fp16.onnx (onnxruntime) vs torch" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "model.fp16.onnx (onnxruntime) vs torch" in out and f"{NATIVE_GRAPH} (onnxruntime) vs torch" in out
     _, _, other = artifacts["bpclip-fr-tiny"]
     assert main(["validate", str(artifact), "-w", str(other)]) == 2
     assert "sha256 differs" in capsys.readouterr().err

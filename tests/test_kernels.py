@@ -1,6 +1,10 @@
 """Tests of kernels/: the CUDA source compiles for sm_80/sm_90 wherever nvcc is, the plain C++
 core passes its own test wherever g++ is, the CPU fallback matches the reference, and on CUDA
-GPUs the op matches SDPA. TensorRT tests run only where TensorRT is installed."""
+GPUs the op matches SDPA. TensorRT tests run only where TensorRT is installed.
+
+This module needs nothing from tests/conftest.py and imports nothing that imports open_clip, so
+that GPU machines without the training stack run it: `python3 -m pytest --noconftest -m gpu
+tests/test_kernels.py` (benchmarks/gpu_verify.sh)."""
 
 from __future__ import annotations
 
@@ -107,9 +111,10 @@ def test_plugin_library_builds_and_serves_its_creator(tmp_path, monkeypatch):
     from iqart.engine.backends import plugin
 
     monkeypatch.setenv("IQART_HOME", str(tmp_path))
-    library = plugin.build_plugin()
+    monkeypatch.delenv(plugin.LIBRARY_ENV, raising=False)
+    library = plugin.build_plugin().path
     assert library.is_file() and library.is_relative_to(tmp_path / "plugins")
-    assert plugin.build_plugin() == library  # cached by source hash
+    assert plugin.build_plugin().path == library  # cached by source hash
     exe = tmp_path / "test_plugin_host"
     _run([GXX, "-std=c++17", "-O1", "-Wall", "-Wextra", "-Werror", "-isystem", _tensorrt_include(),
           "-isystem", _cuda_include(), "-I", KERNELS, KERNELS / "tests" / "test_plugin_host.cpp",
@@ -130,8 +135,59 @@ def test_plugin_build_key_follows_sources(tmp_path, monkeypatch):
 def test_load_plugin_without_tensorrt_says_so():
     from iqart.engine.backends import plugin
 
-    with pytest.raises(RuntimeError, match="TensorRT is not installed"):
+    with pytest.raises(RuntimeError, match=r"needs TensorRT \(>= 11\)"):
         plugin.load_plugin()
+
+
+def test_prebuilt_plugin_library_is_used_without_building(tmp_path, monkeypatch):
+    """IQART_PLUGIN_LIBRARY wins over the cache and needs no cmake, nvcc or headers (PATH is
+    emptied, so a build attempt would fail)."""
+    from iqart.engine.backends import plugin
+
+    library = tmp_path / "prebuilt" / plugin.LIBRARY_NAME
+    library.parent.mkdir()
+    library.write_bytes(b"\x7fELF built elsewhere")
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    monkeypatch.setenv("IQART_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv(plugin.LIBRARY_ENV, str(library))
+    assert plugin.build_plugin() == plugin.PluginLibrary(library, plugin.file_key(library))
+    assert plugin.plugin_status() == (True, f"plugin library {library}")
+    monkeypatch.setenv(plugin.LIBRARY_ENV, str(tmp_path / "missing.so"))
+    assert plugin.plugin_status()[0] is False
+    with pytest.raises(RuntimeError, match="IQART_PLUGIN_LIBRARY=.*missing.so: no such file"):
+        plugin.build_plugin()
+
+
+def test_cached_plugin_library_is_found_by_its_build_key(tmp_path, monkeypatch):
+    from iqart.engine.backends import plugin
+
+    monkeypatch.delenv(plugin.LIBRARY_ENV, raising=False)
+    monkeypatch.setenv("IQART_HOME", str(tmp_path))
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    assert plugin.prebuilt_library() is None
+    cached = tmp_path / "plugins" / plugin.build_key() / plugin.LIBRARY_NAME
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"\x7fELF built here before")
+    assert plugin.build_plugin() == plugin.PluginLibrary(cached, plugin.build_key())
+
+
+@pytest.mark.skipif(_tensorrt_include() is not None, reason="TensorRT headers present (TRT_ROOT)")
+def test_plugin_status_says_what_building_lacks(tmp_path, monkeypatch):
+    from iqart.engine.backends import plugin
+
+    monkeypatch.delenv(plugin.LIBRARY_ENV, raising=False)
+    monkeypatch.setenv("IQART_HOME", str(tmp_path))
+    monkeypatch.setattr(plugin, "SYSTEM_INCLUDE_DIRS", ())  # as on a machine with pip's TensorRT only
+    usable, why = plugin.plugin_status()
+    assert usable is False and "TensorRT's headers" in why and plugin.LIBRARY_ENV in why
+    with pytest.raises(RuntimeError, match="TensorRT's headers"):
+        plugin.build_plugin()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA GPU is present")
+def test_fused_op_says_why_it_is_unavailable():
+    assert fused_op.is_available() is False
+    assert "torch.cuda.is_available() is False" in fused_op.unavailable_reason()
 
 
 # --- CPU fallback -----------------------------------------------------------------------------

@@ -49,13 +49,20 @@ def _load_op():
 
 
 @functools.cache
-def is_available() -> bool:
-    """Whether CUDA tensors can use the fused op. Compiles it on the first call (then cached)."""
+def unavailable_reason() -> str | None:
+    """None when CUDA tensors can use the fused op; otherwise why not, with the build's own
+    error output (compiler messages included). Compiles the op on the first call (then cached)."""
     try:
         _load_op()
-    except Exception:  # any missing GPU, toolkit or failed build means "use the reference math"
-        return False
-    return True
+    except Exception as exc:  # missing GPU or toolkit, or a failed build: the message is the diagnosis
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def is_available() -> bool:
+    """Whether CUDA tensors can use the fused op. Callers that fall back to the reference math
+    should say why: `unavailable_reason()` holds the error (a build failure is never silent)."""
+    return unavailable_reason() is None
 
 
 def fused_cross_attention(

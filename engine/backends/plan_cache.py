@@ -1,8 +1,10 @@
 """TensorRT plans cached in an artifact's plans/ directory, and the key that says when one fits.
 
 A plan is only valid for the graph it was built from, the GPU architecture it was tuned on and
-the TensorRT version that wrote it; it also only accepts shapes inside its optimisation profile.
-All of that is the PlanKey. Each plan `X.plan` has a sidecar `X.json` holding its key and the
+the TensorRT version that wrote it, and for the plugin graph only for the plugin library it was
+built with (the plan stores the plugin's serialized fields and the workspace size the plugin's
+code asked for: a plan from an older plugin could let the new kernel write past that workspace).
+It also only accepts shapes inside its optimisation profile. All of that is the PlanKey. Each plan `X.plan` has a sidecar `X.json` holding its key and the
 plan's sha256, written after the plan (the sidecar's presence means the plan is complete).
 Before a plan is deserialised its sidecar is checked against this machine, so a plan copied
 from another GPU or TensorRT version gives a message saying so rather than TensorRT's error.
@@ -17,12 +19,14 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from iqart.engine.pipeline.images import MIN_SIDE
 from iqart.train.atomic import write_atomic, write_json_atomic
 
 PLANS_DIR = "plans"
-TRT_GRAPH = "model.trt.onnx"
-KEY_VERSION = 1
+TRT_GRAPH = "model.trt.onnx"  # attention as FusedCrossAttention plugin nodes
+NATIVE_GRAPH = "model.trt-native.onnx"  # attention as ONNX Attention ops, TensorRT's own fused kernels
+GRAPHS = {"plugin": TRT_GRAPH, "native": NATIVE_GRAPH}
+NO_PLUGIN = "none"  # Environment.plugin of a plan built without our plugin library
+KEY_VERSION = 2  # 2: the key names the graph file and the plugin build
 DEFAULT_MAX_SIDE = 1024  # native resolution: larger images need a plan built with --max-side
 OPT_SIDE = 512  # the size TensorRT tunes kernels for, within the range
 
@@ -97,6 +101,8 @@ def fixed_size(spec: dict) -> tuple[int, int] | None:
 def profile_for(spec: dict, batch: Range, max_side: int = DEFAULT_MAX_SIDE) -> Profile:
     """The profile to build for an artifact: `batch` as given, and for dynamic-size graphs image
     sides from the smallest image iqart scores up to `max_side`."""
+    from iqart.engine.pipeline.images import MIN_SIDE  # here: the pipeline imports the model zoo (open_clip)
+
     if fixed_size(spec) is not None:
         return Profile(batch)
     if max_side < MIN_SIDE:
@@ -112,6 +118,8 @@ class Environment:
     gpu: str  # e.g. "NVIDIA H100 80GB HBM3"
     sm: str  # compute capability, e.g. "9.0"
     tensorrt: str  # e.g. "11.0.0"
+    graph: str = TRT_GRAPH  # which of the artifact's TensorRT graphs
+    plugin: str = NO_PLUGIN  # iqart.engine.backends.plugin.build_key() of the library loaded, or NO_PLUGIN
 
     @property
     def arch(self) -> str:
@@ -119,7 +127,9 @@ class Environment:
         return "sm_" + self.sm.replace(".", "")
 
     def describe(self) -> str:
-        return f"{self.gpu} ({self.arch}) with TensorRT {self.tensorrt}, graph {self.graph_sha256[:12]}"
+        plugin = "no plugin" if self.plugin == NO_PLUGIN else f"plugin build {self.plugin}"
+        return (f"{self.gpu} ({self.arch}) with TensorRT {self.tensorrt}, {self.graph} {self.graph_sha256[:12]}, "
+                f"{plugin}")
 
 
 @dataclass(frozen=True)
@@ -134,7 +144,7 @@ class PlanKey:
     def from_json(cls, data: dict) -> "PlanKey":
         if data.get("key_version") != KEY_VERSION:
             raise ValueError(f"plan record version {data.get('key_version')!r}, expected {KEY_VERSION}")
-        environment = Environment(**{f: str(data[f]) for f in ("graph_sha256", "gpu", "sm", "tensorrt")})
+        environment = Environment(**{f: str(data[f]) for f in ("graph_sha256", "gpu", "sm", "tensorrt", "graph", "plugin")})
         return cls(environment, Profile.from_json(data["profile"]))
 
     @property
@@ -145,7 +155,8 @@ class PlanKey:
     def stem(self) -> str:
         """File name without suffix: readable parts first, the digest keeps it unique."""
         env = self.environment
-        return f"model.trt-{env.arch.replace('_', '')}-trt{env.tensorrt}-{self.digest}"
+        flavour = "native" if env.graph == NATIVE_GRAPH else "plugin"
+        return f"model.trt-{flavour}-{env.arch.replace('_', '')}-trt{env.tensorrt}-{self.digest}"
 
 
 class PlanCache:
@@ -227,12 +238,17 @@ class PlanCache:
 def mismatch(key: PlanKey, environment: Environment, needed: Profile) -> str | None:
     """Why the plan described by `key` cannot serve `environment` and `needed`, or None."""
     built = key.environment
+    if built.graph != environment.graph:
+        return f"built from {built.graph}, this backend runs {environment.graph}"
     if built.graph_sha256 != environment.graph_sha256:
         return f"built from another graph ({built.graph_sha256[:12]}, this artifact's is {environment.graph_sha256[:12]})"
     if (built.gpu, built.sm) != (environment.gpu, environment.sm):
         return f"built for {built.gpu} ({built.arch}), this GPU is {environment.gpu} ({environment.arch})"
     if built.tensorrt != environment.tensorrt:
         return f"built with TensorRT {built.tensorrt}, this is TensorRT {environment.tensorrt}"
+    if built.plugin != environment.plugin:
+        return (f"built with plugin build {built.plugin}, the plugin library loaded now is {environment.plugin} "
+                f"(the plugin changed: the plan must be rebuilt)")
     if not key.profile.covers(needed):
         return f"its profile {key.profile.to_json()} does not cover {needed.to_json()}"
     return None

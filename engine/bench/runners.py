@@ -25,7 +25,7 @@ from torch import nn
 
 from iqart.engine.artifacts import cached_artifact, cached_int8_graph
 from iqart.engine.backends.fused_op import fused_cross_attention
-from iqart.engine.backends.fused_op import is_available as fused_op_available
+from iqart.engine.backends.fused_op import unavailable_reason as fused_op_unavailable
 from iqart.engine.backends.onnxruntime_backend import OnnxRuntimeBackend
 from iqart.engine.backends.torch_backend import TorchBackend
 from iqart.train.attention import attention_implementation
@@ -142,8 +142,9 @@ def build_runner(variant: str, name: str, weights: Path, device: str | None, bat
         cuda = _cuda_device(device, variant)  # checked before any weights are read
         if variant == "torch-fp16":
             return TorchBackend(load_model(name, weights), str(cuda), "fp16")
-        if not fused_op_available():
-            raise Unavailable(f"{variant}: the fused attention op could not be built (needs nvcc; see engine/fused_op.py)")
+        reason = fused_op_unavailable()
+        if reason:
+            raise Unavailable(f"{variant}: the fused attention op is unavailable: {reason}")
         return CudaGraphRunner(load_model(name, weights), cuda)
     if variant == "torch":
         return TorchBackend(load_model(name, weights), device, "fp32")

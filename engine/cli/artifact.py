@@ -6,15 +6,18 @@ from __future__ import annotations
 import argparse
 import time
 
-from iqart.engine.backends.plan_cache import DEFAULT_MAX_SIDE
+from iqart.engine.backends.plan_cache import DEFAULT_MAX_SIDE, GRAPHS
 from iqart.engine.cli.quantize import add_int8_arguments, quantize_and_report
 from iqart.engine.cli.usage import UsageError
 from iqart.engine.pipeline.images import find_images
 from iqart.train.zoo import get_card, list_models
 
+ATTENTION_MODES = tuple(GRAPHS)  # plugin, native: as iqart.engine.backends.tensorrt_backend (not imported here: torch)
+
 
 def add_export_parser(subparsers) -> None:
-    p = subparsers.add_parser("export", help="write a model's artifact: ONNX graphs (fp32, fp16, TensorRT flavour) + spec.json")
+    p = subparsers.add_parser("export", help="write a model's artifact: ONNX graphs (fp32, fp16, two TensorRT flavours) "
+                                             "+ spec.json")
     p.add_argument("-m", "--model", required=True, help=f"model name: {', '.join(list_models())}")
     p.add_argument("-w", "--weights", help="local weight file (default: demo or official weights)")
     p.add_argument("-o", "--out", required=True, help="artifact directory to write (replaced atomically)")
@@ -31,7 +34,8 @@ def run_export(args: argparse.Namespace) -> int:
     out = export_artifact(args.model, args.out, args.weights)
     spec = read_spec(out)
     print(f"{args.model}: exported to {out} in {time.perf_counter() - started:.1f} s "
-          f"({spec['plugin']['nodes']} FusedCrossAttention node(s) in model.trt.onnx)")
+          f"({spec['plugin']['nodes']} FusedCrossAttention node(s) in model.trt.onnx, "
+          f"{spec['native_attention']['nodes']} Attention op(s) in {spec['native_attention']['graph']})")
     return quantize_and_report(out, args) if args.int8 else 0
 
 
@@ -40,7 +44,8 @@ def add_validate_parser(subparsers) -> None:
     p.add_argument("artifact", help="artifact directory written by `iqart export`")
     p.add_argument("-w", "--weights", help="weight file the artifact was exported from (default: as export resolves it)")
     p.add_argument("--images", nargs="*", help="real images or folders to validate on (default: examples/images)")
-    p.add_argument("--skip-trt-reference", action="store_true", help="skip the slow onnx.reference run of model.trt.onnx")
+    p.add_argument("--skip-trt-reference", action="store_true", help="skip the slow onnx.reference run of model.trt.onnx "
+                                                                    "(model.trt-native.onnx is always checked)")
     p.set_defaults(run=run_validate)
 
 
@@ -68,12 +73,21 @@ def add_build_parser(subparsers) -> None:
     p.add_argument("--max-side", type=int, default=DEFAULT_MAX_SIDE,
                    help="native-resolution models: the largest image side the plan accepts")
     p.add_argument("--device", help="CUDA device (default: the current one)")
+    add_attention_argument(p)
     p.set_defaults(run=run_build)
+
+
+def add_attention_argument(parser) -> None:
+    """--attention for the commands that build or run TensorRT plans (build, score)."""
+    parser.add_argument("--attention", choices=ATTENTION_MODES,
+                        help="tensorrt: attention through iqart's plugin (model.trt.onnx) or TensorRT's native fused "
+                             "attention (model.trt-native.onnx; needs only pip's tensorrt). Default: the plugin when "
+                             "its library is built or can be built here, else native")
 
 
 def run_build(args: argparse.Namespace) -> int:
     from iqart.engine.backends.plan_cache import profile_for
-    from iqart.engine.backends.tensorrt_backend import build_plan, import_tensorrt
+    from iqart.engine.backends.tensorrt_backend import build_plan, choose_attention, import_tensorrt
     from iqart.export.artifact import read_spec
 
     spec = read_spec(args.artifact)
@@ -82,8 +96,10 @@ def run_build(args: argparse.Namespace) -> int:
         raise UsageError("--batch-sizes takes MIN OPT MAX, or one N")
     profile = profile_for(spec, (1, sizes[0], sizes[0]) if len(sizes) == 1 else tuple(sizes), args.max_side)
     import_tensorrt()  # says clearly when TensorRT is missing, before any work
+    attention, why = choose_attention(args.attention, args.artifact)
+    print(f"{spec['name']}: {attention} attention ({why})")
     started = time.perf_counter()
-    path = build_plan(args.artifact, profile, args.device)
+    path = build_plan(args.artifact, profile, args.device, attention)
     print(f"{spec['name']}: plan {path} ({path.stat().st_size / 2**20:.1f} MiB) for profile {profile.to_json()}, "
           f"ready in {time.perf_counter() - started:.1f} s")
     return 0

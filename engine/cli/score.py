@@ -17,6 +17,7 @@ from iqart.engine.pipeline.jobs import ScoreJob, pair_with_references, read_pair
 from iqart.engine.pipeline.path_lists import read_path_list
 from iqart.engine.pipeline.scoring import PipelineStats
 from iqart.engine.results.files import open_result_writer, read_result_file
+from iqart.engine.cli.artifact import add_attention_argument
 from iqart.engine.scorer import BACKENDS, Scorer
 from iqart.train.zoo import ModelCard, get_card, list_models
 
@@ -36,6 +37,7 @@ def add_score_parser(subparsers) -> None:
     p.add_argument("-j", "--workers", type=int, help="decoding threads (default: min(8, CPU cores))")
     p.add_argument("--max-side", type=int, default=DEFAULT_MAX_SIDE,
                    help="tensorrt, native-resolution models: the largest image side the plan accepts")
+    add_attention_argument(p)
     pairs = p.add_mutually_exclusive_group()
     pairs.add_argument("-r", "--ref", help="full-reference models: folder of references, paired by relative path")
     pairs.add_argument("--pairs", help="full-reference models: CSV with columns distorted,reference "
@@ -96,7 +98,7 @@ def run_score(args: argparse.Namespace) -> int:
         return 0
     scorer = Scorer(card.name, args.backend, args.device, args.batch_size, weights=args.weights,
                     precision=args.precision, workers=args.workers, fused_attention=args.fused_attention,
-                    max_side=args.max_side)
+                    max_side=args.max_side, attention=args.attention)
 
     columns = ["path", "reference", "score", "error"] if card.task == "fr" else ["path", "score", "error"]
     scored = failed = 0
