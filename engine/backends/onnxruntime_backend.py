@@ -22,8 +22,12 @@ GRAPHS = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.o
 CUDA_PROVIDER = "CUDAExecutionProvider"
 
 
-def session_options(threads: int | None = None) -> ort.SessionOptions:
+def session_options(threads: int | None = None, spinning: bool = True) -> ort.SessionOptions:
+    """`spinning=False` lets ORT's threads sleep as soon as a run ends: needed where other engines
+    share the cores between our calls (benchmarks interleave them), at a small cost per call."""
     options = ort.SessionOptions()
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.intra_op_num_threads = threads or physical_cores()
@@ -61,7 +65,7 @@ class OnnxRuntimeBackend:
     name = "onnxruntime"
 
     def __init__(self, artifact: str | os.PathLike, device: str | None = None, precision: str = "fp32",
-                 threads: int | None = None):
+                 threads: int | None = None, spinning: bool = True):
         if precision not in GRAPHS:
             raise ValueError(f"onnxruntime backend: precision must be one of {', '.join(GRAPHS)}, not {precision!r}")
         if precision == "int8":
@@ -72,7 +76,7 @@ class OnnxRuntimeBackend:
         if not self.graph.is_file():
             raise FileNotFoundError(f"{self.graph}: missing from the artifact (re-export it)")
         self.precision = precision
-        self.session = ort.InferenceSession(str(self.graph), sess_options=session_options(threads),
+        self.session = ort.InferenceSession(str(self.graph), sess_options=session_options(threads, spinning),
                                             providers=providers_for(device))
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.device = "cuda" if CUDA_PROVIDER in self.session.get_providers() else "cpu"

@@ -65,7 +65,8 @@ class Timing:
 
     @property
     def images_per_s(self) -> float:
-        return self.batch_size * len(self.latencies) / sum(self.latencies)
+        """From the median call: one stalled call on a shared machine must not move the figure."""
+        return self.batch_size / statistics.median(self.latencies)
 
     def percentile_ms(self, q: float) -> float:
         return float(np.percentile(self.latencies, q) * 1e3)
@@ -163,3 +164,12 @@ def end_to_end_timings(runners: dict[str, Runner], jobs: list[ScoreJob], policy:
     for timing in timings.values():  # images/s from files per second, whatever the last batch's size
         timing.batch_size = len(jobs) * passes / len(timing.latencies)
     return timings
+
+
+def speedup(baseline: Timing, other: Timing) -> float:
+    """`other`'s speed over `baseline`'s: the median of per-round ratios when both ran the same
+    rounds interleaved (each ratio compares calls made moments apart, so machine noise that hits
+    both cancels), else the ratio of their median speeds."""
+    if len(baseline.latencies) == len(other.latencies) and baseline.batch_size == other.batch_size:
+        return statistics.median(b / o for b, o in zip(baseline.latencies, other.latencies, strict=True))
+    return other.images_per_s / baseline.images_per_s

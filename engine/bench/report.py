@@ -58,15 +58,6 @@ def machine_description(device: str) -> str:
     return text
 
 
-def with_speedups(records: list[BenchRecord], baseline: str) -> list[BenchRecord]:
-    """Fill speedup_vs_torch from the baseline record of the same model, size, batch and mode."""
-    base = {(r.model, r.size, r.batch_size, r.end_to_end): r.images_per_s for r in records if r.backend == baseline}
-    for record in records:
-        reference = base.get((record.model, record.size, record.batch_size, record.end_to_end))
-        record.speedup_vs_torch = record.images_per_s / reference if reference else None
-    return records
-
-
 def write_json(records: list[BenchRecord], path: str | os.PathLike) -> None:
     write_json_atomic(path, [asdict(r) for r in records])
 

@@ -6,6 +6,9 @@
     torch-fp16-fused-graph  fp16 autocast, iqart's fused attention op, replayed as a CUDA graph (CUDA)
     onnxruntime             model.onnx (fp32) on ONNX Runtime
     onnxruntime-int8        model.int8.onnx (static QDQ int8, calibrated on first use) on ONNX Runtime's CPU provider
+    openvino                model.onnx compiled by OpenVINO in fp32 (CPU)
+    openvino-bf16           the same with bf16 inference precision (runs fp32 where the CPU has no native bf16)
+    openvino-int8           model.int8.onnx compiled by OpenVINO (CPU)
     tensorrt                model.trt.onnx built into a TensorRT FP16 plan (CUDA, TensorRT)
 
 A variant that cannot run here raises Unavailable with the reason; the harness reports it and
@@ -34,7 +37,8 @@ from iqart.train.preprocess import uint8_nhwc_to_model_input
 from iqart.train.zoo import build_model, get_card, iqart_home, load_model
 
 Runner = Callable[[np.ndarray, "np.ndarray | None"], np.ndarray]
-VARIANTS = ("torch", "torch-fp16", "torch-fp16-fused-graph", "onnxruntime", "onnxruntime-int8", "tensorrt")
+VARIANTS = ("torch", "torch-fp16", "torch-fp16-fused-graph", "onnxruntime", "onnxruntime-int8", "openvino",
+            "openvino-bf16", "openvino-int8", "tensorrt")
 BASELINE = "torch"
 PER_BATCH_SIZE = ("tensorrt",)  # built once per batch size (a plan is optimised for one); the others once per model
 
@@ -163,11 +167,29 @@ def build_runner(variant: str, name: str, weights: Path, device: str | None, bat
         except TensorRTUnavailableError as exc:
             raise Unavailable(str(exc)) from None
     if variant == "onnxruntime":
-        return OnnxRuntimeBackend(cached_artifact(name, weights), device, "fp32", threads)
+        return OnnxRuntimeBackend(cached_artifact(name, weights), device, "fp32", threads, spinning=False)
     if variant == "onnxruntime-int8":
         if device not in (None, "cpu"):
             raise Unavailable(f"{variant} is a CPU graph (QDQ int8 for ONNX Runtime's CPU provider)")
         artifact = cached_artifact(name, weights)
         cached_int8_graph(artifact)
-        return OnnxRuntimeBackend(artifact, "cpu", "int8", threads)
+        return OnnxRuntimeBackend(artifact, "cpu", "int8", threads, spinning=False)
+    if variant.startswith("openvino"):
+        return _openvino_runner(variant, name, weights, device, threads)
     raise ValueError(f"unknown backend {variant!r}; available: {', '.join(VARIANTS)}")
+
+
+def _openvino_runner(variant: str, name: str, weights: Path, device: str | None, threads: int) -> Runner:
+    from iqart.engine.backends.openvino_backend import OpenVinoBackend
+
+    if device not in (None, "cpu"):
+        raise Unavailable(f"{variant} runs on the CPU, not {device}")
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        raise Unavailable(f"{variant} needs OpenVINO: pip install -e '.[openvino]'") from None
+    precision = variant.partition("-")[2] or "fp32"
+    artifact = cached_artifact(name, weights)
+    if precision == "int8":
+        cached_int8_graph(artifact)
+    return OpenVinoBackend(artifact, "cpu", precision, threads)

@@ -24,8 +24,8 @@ import numpy as np
 import torch
 
 from iqart.engine.bench.flops import matmul_peak_gflops, model_flops
-from iqart.engine.bench.harness import end_to_end_timings, interleaved_timings
-from iqart.engine.bench.report import BenchRecord, machine_description, markdown_table, plot, with_speedups, write_json
+from iqart.engine.bench.harness import end_to_end_timings, interleaved_timings, speedup
+from iqart.engine.bench.report import BenchRecord, machine_description, markdown_table, plot, write_json
 from iqart.engine.bench.runners import (
     BASELINE,
     PER_BATCH_SIZE,
@@ -167,6 +167,9 @@ def run_bench(args: argparse.Namespace) -> int:
     print(f"{machine}; {args.threads} threads; fp32 matmul peak {peak:.0f} GFLOP/s (measured); {date}")
     if warning:
         print(warning, file=sys.stderr)
+    if os.environ.get("OMP_WAIT_POLICY", "").upper() != "PASSIVE":
+        print("warning: OMP_WAIT_POLICY is not PASSIVE: torch's OpenMP threads spin between calls and stall the engines "
+              "interleaved with them (the `iqart` command sets it for bench; set it before Python starts)", file=sys.stderr)
     records: list[BenchRecord] = []
     unavailable: set[str] = set()
     for name in models:
@@ -194,20 +197,20 @@ def run_bench(args: argparse.Namespace) -> int:
                 else:
                     images, references = batch_inputs(card, width, height, batch, files)
                     timings = interleaved_timings(runners, images, references, args.warmup, args.iters, cuda)
+                baseline = timings.get(BASELINE)
                 for variant, timing in timings.items():
                     achieved = gflop * timing.images_per_s
                     records.append(BenchRecord(
                         backend=variant, model=name, batch_size=batch, size=size, images_per_s=timing.images_per_s,
                         p50_ms=timing.percentile_ms(50), p95_ms=timing.percentile_ms(95),
                         peak_rss_mb=timing.peak_rss_kib / 1024, working_mb=timing.working_kib / 1024,
-                        speedup_vs_torch=None, gflop_per_image=gflop, gflops_per_s=achieved, peak_gflops_per_s=peak,
+                        speedup_vs_torch=speedup(baseline, timing) if baseline else None, gflop_per_image=gflop, gflops_per_s=achieved, peak_gflops_per_s=peak,
                         fraction_of_peak=achieved / peak, spread=timing.spread, calls=len(timing.latencies),
                         device=device, threads=args.threads, weights="random" if weights.random else str(weights.path),
                         end_to_end=args.end_to_end,
                         peak_gpu_mb=None if timing.peak_gpu_bytes is None else timing.peak_gpu_bytes / 2**20,
                         machine=machine, date=date, load_average=load))
         del built  # free this model's sessions before loading the next
-    with_speedups(records, BASELINE)
     print(markdown_table(records))
     write_json(records, args.json)
     chart = args.chart or str(Path(args.json).with_suffix(".png"))
