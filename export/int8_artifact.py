@@ -19,7 +19,7 @@ import onnx
 
 from iqart.export.artifact import INT8_GRAPH, read_spec, sha256_file
 from iqart.export.int8 import QUANTISED_OPS, BatchReader, quantize_graph
-from iqart.export.int8_parity import Int8Parity, int8_parity, parity_set
+from iqart.export.int8_parity import Int8Parity, int8_parity, openvino_available, parity_set
 from iqart.export.quality_images import DEFAULT_PARITY_SOURCE, default_calibration_source, load_source, quality_set
 from iqart.train.atomic import write_json_atomic
 
@@ -46,10 +46,12 @@ class Int8Report:
     parity_source: str | None = None
     parity: Int8Parity | None = None
     parity_skipped: str | None = None  # why there is no parity (e.g. scikit-image missing)
+    parity_openvino: Int8Parity | None = None  # the same graph on OpenVINO, when installed
 
     def to_json(self) -> dict:
         data = asdict(self)
         data["parity"] = self.parity.to_json() if self.parity else None
+        data["parity_openvino"] = self.parity_openvino.to_json() if self.parity_openvino else None
         data["calibration_degradations"] = [list(d) for d in CALIBRATION_DEGRADATIONS]
         return data
 
@@ -75,7 +77,10 @@ def add_int8_graph(artifact_dir: str | os.PathLike, calibration_source: str | No
                         list(keep_fp32), parity_source)
     if parity_source:
         try:
-            report.parity = int8_parity(artifact_dir, *parity_set(load_source(parity_source), fr))
+            parity_images = parity_set(load_source(parity_source), fr)
+            report.parity = int8_parity(artifact_dir, *parity_images)
+            if openvino_available():
+                report.parity_openvino = int8_parity(artifact_dir, *parity_images, runtime="openvino")
         except ValueError as exc:
             report.parity_skipped = str(exc)
     write_json_atomic(artifact_dir / REPORT, report.to_json())

@@ -17,7 +17,7 @@ from iqart.engine.scorer import Scorer
 from iqart.export.artifact import INT8_GRAPH, read_spec, sha256_file
 from iqart.export.int8 import BatchReader, quantisable_nodes
 from iqart.export.int8_artifact import CALIBRATION_DEGRADATIONS, REPORT, add_int8_graph
-from iqart.export.int8_parity import INT8_MIN_SRCC, PARITY_DEGRADATIONS, Int8Parity, parity_rows
+from iqart.export.int8_parity import INT8_MIN_SRCC, OPENVINO_INT8_MIN_SRCC, PARITY_DEGRADATIONS, Int8Parity, parity_rows
 from iqart.export.quality_images import load_source, quality_set
 from iqart.export.validate import SRCC_MIN_SPAN, ort_session
 from iqart.train.checkpoints import save_checkpoint
@@ -123,9 +123,10 @@ def test_report_and_spec_record_the_int8_graph(int8_home):
     saved = json.loads((artifact / REPORT).read_text())
     assert saved["calibration_source"] == CALIBRATION and saved["calibration_images"] == 2 * 15
     assert saved["parity_source"] == PARITY and saved["parity"]["images"] == 2 * (1 + len(PARITY_DEGRADATIONS))
-    parity = report.parity
-    assert 0 <= parity.mean_abs_delta <= parity.p95_abs_delta <= parity.max_abs_delta < 0.05
-    assert parity.fp32_span > 0 and -1 <= parity.srcc <= 1
+    for parity in (report.parity, report.parity_openvino):
+        assert 0 <= parity.mean_abs_delta <= parity.p95_abs_delta <= parity.max_abs_delta < 0.05
+        assert parity.fp32_span > 0 and -1 <= parity.srcc <= 1
+    assert saved["parity_openvino"]["images"] == saved["parity"]["images"]
     spec = read_spec(artifact)
     assert spec["sha256"][INT8_GRAPH] == sha256_file(artifact / INT8_GRAPH)
     assert spec["int8"] == {"graph": INT8_GRAPH, "report": REPORT}
@@ -158,7 +159,8 @@ def test_quantize_command_prints_the_parity_table(int8_home, tmp_path, capsys):
                  "--keep-fp32", r"^/layer4/"])
     out = capsys.readouterr().out
     assert code == 0  # scrambled weights: the scores barely spread, so SRCC is n/a rather than a failure
-    assert "| model.int8.onnx vs model.onnx (onnxruntime) | SRCC over 44 real + degraded images |" in out
+    assert "| model.int8.onnx on onnxruntime vs model.onnx | SRCC over 44 real + degraded images |" in out
+    assert "| model.int8.onnx on openvino vs model.onnx | SRCC over 44 real + degraded images |" in out
     report = json.loads((artifact / REPORT).read_text())
     assert report["keep_fp32"] == [r"^/layer4/"]
     assert any(name.startswith("/layer4/") for name in report["fp32_convs"])
@@ -203,3 +205,5 @@ def test_int8_ranks_like_fp32_on_demo_weights(name, tmp_path, monkeypatch):
     report = add_int8_graph(cached_artifact(name, card.demo_weights))
     assert report.parity.srcc_meaningful, f"demo weights' scores span only {report.parity.fp32_span:.3g}"
     assert report.parity.srcc >= INT8_MIN_SRCC, report.parity
+    if report.parity_openvino is not None:  # the CPU speed engine's int8 target (issue 16)
+        assert report.parity_openvino.srcc >= OPENVINO_INT8_MIN_SRCC, report.parity_openvino
