@@ -19,15 +19,21 @@ Why this shape:
   retried block can reach the driver twice, so the driver keeps the first row per (path,
   reference) and counts the rest as duplicates; it lists any job that got no row, which only
   happens when a run stops early (Ctrl-C, or Ray failing as a whole).
-- Rows are written on the driver through the atomic writers, so `--resume` works as it does
-  without Ray, and a run that stops early keeps every row it has.
+- Rows are written on the driver through the same output as without Ray
+  (iqart.engine.results.output): locked against a second writer, journaled as they arrive (a
+  killed driver loses nothing already written), model and weights recorded, the final file
+  atomic, so `--resume` works as it does without Ray and a run that stops early keeps every
+  row it has. Ray replaces the driver's SIGTERM handler when it starts; ours is put back.
 """
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import math
 import os
+import signal
+import threading
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -41,9 +47,11 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(f"distributed scoring needs Ray Data: pip install 'iqart[ray]' ({exc})") from None
 
+from iqart.engine.artifacts import weights_sha256
 from iqart.engine.pipeline.images import find_images
 from iqart.engine.pipeline.jobs import ScoreJob, ScoreRow, pair_with_references
-from iqart.engine.results.files import open_result_writer, read_result_file
+from iqart.engine.pipeline.scoring import DECODE_TIMEOUT_S
+from iqart.engine.results.output import ResultOutput
 from iqart.train.zoo import ModelCard, get_card
 
 BLOCK_BATCHES = 4  # rows per Ray block, in batches: lost work on a crash vs. per-block overhead
@@ -59,9 +67,10 @@ class ScoringActor:
     it (ONNX Runtime would otherwise start one thread per core in every actor on the node).
     """
 
-    def __init__(self, model: str, scorer_options: dict, threads: int | None = None):
+    def __init__(self, model: str, scorer_options: dict, threads: int | None = None, pipeline_options: dict | None = None):
         from iqart.engine.scorer import Scorer
 
+        self.pipeline_options = pipeline_options or {}
         if threads:  # a CPU actor: stay within the CPUs Ray reserved for it
             import torch
 
@@ -72,7 +81,7 @@ class ScoringActor:
     def __call__(self, block: pa.Table) -> pa.Table:
         paths, references = block.column("path").to_pylist(), block.column("reference").to_pylist()
         jobs = [ScoreJob(Path(_text(p)), None if r is None else Path(_text(r))) for p, r in zip(paths, references)]
-        return rows_table(list(self.scorer.score_jobs(jobs)))
+        return rows_table(list(self.scorer.score_jobs(jobs, **self.pipeline_options)))
 
 
 @dataclass
@@ -80,7 +89,8 @@ class DistributedSummary:
     """What a run did. `missing` holds the (path, reference) keys that got no row: empty unless
     the run stopped early (`stopped` says why); `duplicates` counts rows dropped as repeats;
     `startup_s` is the time to the first block of rows (Ray and actor start, model load), and
-    `first_block` its number of rows; `given_up` counts the error rows of blocks Ray gave up on."""
+    `first_block` its number of rows; `given_up` counts the error rows of blocks Ray gave up on;
+    `kept` the jobs whose file already had a score in `out` (--resume)."""
 
     jobs: int
     kept: int = 0
@@ -94,6 +104,7 @@ class DistributedSummary:
     missing: list[tuple[str, str | None]] = field(default_factory=list)
     stopped: str | None = None
     given_up: int = 0
+    signal: int | None = None  # the signal that stopped the run
 
     @property
     def images_per_s(self) -> float:
@@ -109,7 +120,8 @@ class DistributedSummary:
 def score_distributed(inputs: Sequence[str | os.PathLike | ScoreJob], out: str | os.PathLike, model: str = "qualiclip",
                       *, references: str | os.PathLike | None = None, resume: bool = False, address: str | None = None,
                       actors: int | None = None, cpus_per_actor: float = 1, gpus_per_actor: float = 0,
-                      on_row: Callable[[ScoreRow], None] | None = None,
+                      on_row: Callable[[ScoreRow], None] | None = None, decode: str = "iqart",
+                      decode_timeout: float | None = DECODE_TIMEOUT_S,
                       actor_class: type = ScoringActor, **scorer_options) -> DistributedSummary:
     """Score `inputs` (files and folders, or ScoreJobs) on Ray and write `out` (.csv, .jsonl or
     .parquet) atomically, one row per job, error rows included.
@@ -118,22 +130,23 @@ def score_distributed(inputs: Sequence[str | os.PathLike | ScoreJob], out: str |
     called ray.init; with neither, a local Ray starts with this machine's cores. Actors default
     to as many as the cluster's GPUs (`gpus_per_actor` > 0) or CPUs allow. `scorer_options` go to
     each actor's engine.Scorer (backend, device, batch_size, weights, precision, ...).
-    `resume=True` keeps the rows with a score already in `out` and scores the rest. A subclass of
-    ScoringActor may be passed as `actor_class` for per-actor setup.
+    `resume=True` keeps the rows with a score already in `out` (or in the journal of a killed
+    run) and scores the rest; it refuses rows of another model or other weights. `decode` and
+    `decode_timeout` as for Scorer.score_files. A subclass of ScoringActor may be passed as
+    `actor_class` for per-actor setup.
     """
     card = get_card(model)
     jobs = _jobs(inputs, references, card)
-    kept, todo = _resume_split(out, jobs, card) if resume else ([], jobs)
-    summary = DistributedSummary(jobs=len(jobs), kept=len(kept))
-    columns = ["path", "reference", "score", "error"] if card.task == "fr" else ["path", "score", "error"]
+    digest = weights_sha256(card.name, scorer_options.get("weights"))
     written: set[tuple[str, str | None]] = set()
     started = time.perf_counter()
-    with open_result_writer(out, columns) as writer:
-        for row in kept:
-            writer.write(row)
+    with ResultOutput(out, card.name, digest, card.task, resume=resume) as writer:
+        todo = [job for job in jobs if not writer.is_done(job.key)]
+        summary = DistributedSummary(jobs=len(jobs), kept=len(jobs) - len(todo))
         if todo:
             if not ray.is_initialized():
-                ray.init(address=address)
+                with _signal_handlers_kept():  # ray.init makes SIGTERM exit at once: a stop must keep the rows
+                    ray.init(address=address)
             blocks = math.ceil(len(todo) / (BLOCK_BATCHES * scorer_options.get("batch_size", 8)))
             summary.actors = min(actors or default_actors(cpus_per_actor, gpus_per_actor), blocks)
             threads = None if gpus_per_actor else max(1, math.floor(cpus_per_actor))
@@ -143,8 +156,9 @@ def score_distributed(inputs: Sequence[str | os.PathLike | ScoreJob], out: str |
                 with warnings.catch_warnings():  # max_task_retries has no named parameter yet (Ray 2.60)
                     warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
                     dataset = ray.data.from_items(job_items(todo), override_num_blocks=blocks).map_batches(
-                        actor_class, fn_constructor_kwargs={"model": card.name, "scorer_options": scorer_options,
-                                                            "threads": threads},
+                        actor_class, fn_constructor_kwargs={
+                            "model": card.name, "scorer_options": scorer_options, "threads": threads,
+                            "pipeline_options": {"decode": decode, "decode_timeout": decode_timeout}},
                         batch_size=None, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(
                             size=summary.actors, max_tasks_in_flight_per_actor=1),  # a dying actor takes one block
                         num_cpus=cpus_per_actor, num_gpus=gpus_per_actor or None, **_bounded_retries())
@@ -153,6 +167,7 @@ def score_distributed(inputs: Sequence[str | os.PathLike | ScoreJob], out: str |
                 context.max_errored_blocks = errored_blocks
             if summary.stopped is None:
                 _write_given_up(todo, writer, written, summary, on_row)
+        writer.finish()
     summary.wall_s = time.perf_counter() - started
     summary.missing = [job.key for job in todo if job.key not in written]
     return summary
@@ -175,11 +190,26 @@ def _write_unique(dataset, writer, written: set, summary: DistributedSummary, on
                 summary.scored, summary.failed = summary.scored + row.ok, summary.failed + (not row.ok)
                 if on_row is not None:
                     on_row(row)
-    except KeyboardInterrupt:
-        summary.stopped = "interrupted"
+    except KeyboardInterrupt as exc:  # SIGINT, SIGTERM, SIGHUP (iqart.engine.cli.signals)
+        summary.stopped, summary.signal = "interrupted", getattr(exc, "signum", signal.SIGINT)
     except ray.exceptions.RayError as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         summary.stopped = f"Ray gave up on a block: {type(exc).__name__}: {first_line}"
+
+
+@contextlib.contextmanager
+def _signal_handlers_kept():
+    """The SIGTERM, SIGHUP and SIGINT handlers as they were before the block."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    kept = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for signum, handler in kept.items():
+            if handler is not None:
+                signal.signal(signum, handler)
 
 
 def _bounded_retries() -> dict:
@@ -243,20 +273,6 @@ def _jobs(inputs: Sequence, references, card: ModelCard) -> list[ScoreJob]:
     if references is None:
         raise ValueError(f"{card.name} is a full-reference model: pass references (a folder)")
     return pair_with_references(files, references)
-
-
-def _resume_split(out: str | os.PathLike, jobs: list[ScoreJob], card: ModelCard) -> tuple[list[dict], list[ScoreJob]]:
-    """(rows of `out` to keep, jobs still to score): rows with a score are kept; failed and
-    missing jobs are scored again."""
-    if not Path(out).is_file():
-        return [], jobs
-    rows = read_result_file(out)
-    if any((row["reference"] is None) == (card.task == "fr") for row in rows if row["error"] is None):
-        raise ValueError(f"resume: {out} holds results of the other kind of model than {card.name}")
-    done = {(row["path"], row["reference"]) for row in rows if row["error"] is None and row["score"] is not None}
-    todo = [job for job in jobs if job.key not in done]
-    todo_keys = {job.key for job in todo}
-    return [row for row in rows if (row["path"], row["reference"]) not in todo_keys], todo
 
 
 def _bytes(text: str) -> bytes:

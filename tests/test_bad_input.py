@@ -1,6 +1,8 @@
 """Bad and unusual input: each broken file is an error row naming the reason, the batch goes on,
 and the unusual-but-valid ones (16-bit, CMYK, palette with transparency, odd names) are scored."""
 
+import importlib.util
+import io
 import json
 import os
 import shutil
@@ -12,7 +14,7 @@ import pytest
 from PIL import Image
 
 from iqart.engine.cli.main import main
-from iqart.engine.pipeline.images import MAX_PIXELS, find_images, load_image
+from iqart.engine.pipeline.images import MAX_PIXELS, find_images, load_image, open_image, scan_images
 from iqart.train.checkpoints import save_checkpoint
 from iqart.train.zoo import build_model, get_card
 from tests.conftest import EXAMPLE_IMAGES, scramble
@@ -72,6 +74,13 @@ def make_cases(folder):
     shutil.copy(EXAMPLE_IMAGES / "coffee.png", os.path.join(os.fsencode(folder), NON_UTF8_NAME))
     os.symlink(folder, folder / "loop")  # a directory symlink loop: walked once
     os.symlink(folder / "absent.png", folder / "dangling.png")
+    os.mkfifo(folder / "fifo.jpg")
+    Image.open(EXAMPLE_IMAGES / "chelsea.png").convert("RGB").save(folder / "camera.jfif", format="JPEG")
+    Image.open(EXAMPLE_IMAGES / "coffee.png").convert("RGB").save(folder / "modern.avif")
+    (folder / "phone.heic").write_bytes(b"\0\0\0\x18ftypheic\0\0\0\0mif1heic" + bytes(64))
+    ramp = np.linspace(0.0, 1.0, 64 * 48, dtype=np.float32).reshape(48, 64)
+    Image.fromarray(ramp, mode="F").save(folder / "float01.tif")
+    (folder / "notes.txt").write_text("not an image: skipped and counted")
 
 
 @pytest.mark.parametrize("name,reason", [
@@ -82,6 +91,10 @@ def make_cases(folder):
     ("bomb.png", "decompression bomb"),
     ("one_pixel.png", "too small: 1x1; each side must be at least 32 pixels"),
     ("dangling.png", "no such file"),
+    ("fifo.jpg", "is a FIFO, not a regular file: not opened"),
+    pytest.param("phone.heic", "HEIF image: decoding it needs pillow-heif (pip install 'iqart[heif]')",
+                 marks=pytest.mark.skipif(importlib.util.find_spec("pillow_heif") is not None,
+                                          reason="pillow-heif is installed: HEIF files decode")),
 ])
 def test_broken_file_is_an_error_row_naming_the_reason(scored_folder, name, reason):
     rows, _, _ = scored_folder
@@ -90,7 +103,7 @@ def test_broken_file_is_an_error_row_naming_the_reason(scored_folder, name, reas
 
 
 @pytest.mark.parametrize("name", ["good.png", "grey16.png", "cmyk.jpg", "palette_alpha.png", "grey_alpha.png",
-                                  NON_UTF8_NAME.decode("latin-1")])
+                                  "camera.jfif", "modern.avif", "float01.tif", NON_UTF8_NAME.decode("latin-1")])
 def test_unusual_but_valid_file_is_scored(scored_folder, name):
     rows, _, _ = scored_folder
     row = rows[name.encode("latin-1")]
@@ -100,7 +113,7 @@ def test_unusual_but_valid_file_is_scored(scored_folder, name):
 def test_batch_goes_on_and_exits_zero(scored_folder):
     rows, code, count = scored_folder
     assert code == 0
-    assert count == len(rows) == 13  # 12 files and the dangling link, each once despite the loop
+    assert count == len(rows) == 18  # 17 files and the dangling link, each once despite the loop; notes.txt skipped
 
 
 def test_non_utf8_name_round_trips_to_the_same_file(scored_folder, tmp_path):
@@ -157,3 +170,73 @@ def test_exif_orientation_is_applied(tmp_path):
     exif[0x0112] = 6  # stored landscape, shown rotated 90 degrees: portrait
     image.save(tmp_path / "rotated.jpg", exif=exif)
     assert load_image(tmp_path / "rotated.jpg", NATIVE).shape == (64, 32, 3)
+
+
+def test_the_scan_counts_what_it_skips_and_the_cli_says_so(tmp_path, capsys):
+    Image.new("RGB", (40, 40)).save(tmp_path / "a.png")
+    for name in ("notes.txt", "data.json", "README"):
+        (tmp_path / name).write_text("x")
+    scan = scan_images([tmp_path])
+    assert [p.name for p, _ in scan.files] == ["a.png"]
+    assert scan.skipped_summary() == "3 files (no suffix: 1, .json: 1, .txt: 1)"
+    main(["score", str(tmp_path), "--model", "bpclip-nr", "--out", str(tmp_path / "s.csv")])  # no weights: stops after the scan
+    assert "skipped 3 files (no suffix: 1, .json: 1, .txt: 1) that are not images" in capsys.readouterr().err
+
+
+def test_a_float_tiff_is_scaled_by_its_range_not_clipped_to_black(tmp_path):
+    ramp = np.linspace(0.0, 1.0, 64 * 64, dtype=np.float32).reshape(64, 64)
+    Image.fromarray(ramp, mode="F").save(tmp_path / "unit.tif")
+    image = load_image(tmp_path / "unit.tif", NATIVE)
+    assert image.min() == 0 and image.max() == 255 and abs(float(image.mean()) - 127.5) < 1
+    Image.fromarray(ramp * 255, mode="F").save(tmp_path / "bytes.tif")
+    assert np.abs(load_image(tmp_path / "bytes.tif", NATIVE).astype(int) - image).max() <= 1
+    Image.fromarray(np.full((40, 40), np.nan, np.float32), mode="F").save(tmp_path / "nan.tif")
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        load_image(tmp_path / "nan.tif", NATIVE)
+
+
+def matrix_profile(red, green, blue, gamma=2.2) -> bytes:
+    """A minimal ICC v2 RGB matrix/TRC profile (D50-adapted primaries, one gamma): PIL can only
+    create sRGB and Lab profiles, and a wide-gamut one is what the test needs."""
+    def s15(value):
+        return struct.pack(">i", round(value * 65536))
+
+    def xyz(x, y, z):
+        return b"XYZ " + bytes(4) + s15(x) + s15(y) + s15(z)
+
+    curve = b"curv" + bytes(4) + struct.pack(">IH", 1, round(gamma * 256)) + bytes(2)
+    text = b"iqart test wide gamut\0"
+    desc = b"desc" + bytes(4) + struct.pack(">I", len(text)) + text + bytes(4 + 4 + 2 + 1 + 67)
+    tags = [(b"desc", desc), (b"wtpt", xyz(0.9642, 1.0, 0.8249)), (b"rXYZ", xyz(*red)), (b"gXYZ", xyz(*green)),
+            (b"bXYZ", xyz(*blue)), (b"rTRC", curve), (b"gTRC", curve), (b"bTRC", curve)]
+    offset, table, data = 128 + 4 + 12 * len(tags), b"", b""
+    for signature, body in tags:
+        table += signature + struct.pack(">II", offset + len(data), len(body))
+        data += body + bytes(-len(body) % 4)
+    header = (struct.pack(">I", offset + len(data)) + bytes(4) + struct.pack(">I", 0x02100000) + b"mntrRGB XYZ "
+              + bytes(12) + b"acsp" + bytes(28) + s15(0.9642) + s15(1.0) + s15(0.8249) + bytes(48))
+    return header + struct.pack(">I", len(tags)) + table + data
+
+
+DISPLAY_P3 = matrix_profile((0.5151, 0.2412, -0.0011), (0.2920, 0.6922, 0.0419), (0.1571, 0.0666, 0.7841))
+
+
+def test_an_icc_profile_is_converted_to_srgb_and_official_decode_ignores_it(tmp_path):
+    Image.new("RGB", (64, 64), (200, 60, 30)).save(tmp_path / "p3.png", icc_profile=DISPLAY_P3)
+    ours = load_image(tmp_path / "p3.png", NATIVE)[0, 0].astype(int)
+    official = np.asarray(open_image(tmp_path / "p3.png", "official"))[0, 0].astype(int)
+    assert list(official) == [200, 60, 30]  # the raw values, profile ignored
+    assert ours[0] >= 215 and ours[1] <= 45 and ours[2] <= 5  # a P3 red is redder than sRGB's (200, 60, 30)
+    Image.new("RGB", (64, 64), (200, 60, 30)).save(tmp_path / "bad_profile.png", icc_profile=b"not a profile")
+    assert list(load_image(tmp_path / "bad_profile.png", NATIVE)[0, 0]) == [200, 60, 30]  # ignored, as browsers do
+
+
+def test_official_decode_is_pil_convert_rgb_exactly(tmp_path):
+    image = Image.new("RGBA", (40, 40), (10, 200, 30, 0))
+    exif = image.getexif()
+    exif[0x0112] = 6
+    image.save(tmp_path / "rotated_alpha.png", exif=exif)
+    official = np.asarray(open_image(tmp_path / "rotated_alpha.png", "official"))
+    assert np.array_equal(official, np.asarray(Image.open(tmp_path / "rotated_alpha.png").convert("RGB")))
+    assert (official == [10, 200, 30]).all()  # alpha dropped, not composited on white
+    assert (load_image(tmp_path / "rotated_alpha.png", NATIVE) == 255).all()  # ours: transparent -> white

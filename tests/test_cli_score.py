@@ -247,7 +247,7 @@ def test_resume_scores_only_what_is_missing_and_keeps_old_rows(weights, tmp_path
     assert "all 3 images already scored" in capsys.readouterr().out and out.read_bytes() == before
 
 
-def test_resume_refuses_results_of_another_kind_of_model(weights, tmp_path, capsys):
+def test_resume_refuses_results_of_another_model_or_other_weights(weights, tmp_path, capsys):
     nr_path, _ = weights("qualiclip-tiny")
     fr_path, _ = weights("bpclip-fr-tiny")
     out = tmp_path / "o.csv"
@@ -255,7 +255,14 @@ def test_resume_refuses_results_of_another_kind_of_model(weights, tmp_path, caps
     before = out.read_bytes()
     assert main(["score", str(EXAMPLE_PAIRS / "distorted"), "--model", "bpclip-fr-tiny", "-w", str(fr_path),
                  "--ref", str(EXAMPLE_PAIRS / "reference"), "--out", str(out), "--resume"]) == 2
-    assert "holds no-reference results" in capsys.readouterr().err and out.read_bytes() == before
+    assert "holds scores of qualiclip-tiny" in capsys.readouterr().err and out.read_bytes() == before
+    retrained = tmp_path / "retrained.pt"
+    save_checkpoint(retrained, "qualiclip-tiny", scramble(build_model("qualiclip-tiny", seed=8), 8).state_dict())
+    assert main(["score", str(EXAMPLE_PAIRS / "distorted"), "--model", "qualiclip-tiny", "-w", str(retrained),
+                 "--out", str(out), "--resume"]) == 2
+    assert "do not mix" in capsys.readouterr().err and out.read_bytes() == before
+    rows = read_csv(out)
+    assert {r["model"] for r in rows} == {"qualiclip-tiny"} and len({r["weights_sha256"] for r in rows}) == 1
 
 
 def test_interrupted_run_keeps_what_is_done_for_resume(weights, tmp_path, monkeypatch, capsys):
@@ -264,8 +271,8 @@ def test_interrupted_run_keeps_what_is_done_for_resume(weights, tmp_path, monkey
     path, _ = weights("qualiclip-tiny")
     real_score_jobs = Scorer.score_jobs
 
-    def interrupted_after_three(self, jobs, stats=None):
-        for number, row in enumerate(real_score_jobs(self, jobs, stats)):
+    def interrupted_after_three(self, jobs, stats=None, **options):
+        for number, row in enumerate(real_score_jobs(self, jobs, stats, **options)):
             if number == 3:
                 raise KeyboardInterrupt
             yield row

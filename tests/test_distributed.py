@@ -13,9 +13,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from iqart.engine.artifacts import weights_sha256
 from iqart.engine.cli.main import main
 from iqart.engine.pipeline.jobs import ScoreRow
 from iqart.engine.results.files import ParquetResultWriter, read_result_file
+from iqart.engine.results.journal import journal_path
+from iqart.engine.results.output import ResultOutput
 from iqart.train.checkpoints import save_checkpoint
 from iqart.train.zoo import build_model
 from tests.conftest import scramble
@@ -108,9 +111,10 @@ def test_cli_scores_a_parquet_list_and_resumes(cluster, images, weights, single_
     pq.write_table(pa.table({"file": sorted(os.path.relpath(path, images) for path in single_process)}), manifest)
     out = tmp_path / "scores.parquet"
     kept, failed_before = str(images / "b" / "img00.png"), str(images / "a" / "img01.png")
-    with ParquetResultWriter(out, ["path", "score", "error"]) as writer:
-        writer.write({"path": kept, "score": 0.125, "error": None})  # a score no model gives: must be kept as is
-        writer.write({"path": failed_before, "score": None, "error": "backend failed: out of memory"})
+    made_by = {"model": MODEL, "weights_sha256": weights_sha256(MODEL, weights)}
+    with ParquetResultWriter(out, ["path", "score", "error", *made_by]) as writer:
+        writer.write({"path": kept, "score": 0.125, "error": None, **made_by})  # a score no model gives: kept as is
+        writer.write({"path": failed_before, "score": None, "error": "backend failed: out of memory", **made_by})
     code = main(["score", "--paths-from", str(manifest), "--path-column", "file", "--ray",
                  "--model", MODEL, "--weights", str(weights), "-b", "2", "-j", "1",  # -j: an actor's own option wins
                  "--out", str(out), "--resume"])
@@ -164,6 +168,26 @@ def test_a_block_that_kills_its_actor_every_time_becomes_error_rows(cluster, ima
     assert all(row["score"] is None for row in rows if row["path"] in given_up)
     assert_same_rows([row for row in rows if row["path"] not in given_up],
                      {path: row for path, row in single_process.items() if path not in given_up})
+
+
+@pytest.mark.slow  # another actor pool: about 20 s
+def test_ray_resumes_from_the_journal_of_a_killed_run_and_refuses_a_second_writer(
+        cluster, images, weights, single_process, tmp_path, capsys):
+    out = tmp_path / "scores.csv"
+    killed = ResultOutput(out, MODEL, weights_sha256(MODEL, weights), "nr")
+    first = sorted(path for path, row in single_process.items() if row["error"] is None)[:5]
+    for path in first:
+        killed.write({**single_process[path], "score": 0.125})  # a score no model gives: must be kept
+    with pytest.raises(ValueError, match="is being written by another iqart process"):
+        distributed.score_distributed([images], out, MODEL, weights=weights, batch_size=2)
+    killed.journal.close()  # the process dies: its lock goes, its journal stays
+    summary = distributed.score_distributed([images], out, MODEL, weights=weights, batch_size=2, resume=True)
+    assert summary.kept == 5 and summary.scored + summary.failed == len(single_process) - 5
+    rows = read_result_file(out)
+    assert {row["path"]: row["score"] for row in rows if row["path"] in first} == dict.fromkeys(first, 0.125)
+    assert_same_rows([row for row in rows if row["path"] not in first],
+                     {path: row for path, row in single_process.items() if path not in first})
+    assert not journal_path(out).exists()
 
 
 def test_ray_options_are_checked_before_any_work(images, weights, tmp_path, capsys):

@@ -3,6 +3,11 @@
 The data goes to a temporary file in the target's folder, is flushed to disk, and is renamed
 over the target; on any failure the temporary file is removed and the target left as it was.
 Every package writes its outputs through here (engine -> export -> train may all import it).
+
+`tempfile` creates its files 0600 and its folders 0700 whatever the umask (it guards secrets);
+our outputs are not secrets, so once written they get the mode an ordinary `open()` or `mkdir`
+would have given them: shared result folders and caches stay readable by the group as the
+user's umask says.
 """
 
 from __future__ import annotations
@@ -13,11 +18,36 @@ import tempfile
 from pathlib import Path
 
 
+def current_umask() -> int:
+    """This process's umask, read without changing it where Linux reports it (/proc), so other
+    threads never see a temporarily altered umask."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def honour_umask(target: str | os.PathLike | int, directory: bool = False) -> None:
+    """Give a file (path or descriptor) or folder made by `tempfile` the mode open() or mkdir()
+    would have given it: 0666 or 0777 less the umask."""
+    mode = (0o777 if directory else 0o666) & ~current_umask()
+    if isinstance(target, int):
+        os.fchmod(target, mode)
+    else:
+        os.chmod(target, mode)
+
+
 def write_atomic(path: str | os.PathLike, data: bytes | str) -> None:
     """Replace `path` with `data` (str is written as UTF-8) in one rename."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        honour_umask(fd)
         with os.fdopen(fd, "wb") as f:
             f.write(data.encode() if isinstance(data, str) else data)
             f.flush()

@@ -1,7 +1,8 @@
 """The `iqart` command line: `iqart score PATH... --model NAME --out FILE` and friends.
 
 Each group of subcommands lives in its own module; this one builds the parser and turns the
-errors a user can fix into one line and exit code 2.
+errors a user can fix into one line and exit code 2, and a stop signal (SIGINT, SIGTERM,
+SIGHUP) into its conventional exit code (130, 143, 129; iqart.engine.cli.signals).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from iqart.engine.cli.models import add_list_parser
 from iqart.engine.cli.quantize import add_quantize_parser
 from iqart.engine.cli.report import add_report_parser
 from iqart.engine.cli.score import add_score_parser
+from iqart.engine.cli.signals import exit_code, stop_on_signals
 from iqart.engine.cli.usage import UsageError
 from iqart.train.checkpoints import CheckpointError
 from iqart.train.cli import add_training_parsers
@@ -41,7 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.run(args)
+        with stop_on_signals():
+            return args.run(args)
+    except KeyboardInterrupt as exc:  # stopped before the command could finish cleanly
+        print(f"iqart: stopped ({exc or 'SIGINT'})", file=sys.stderr)
+        return exit_code(exc)
     except (MissingWeightsError, PlanMismatchError, TensorRTUnavailableError) as exc:
         print(f"iqart: {exc}", file=sys.stderr)
         return 2

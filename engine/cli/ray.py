@@ -26,7 +26,7 @@ def add_ray_arguments(parser: argparse.ArgumentParser) -> None:
                        help="GPUs per actor, fractions allowed (0.5: two actors per GPU); default 0: CPU actors")
 
 
-def run_score_on_ray(args: argparse.Namespace, card: ModelCard, jobs: list[ScoreJob]) -> int:
+def run_score_on_ray(args: argparse.Namespace, card: ModelCard, jobs: list[ScoreJob], decode_timeout: float | None) -> int:
     """Score `jobs` on Ray into args.out; exit code as `iqart score` without Ray."""
     try:
         import ray.data
@@ -49,7 +49,8 @@ def run_score_on_ray(args: argparse.Namespace, card: ModelCard, jobs: list[Score
 
         summary = score_distributed(jobs, args.out, card.name, resume=args.resume, address=args.ray or None,
                                     actors=args.ray_actors, cpus_per_actor=args.ray_cpus_per_actor,
-                                    gpus_per_actor=args.ray_gpus_per_actor, on_row=show, **options)
+                                    gpus_per_actor=args.ray_gpus_per_actor, on_row=show, decode=args.decode,
+                                    decode_timeout=decode_timeout, **options)
     resumed = f", {summary.kept} kept from before" if args.resume else ""
     actors = f"{summary.actors} {args.backend} actor{'' if summary.actors == 1 else 's'}"
     print(f"{card.name} on Ray ({actors}): scored {summary.scored}, "
@@ -58,5 +59,5 @@ def run_score_on_ray(args: argparse.Namespace, card: ModelCard, jobs: list[Score
     if summary.missing:
         print(f"iqart: {summary.stopped or 'stopped early'}: {len(summary.missing)} of {summary.jobs} images not "
               "scored; run again with --resume to finish", file=sys.stderr)
-        return 130 if summary.stopped == "interrupted" else 1
-    return 0 if summary.scored or summary.kept == summary.jobs else 1
+        return 128 + summary.signal if summary.signal else 1
+    return 0 if summary.scored or summary.kept else 1  # 1: nothing in the output has a score

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -10,13 +11,15 @@ from tqdm import tqdm
 
 from iqart.engine.backends.plan_cache import DEFAULT_MAX_SIDE
 from iqart.engine.backends.torch_backend import PRECISIONS
+from iqart.engine.artifacts import weights_sha256
 from iqart.engine.cli.ray import add_ray_arguments, run_score_on_ray
+from iqart.engine.cli.signals import exit_code
 from iqart.engine.cli.usage import UsageError
-from iqart.engine.pipeline.images import find_images
+from iqart.engine.pipeline.images import DECODERS, scan_images
 from iqart.engine.pipeline.jobs import ScoreJob, pair_with_references, read_pairs
 from iqart.engine.pipeline.path_lists import read_path_list
-from iqart.engine.pipeline.scoring import PipelineStats
-from iqart.engine.results.files import open_result_writer, read_result_file
+from iqart.engine.pipeline.scoring import DECODE_TIMEOUT_S, PipelineStats
+from iqart.engine.results.output import ResultOutput, check_output_path
 from iqart.engine.cli.artifact import add_attention_argument
 from iqart.engine.scorer import BACKENDS, Scorer
 from iqart.train.zoo import ModelCard, get_card, list_models
@@ -42,9 +45,19 @@ def add_score_parser(subparsers) -> None:
     pairs.add_argument("-r", "--ref", help="full-reference models: folder of references, paired by relative path")
     pairs.add_argument("--pairs", help="full-reference models: CSV with columns distorted,reference "
                                        "(relative paths are resolved against the CSV's folder)")
-    p.add_argument("-o", "--out", default="scores.csv", help="output file, .csv, .jsonl or .parquet (written atomically)")
-    p.add_argument("--resume", action="store_true", help="keep the rows already in --out and score only the files "
-                                                         "without a score there")
+    p.add_argument("-o", "--out", default="scores.csv",
+                   help="output file, .csv, .jsonl or .parquet: rows are journaled beside it as they come "
+                        "(.NAME.journal), the file itself is written atomically at the end")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the rows already in --out (and in the journal of a killed run) and score only the files "
+                        "without a score there; refuses rows of another model or other weights")
+    p.add_argument("--decode", choices=DECODERS, default="iqart",
+                   help="iqart (default): EXIF orientation, ICC to sRGB, modes converted explicitly; official: "
+                        "Image.open(path).convert('RGB') exactly, as the official QualiCLIP script (bit-exact "
+                        "comparison with published scores)")
+    p.add_argument("--decode-timeout", type=float, default=DECODE_TIMEOUT_S, metavar="SECONDS",
+                   help=f"a file whose decode takes longer becomes an error row and the run goes on "
+                        f"(default {DECODE_TIMEOUT_S:g}; 0: no limit)")
     p.add_argument("--paths-from", metavar="FILE", help="also score the images a list names: a .txt file (one path "
                    "per line) or a column of a .csv or .parquet file (relative paths: against the list's folder)")
     p.add_argument("--path-column", default="path", metavar="NAME",
@@ -54,6 +67,8 @@ def add_score_parser(subparsers) -> None:
 
 
 def score_jobs_from_args(args: argparse.Namespace, card: ModelCard) -> list[ScoreJob]:
+    """The jobs the command line names, with absolute paths (rows name their files whatever the
+    working directory of a later --resume); the scan's skipped files are reported, not hidden."""
     if card.task == "nr" and (args.ref or args.pairs):
         raise UsageError(f"{card.name} is a no-reference model: {'--ref' if args.ref else '--pairs'} does not apply")
     if card.task == "fr" and not (args.ref or args.pairs):
@@ -61,69 +76,70 @@ def score_jobs_from_args(args: argparse.Namespace, card: ModelCard) -> list[Scor
     if args.pairs:
         if args.paths or args.paths_from:
             raise UsageError("--pairs lists the images to score: pass no PATH or --paths-from with it")
-        return read_pairs(args.pairs)
+        return [_absolute(job) for job in read_pairs(args.pairs)]
     if not args.paths and not args.paths_from:
         raise UsageError("pass at least one image file or folder, or --paths-from FILE")
     listed = read_path_list(args.paths_from, args.path_column) if args.paths_from else []
-    files = find_images(args.paths) + [(path, path.parent) for path in listed]
+    scan = scan_images(args.paths)
+    if scan.skipped:
+        print(f"iqart: note: skipped {scan.skipped_summary()} that are not images by their suffix", file=sys.stderr)
+    files = scan.files + [(path, path.parent) for path in listed]
     if not files:
         raise UsageError(f"no images found under: {' '.join(args.paths)}")
-    return pair_with_references(files, args.ref) if args.ref else [ScoreJob(path) for path, _ in files]
+    jobs = pair_with_references(files, args.ref) if args.ref else [ScoreJob(path) for path, _ in files]
+    return [_absolute(job) for job in jobs]
 
 
-def previous_rows(out: Path, card: ModelCard) -> list[dict]:
-    """The rows of an earlier run's output, checked to come from the same kind of model."""
-    if not out.is_file():
-        return []
-    rows = read_result_file(out)
-    if any((row["reference"] is None) == (card.task == "fr") for row in rows if row["error"] is None):
-        kind = "no-reference" if card.task == "fr" else "full-reference"
-        raise UsageError(f"--resume: {out} holds {kind} results; {card.name} cannot add to them")
-    return rows
+def _absolute(job: ScoreJob) -> ScoreJob:
+    return ScoreJob(Path(os.path.abspath(job.path)),
+                    None if job.reference is None else Path(os.path.abspath(job.reference)))
+
+
+def decode_timeout(args: argparse.Namespace) -> float | None:
+    if args.decode_timeout < 0:
+        raise UsageError(f"--decode-timeout must be 0 (no limit) or positive, not {args.decode_timeout:g}")
+    return args.decode_timeout or None
 
 
 def run_score(args: argparse.Namespace) -> int:
     card = get_card(args.model)
+    timeout = decode_timeout(args)
+    check_output_path(args.out)  # a mistake in --out costs nothing: checked before any work
     jobs = score_jobs_from_args(args, card)
+    digest = weights_sha256(card.name, args.weights)
     if args.ray is not None:
-        return run_score_on_ray(args, card, jobs)
-    out = Path(args.out)
-    kept = previous_rows(out, card) if args.resume else []
-    done = {(row["path"], row["reference"]) for row in kept if row["error"] is None and row["score"] is not None}
-    todo = [job for job in jobs if job.key not in done]
-    todo_keys = {job.key for job in todo}
-    kept = [row for row in kept if (row["path"], row["reference"]) not in todo_keys]  # failed rows are redone
-    if not todo:
-        print(f"{card.name}: all {len(jobs)} images already scored in {out}")
-        return 0
-    scorer = Scorer(card.name, args.backend, args.device, args.batch_size, weights=args.weights,
-                    precision=args.precision, workers=args.workers, fused_attention=args.fused_attention,
-                    max_side=args.max_side, attention=args.attention)
-
-    columns = ["path", "reference", "score", "error"] if card.task == "fr" else ["path", "score", "error"]
-    scored = failed = 0
-    interrupted = False
-    stats = PipelineStats()
-    with open_result_writer(out, columns) as writer, tqdm(total=len(todo), unit="img", disable=None) as bar:
-        for row in kept:
-            writer.write(row)
-        try:
-            for row in scorer.score_jobs(todo, stats):
-                writer.write(row.as_dict())
-                scored, failed = scored + row.ok, failed + (not row.ok)
-                if not row.ok:
-                    tqdm.write(f"error: {row.path}: {row.error}", file=sys.stderr)
-                bar.update(1)
-        except KeyboardInterrupt:  # keep what is done: the file is complete as far as it goes
-            interrupted = True
+        return run_score_on_ray(args, card, jobs, timeout)
+    with ResultOutput(args.out, card.name, digest, card.task, resume=args.resume) as output:
+        todo = [job for job in jobs if not output.is_done(job.key)]
+        if not todo:
+            output.finish()
+            print(f"{card.name}: all {len(jobs)} images already scored in {output.path}")
+            return 0
+        scorer = Scorer(card.name, args.backend, args.device, args.batch_size, weights=args.weights,
+                        precision=args.precision, workers=args.workers, fused_attention=args.fused_attention,
+                        max_side=args.max_side, attention=args.attention)
+        scored = failed = 0
+        stopped: KeyboardInterrupt | None = None
+        stats = PipelineStats()
+        with tqdm(total=len(todo), unit="img", disable=None) as bar:
+            try:
+                for row in scorer.score_jobs(todo, stats, decode=args.decode, decode_timeout=timeout):
+                    output.write(row)
+                    scored, failed = scored + row.ok, failed + (not row.ok)
+                    if not row.ok:
+                        tqdm.write(f"error: {row.path}: {row.error}", file=sys.stderr)
+                    bar.update(1)
+            except KeyboardInterrupt as exc:  # SIGINT, SIGTERM, SIGHUP: keep what is done
+                stopped = exc
+        output.finish()
     resumed = f", {len(jobs) - len(todo)} already scored" if args.resume else ""
     print(f"{card.name} on {scorer.backend.name} ({scorer.backend.device}): scored {scored}, failed {failed}{resumed}; "
-          f"{summary(stats, scored + failed, scorer.workers)} -> {out}")
-    if interrupted:
-        print(f"iqart: interrupted after {scored + failed} of {len(todo)} images; run again with --resume to finish",
-              file=sys.stderr)
-        return 130
-    return 0 if scored else 1
+          f"{summary(stats, scored + failed, scorer.workers)} -> {output.path}")
+    if stopped is not None:
+        print(f"iqart: stopped by {stopped or 'SIGINT'} after {scored + failed} of {len(todo)} images; run again with "
+              "--resume to finish", file=sys.stderr)
+        return exit_code(stopped)
+    return 0 if scored or output.kept_scored else 1  # 1: nothing in the output has a score
 
 
 def summary(stats: PipelineStats, images: int, workers: int) -> str:

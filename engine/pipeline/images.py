@@ -1,22 +1,39 @@
 """Image files -> uint8 RGB arrays the way the models expect them, or a clear reason why not.
 
-Decoding honours EXIF orientation and converts every mode explicitly to 8-bit RGB (a 16-bit
-greyscale PNG is rescaled, not clipped; transparency is composited on white). A decompression-
-bomb limit and a minimum size are enforced. Failures raise ImageError naming file and reason,
-so a batch can record the row and go on.
+Decoding honours EXIF orientation, converts colours to sRGB by the embedded ICC profile (a
+wide-gamut photo is not scored on its raw values), and converts every mode explicitly to 8-bit
+RGB (a 16-bit greyscale PNG is rescaled, not clipped; a 32-bit float TIFF is scaled by its
+range, not clipped to black; transparency is composited on white). `decode="official"` instead
+decodes exactly as the official QualiCLIP inference script does, `Image.open(path).convert("RGB")`
+(no EXIF, no ICC, alpha dropped), for bit-exact comparison with published scores.
+
+Only regular files are opened: a FIFO or device named `x.jpg` would block the read for ever.
+A decompression-bomb limit and a minimum size are enforced. HEIF needs pillow-heif (registered
+on first use). Failures raise ImageError naming the reason, so a batch can record the row and
+go on.
 """
 
 from __future__ import annotations
 
+import functools
+import io
 import os
+import stat
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageCms, ImageOps
 
 from iqart.train.zoo import ResizePolicy
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".gif"}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".jfif", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".gif",
+                  ".avif", ".heic", ".heif"}
+HEIF_SUFFIXES = {".heic", ".heif"}
+HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1"}
+DECODERS = ("iqart", "official")
 MAX_PIXELS = 100_000_000  # decompression-bomb limit: about a 10,000 x 10,000 image
 MIN_SIDE = 32  # the ResNet's total stride: smaller images have no layer4 grid
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS  # PIL's own guard agrees with ours
@@ -26,38 +43,64 @@ class ImageError(ValueError):
     """An image that cannot be scored; str() is the reason, for the output's error column."""
 
 
-def find_images(paths: list[str | os.PathLike]) -> list[tuple[Path, Path]]:
-    """(file, root) for every image under the given files and folders, sorted within each folder.
+@dataclass
+class ImageScan:
+    """What a scan found: (file, root) pairs, and the files it passed over, counted by suffix."""
 
-    Explicit files are taken whatever their suffix; folders are walked recursively for known
-    image suffixes, following symlinks but never visiting a directory twice (no loops).
-    """
-    found: list[tuple[Path, Path]] = []
+    files: list[tuple[Path, Path]] = field(default_factory=list)
+    skipped: Counter = field(default_factory=Counter)
+
+    def skipped_summary(self) -> str:
+        """"3 files (.txt: 2, no suffix: 1)", or "" when nothing was skipped."""
+        total = sum(self.skipped.values())
+        if not total:
+            return ""
+        kinds = ", ".join(f"{suffix}: {count}" for suffix, count in self.skipped.most_common(8))
+        return f"{total} file{'' if total == 1 else 's'} ({kinds}{', ...' if len(self.skipped) > 8 else ''})"
+
+
+def find_images(paths: list[str | os.PathLike]) -> list[tuple[Path, Path]]:
+    """(file, root) for every image under the given files and folders (see scan_images)."""
+    return scan_images(paths).files
+
+
+def scan_images(paths: list[str | os.PathLike]) -> ImageScan:
+    """Every image under the given files and folders, sorted within each folder, and a count
+    of the files passed over. Explicit files are taken whatever their suffix; folders are walked
+    recursively for known image suffixes, following symlinks but never visiting a directory
+    twice (no loops)."""
+    scan = ImageScan()
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            found.extend((f, path) for f in _walk(path))
+            _walk(path, scan)
         else:
-            found.append((path, path.parent))
-    return found
+            scan.files.append((path, path.parent))
+    return scan
 
 
-def _walk(root: Path) -> list[Path]:
+def _walk(root: Path, scan: ImageScan) -> None:
     seen: set[tuple[int, int]] = set()
-    files: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        stat = os.stat(dirpath)
-        if (stat.st_dev, stat.st_ino) in seen:
+        stat_result = os.stat(dirpath)
+        if (stat_result.st_dev, stat_result.st_ino) in seen:
             dirnames[:] = []
             continue
-        seen.add((stat.st_dev, stat.st_ino))
+        seen.add((stat_result.st_dev, stat_result.st_ino))
         dirnames.sort()
-        files.extend(Path(dirpath) / name for name in sorted(filenames) if Path(name).suffix.lower() in IMAGE_SUFFIXES)
-    return files
+        for name in sorted(filenames):
+            suffix = Path(name).suffix.lower()
+            if suffix in IMAGE_SUFFIXES:
+                scan.files.append((Path(dirpath) / name, root))
+            else:
+                scan.skipped[suffix or "no suffix"] += 1
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
-    """Any PIL mode -> 8-bit RGB, explicitly (PIL's generic convert clips 16-bit data)."""
+    """Any PIL mode -> 8-bit RGB, explicitly (PIL's generic convert clips 16-bit data and
+    float data)."""
+    if image.mode == "F":
+        return _float_to_rgb(np.asarray(image, dtype=np.float64))
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):
         data = np.asarray(image, dtype=np.float64)
         peak = 65535.0 if image.mode.startswith("I;16") or data.max() > 255 else 255.0
@@ -70,6 +113,42 @@ def to_rgb(image: Image.Image) -> Image.Image:
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
     return image.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, HSV, F, RGB
+
+
+def _float_to_rgb(data: np.ndarray) -> Image.Image:
+    """A float image scaled by the range its values use: [0, 1] (the usual convention for
+    float images), else [0, 255] or [0, 65535] where they fit, else [0, max]; negative values
+    are clipped. NaN or infinity has no right answer: an error."""
+    if not np.isfinite(data).all():
+        raise ImageError("32-bit float image holds NaN or infinite values")
+    high = float(data.max())
+    peak = next((limit for limit in (1.0, 255.0, 65535.0) if high <= limit), high)
+    grey = np.clip(np.round(data / peak * 255.0), 0, 255).astype(np.uint8)
+    return Image.fromarray(grey, mode="L").convert("RGB")
+
+
+SRGB = ImageCms.createProfile("sRGB")
+ICC_MODES = {"RGB": "RGB", "RGBA": "RGBA", "CMYK": "RGB", "L": "RGB"}  # what lcms converts, and to what
+
+
+@functools.lru_cache(maxsize=32)
+def _icc_transform(profile: bytes, mode: str) -> ImageCms.ImageCmsTransform:
+    # NOCACHE: one transform is shared by the decode threads; lcms' pixel cache is not thread-safe
+    return ImageCms.buildTransform(ImageCms.ImageCmsProfile(io.BytesIO(profile)), SRGB, mode, ICC_MODES[mode],
+                                   renderingIntent=ImageCms.Intent.RELATIVE_COLORIMETRIC,
+                                   flags=ImageCms.Flags.NOCACHE)
+
+
+def to_srgb(image: Image.Image, profile: bytes | None) -> Image.Image:
+    """The image in sRGB by its embedded ICC profile. An image without one is taken as sRGB
+    already; a profile lcms cannot read, or one that does not fit the image's mode, is ignored
+    as browsers ignore it (the values are used as they are)."""
+    if not profile or image.mode not in ICC_MODES:
+        return image
+    try:
+        return ImageCms.applyTransform(image, _icc_transform(profile, image.mode))
+    except (ImageCms.PyCMSError, OSError, ValueError):
+        return image
 
 
 def resize(image: Image.Image, policy: ResizePolicy) -> Image.Image:
@@ -91,14 +170,20 @@ def load_image(path: str | os.PathLike, policy: ResizePolicy) -> np.ndarray:
     return as_array(open_image(path), policy)
 
 
-def open_image(path: str | os.PathLike) -> Image.Image:
-    """The decoded image upright (EXIF), in 8-bit RGB, at least MIN_SIDE on each side; or
-    ImageError with the reason. Full-reference pairs compare these sizes, before any resize."""
+def open_image(path: str | os.PathLike, decode: str = "iqart", *, heif_retried: bool = False) -> Image.Image:
+    """The decoded image in 8-bit RGB, at least MIN_SIDE on each side; or ImageError with the
+    reason. `decode="iqart"`: upright (EXIF), sRGB (ICC), modes converted explicitly;
+    "official": `Image.open(path).convert("RGB")` exactly. Full-reference pairs compare these
+    sizes, before any resize."""
     path = Path(path)
+    if path.suffix.lower() in HEIF_SUFFIXES:
+        _heif_registered()
     try:
-        with Image.open(path) as image:
+        with _open_regular_file(path) as file, Image.open(file) as image:
             if image.width * image.height > MAX_PIXELS:
                 raise ImageError(f"{image.width}x{image.height} exceeds the {MAX_PIXELS:,}-pixel limit (decompression bomb?)")
+            if decode == "official":
+                return _at_least_min_side(image.convert("RGB"))
             image.load()
             return upright_rgb(image)
     except ImageError:
@@ -112,6 +197,11 @@ def open_image(path: str | os.PathLike) -> Image.Image:
     except PermissionError:
         raise ImageError("permission denied") from None
     except Image.UnidentifiedImageError:
+        if _is_heif(path):
+            if not _heif_registered():
+                raise ImageError("HEIF image: decoding it needs pillow-heif (pip install 'iqart[heif]')") from None
+            if not heif_retried:  # a HEIF file under another name, met before pillow-heif was registered
+                return open_image(path, decode, heif_retried=True)
         raise ImageError("not a recognised image format" + (" (empty file)" if _is_empty(path) else "")) from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:  # PIL reports truncation and corruption this way
         raise ImageError(f"corrupt or truncated image: {exc}") from None
@@ -119,9 +209,64 @@ def open_image(path: str | os.PathLike) -> Image.Image:
         raise ImageError(f"cannot decode: {type(exc).__name__}: {exc}") from None
 
 
+FILE_KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a character device",
+              stat.S_IFBLK: "a block device", stat.S_IFDIR: "a directory"}
+
+
+def _open_regular_file(path: Path) -> io.BufferedReader:
+    """`path` opened for reading if it is a regular file; ImageError naming what it is if not,
+    without opening it (opening a FIFO blocks until a writer comes, which may be never). The
+    check is repeated on the open descriptor, so a file swapped in between cannot slip by."""
+    kind = FILE_KINDS.get(stat.S_IFMT(os.stat(path).st_mode))
+    if kind is not None:
+        raise ImageError(f"is {kind}, not a regular file: not opened")
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ImageError("not a regular file: not opened")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
+_heif_lock = threading.Lock()
+_heif_state: list[bool] = []  # [registered?] once tried
+
+
+def _heif_registered() -> bool:
+    """Whether pillow-heif is installed and registered with PIL (tried once, on the first HEIF
+    file: importing it costs time that runs without HEIF files should not pay)."""
+    with _heif_lock:
+        if not _heif_state:
+            try:
+                import pillow_heif
+
+                pillow_heif.register_heif_opener()
+                _heif_state.append(True)
+            except ImportError:
+                _heif_state.append(False)
+        return _heif_state[0]
+
+
+def _is_heif(path: Path) -> bool:
+    """By suffix, or by the ISO-BMFF brand of a file named otherwise."""
+    if path.suffix.lower() in HEIF_SUFFIXES:
+        return True
+    try:
+        with open(path, "rb") as f:
+            head = f.read(12)
+    except OSError:
+        return False
+    return head[4:8] == b"ftyp" and head[8:12] in HEIF_BRANDS
+
+
 def upright_rgb(image: Image.Image) -> Image.Image:
-    """EXIF orientation applied, explicit 8-bit RGB, and the minimum size enforced."""
-    rgb = to_rgb(ImageOps.exif_transpose(image))
+    """EXIF orientation applied, sRGB by the ICC profile, explicit 8-bit RGB, and the minimum
+    size enforced."""
+    profile = image.info.get("icc_profile")
+    return _at_least_min_side(to_rgb(to_srgb(ImageOps.exif_transpose(image), profile)))
+
+
+def _at_least_min_side(rgb: Image.Image) -> Image.Image:
     if min(rgb.size) < MIN_SIDE:
         raise ImageError(f"too small: {rgb.width}x{rgb.height}; each side must be at least {MIN_SIDE} pixels")
     return rgb

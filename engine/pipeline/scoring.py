@@ -8,8 +8,15 @@ Why this shape:
   in per-size buckets until one is full. At most `4 x batch_size` images wait in all; beyond
   that the oldest bucket goes as a partial batch, so a folder where every image has its own
   size still streams.
+- A batch is bounded by pixels as well as by count (PIXEL_BUDGET, and waiting images by four
+  budgets): the backend's memory grows with batch x resolution, so a folder of 12-megapixel
+  photos at native resolution goes one photo per batch and peaks near what one photo needs,
+  while small images still fill whole batches.
 - One broken image never stops a batch: a decode failure is a row with its reason; a batch the
   backend rejects is retried image by image, so only the image at fault gets the error.
+- A decode that does not finish within `decode_timeout` seconds (a hung network mount, a stuck
+  decoder) becomes an error row and its thread is abandoned (iqart.engine.pipeline.decode_workers):
+  the run goes on, and Ctrl-C or the end of the run never waits for it.
 """
 
 from __future__ import annotations
@@ -17,19 +24,22 @@ from __future__ import annotations
 import os
 import time
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
 from iqart.engine.hardware import default_workers
-from iqart.engine.pipeline.images import ImageError, as_array, open_image
+from iqart.engine.pipeline.decode_workers import DecodeWorkers, Task
+from iqart.engine.pipeline.images import DECODERS, ImageError, as_array, open_image
 from iqart.engine.pipeline.jobs import ScoreJob, ScoreRow
 from iqart.train.zoo import ResizePolicy
 
 Backend = Callable[[np.ndarray, "np.ndarray | None"], np.ndarray]
 Decoded = tuple[ScoreJob, np.ndarray, "np.ndarray | None"]
+
+PIXEL_BUDGET = 16_000_000  # pixels per batch (one 12-megapixel photo; 20 images of 1024x768)
+DECODE_TIMEOUT_S = 60.0
 
 
 @dataclass
@@ -50,15 +60,16 @@ class PipelineStats:
         return self.inference_s / self.wall_s if self.wall_s else 0.0
 
 
-def decode_job(job: ScoreJob, policy: ResizePolicy) -> tuple[np.ndarray, np.ndarray | None]:
+def decode_job(job: ScoreJob, policy: ResizePolicy, decode: str = "iqart") -> tuple[np.ndarray, np.ndarray | None]:
     """The job's image (and reference) as model input, or ImageError naming what is wrong.
     A pair must match in size as decoded: resizing both to the model's size would hide a
-    reference that does not belong to the image."""
-    image = open_image(job.path)
+    reference that does not belong to the image. `decode`: "iqart" or "official" (see
+    iqart.engine.pipeline.images.open_image)."""
+    image = open_image(job.path, decode)
     if job.reference is None:
         return as_array(image, policy), None
     try:
-        reference = open_image(job.reference)
+        reference = open_image(job.reference, decode)
     except ImageError as exc:
         raise ImageError(f"reference {os.fsdecode(job.reference)}: {exc}") from None
     if reference.size != image.size:
@@ -68,24 +79,28 @@ def decode_job(job: ScoreJob, policy: ResizePolicy) -> tuple[np.ndarray, np.ndar
 
 
 class SizeBuckets:
-    """Decoded images grouped by shape; hands out full batches, and the oldest partial batch
-    whenever more than `max_pending` images are waiting."""
+    """Decoded images grouped by shape; hands out a bucket when it holds `batch_size` images or
+    one more would take it over `pixel_budget` pixels (a batch is at least one image), and the oldest partial bucket whenever
+    more than `max_pending` images or `4 x pixel_budget` pixels are waiting."""
 
-    def __init__(self, batch_size: int, max_pending: int):
+    def __init__(self, batch_size: int, max_pending: int, pixel_budget: int = PIXEL_BUDGET):
         self.batch_size = batch_size
         self.max_pending = max_pending
+        self.pixel_budget = pixel_budget
         self._buckets: dict[tuple[int, ...], list[Decoded]] = {}  # insertion order = age
         self.pending = 0
+        self.pending_pixels = 0
 
     def add(self, item: Decoded) -> list[list[Decoded]]:
         shape = item[1].shape
         bucket = self._buckets.setdefault(shape, [])
         bucket.append(item)
         self.pending += 1
+        self.pending_pixels += _pixels(item)
         ready = []
-        if len(bucket) == self.batch_size:
+        if len(bucket) == self.batch_size or (len(bucket) + 1) * _pixels(item) > self.pixel_budget:
             ready.append(self._pop(shape))
-        while self.pending > self.max_pending:
+        while self.pending > self.max_pending or self.pending_pixels > 4 * self.pixel_budget:
             ready.append(self._pop(next(iter(self._buckets))))
         return ready
 
@@ -95,23 +110,39 @@ class SizeBuckets:
     def _pop(self, shape: tuple[int, ...]) -> list[Decoded]:
         bucket = self._buckets.pop(shape)
         self.pending -= len(bucket)
+        self.pending_pixels -= sum(_pixels(item) for item in bucket)
         return bucket
 
 
+def _pixels(item: Decoded) -> int:
+    """Pixels an item brings to a batch (a full-reference pair counts twice)."""
+    height, width = item[1].shape[:2]
+    return height * width * (1 if item[2] is None else 2)
+
+
 def score_jobs(jobs: Iterable[ScoreJob], backend: Backend, policy: ResizePolicy, batch_size: int,
-               workers: int | None = None, stats: PipelineStats | None = None) -> Iterator[ScoreRow]:
-    """One row per job, in batch order (not input order), as soon as each batch is scored."""
+               workers: int | None = None, stats: PipelineStats | None = None, *, decode: str = "iqart",
+               decode_timeout: float | None = DECODE_TIMEOUT_S, pixel_budget: int = PIXEL_BUDGET) -> Iterator[ScoreRow]:
+    """One row per job, in batch order (not input order), as soon as each batch is scored.
+    `decode_timeout=None` waits for ever."""
     if batch_size < 1:
         raise ValueError(f"batch size must be at least 1, not {batch_size}")
     workers = workers or default_workers()
     if workers < 1:
         raise ValueError(f"workers must be at least 1, not {workers}")
+    if decode not in DECODERS:
+        raise ValueError(f"decode must be one of {', '.join(DECODERS)}, not {decode!r}")
+    if decode_timeout is not None and decode_timeout <= 0:
+        raise ValueError(f"the decode timeout must be positive, not {decode_timeout}")
     stats = stats if stats is not None else PipelineStats()
-    buckets = SizeBuckets(batch_size, max_pending=4 * batch_size)
+    buckets = SizeBuckets(batch_size, max_pending=4 * batch_size, pixel_budget=pixel_budget)
     started = time.perf_counter()
-    pool = ThreadPoolExecutor(workers, thread_name_prefix="iqart-decode")
+    pool = DecodeWorkers(workers)
+    in_flight: deque[tuple[ScoreJob, Task]] = deque()
     try:
-        for job, outcome in _decode_ahead(pool, jobs, policy, depth=max(batch_size, 2 * workers), stats=stats):
+        decoded = _decode_ahead(pool, in_flight, jobs, (policy, decode), max(batch_size, 2 * workers),
+                                decode_timeout, stats)
+        for job, outcome in decoded:
             stats.jobs += 1
             if isinstance(outcome, ImageError):
                 yield _row(job, error=str(outcome))
@@ -121,34 +152,40 @@ def score_jobs(jobs: Iterable[ScoreJob], backend: Backend, policy: ResizePolicy,
         for batch in buckets.drain():
             yield from _run(batch, backend, stats)
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)  # also when the caller stops early
+        pool.shutdown([task for _, task in in_flight])  # never waits for a stuck decode
         stats.wall_s += time.perf_counter() - started
 
 
-def _timed_decode(job: ScoreJob, policy: ResizePolicy):
+def _timed_decode(job: ScoreJob, policy: ResizePolicy, decode: str):
     started = time.perf_counter()
     try:
-        outcome = decode_job(job, policy)
+        outcome = decode_job(job, policy, decode)
     except ImageError as exc:
         outcome = exc
     return outcome, time.perf_counter() - started
 
 
-def _decode_ahead(pool: ThreadPoolExecutor, jobs: Iterable[ScoreJob], policy: ResizePolicy, depth: int,
-                  stats: PipelineStats) -> Iterator[tuple[ScoreJob, object]]:
-    """(job, decoded pair or ImageError) in job order, keeping `depth` decodes in flight."""
-    in_flight: deque[tuple[ScoreJob, Future]] = deque()
+def _decode_ahead(pool: DecodeWorkers, in_flight: deque, jobs: Iterable[ScoreJob], how: tuple, depth: int,
+                  timeout: float | None, stats: PipelineStats) -> Iterator[tuple[ScoreJob, object]]:
+    """(job, decoded pair or ImageError) in job order, keeping `depth` decodes in flight; a
+    decode that overstays `timeout` is abandoned and becomes an ImageError."""
 
     def collect() -> tuple[ScoreJob, object]:
-        job, future = in_flight.popleft()
+        job, task = in_flight[0]
         waited = time.perf_counter()
-        outcome, busy = future.result()
+        try:
+            outcome, busy = task.wait(timeout)
+        except TimeoutError:
+            pool.abandon(task)
+            outcome, busy = ImageError(f"decode did not finish within {timeout:g} s (a hung read, e.g. a network "
+                                       "mount, or a stuck decoder); skipped, see --decode-timeout"), timeout
+        in_flight.popleft()
         stats.starved_s += time.perf_counter() - waited
         stats.decode_s += busy
         return job, outcome
 
     for job in jobs:
-        in_flight.append((job, pool.submit(_timed_decode, job, policy)))
+        in_flight.append((job, pool.submit(_timed_decode, job, *how)))
         if len(in_flight) >= depth:
             yield collect()
     while in_flight:

@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 
 from iqart.engine.results.writer import AtomicResultWriter, CommitOnSuccess, read_results
+from iqart.train.atomic import honour_umask
 
 ROW_GROUP = 8192  # rows buffered before a Parquet row group is written: flat memory, few groups
 
@@ -46,6 +47,7 @@ class ParquetResultWriter(CommitOnSuccess):
         self._schema = pa.schema([(c, pa.float64() if c == "score" else pa.string()) for c in columns])
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, self._tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
+        honour_umask(fd)
         os.close(fd)
         self._writer = pq.ParquetWriter(self._tmp, self._schema)
         self._rows: list[dict] = []

@@ -13,6 +13,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from iqart.train.atomic import honour_umask
+
 
 class CommitOnSuccess:
     """The result writers' `with` protocol: commit() on a clean exit, discard() on an error,
@@ -41,6 +43,7 @@ class AtomicResultWriter(CommitOnSuccess):
         self.format = result_format(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, self._tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
+        honour_umask(fd)
         self._file = os.fdopen(fd, "w", newline="", encoding="utf-8", errors="surrogateescape")
         if self.format == "csv":
             self._csv = csv.DictWriter(self._file, fieldnames=columns, extrasaction="raise")
