@@ -1,12 +1,23 @@
 """Times the fused cross-attention op against torch SDPA at the models' shapes, after checking
-their parity, and prints a markdown table. Needs a CUDA GPU (the op is built on first use).
+their parity, and prints a markdown table (and writes JSON with --json). Needs a CUDA GPU.
 
-    PYTHONPATH=. python benchmarks/bench_fused_attention.py [--dtype float16] [--iters 100]
+    python3 benchmarks/bench_fused_attention.py [--dtypes float16,float32] [--json out.json]
+
+Kernel time, not launch overhead: each variant is captured as a CUDA graph of REPS calls and the
+graph's replays are timed with CUDA events (median of TRIALS replays, divided by REPS). The calls
+cycle over enough input sets to exceed twice the L2 cache, so small shapes are not timed out of
+L2. SDPA is timed as the models would run it without the fused op: split heads, SDPA, merge heads.
+Each row also gives the op's bytes moved (Q, K, V read once, O written once) over its time, next
+to the device-to-device copy bandwidth measured in the same run: the op is memory-bound at the
+QualiCLIP shapes (one query), so that ratio is how close it is to its floor.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
+import statistics
 import sys
 
 import torch
@@ -15,68 +26,156 @@ import torch.nn.functional as F
 from iqart.engine.backends import fused_op
 from iqart.train.attention import merge_heads, split_heads
 
-# (model, batch, q_len, kv_len, heads); head size 64 throughout.
-SHAPES = [("QualiCLIP", b, 1, nk, 32) for b in (1, 32) for nk in (50, 769, 11700)]
-SHAPES += [("BPCLIP", b, n, n, 4) for b in (1, 32) for n in (49, 144)]
 HEAD_DIM = 64
+REPS, TRIALS = 20, 15
 TOLERANCE = {torch.float16: 2e-3, torch.float32: 1e-5}
+PARITY_ROWS = 4  # batch items checked against the float64 reference (keeps its memory small)
+
+
+def shapes() -> list[tuple[str, int, int, int, int]]:
+    """(model, batch, q_len, kv_len, heads): QualiCLIP's pool at 224 px (49+1 keys), 1024x768
+    (768+1) and ~3.4k x 3.4k (11700), BPCLIP's chain at 224 (7x7 grid) and 384 (12x12)."""
+    rows = [("QualiCLIP", b, 1, nk, 32) for nk in (50, 769) for b in (1, 32, 128)]
+    rows += [("QualiCLIP", b, 1, 11700, 32) for b in (1, 32)]
+    rows += [("BPCLIP", b, n, n, 4) for n in (49, 144) for b in (1, 32, 128)]
+    return rows
 
 
 def sdpa(q, k, v, num_heads):
-    """What the models would run without the fused op: SDPA on split heads, then merge."""
     qh, kh, vh = (split_heads(t, num_heads) for t in (q, k, v))
     return merge_heads(F.scaled_dot_product_attention(qh, kh, vh))
 
 
-def time_ms(fn, warmup: int, iters: int) -> float:
-    """Mean milliseconds per call, from CUDA events around `iters` calls after `warmup` calls."""
-    for _ in range(warmup):
-        fn()
+def copy_bandwidth_gbs() -> float:
+    """Device-to-device copy of 1 GiB, bytes read plus written per second (best of 5)."""
+    src = torch.empty(1 << 30, dtype=torch.uint8, device="cuda").random_()
+    dst = torch.empty_like(src)
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    best = math.inf
+    for _ in range(6):
+        start.record()
+        dst.copy_(src)
+        end.record()
+        end.synchronize()
+        best = min(best, start.elapsed_time(end))
+    return 2 * src.numel() / (best * 1e-3) / 1e9
+
+
+def graph_time_ms(fn, input_sets: list[tuple]) -> tuple[float, str]:
+    """Median milliseconds per call of fn over input_sets, from CUDA-graph replays; falls back to
+    timing eager calls (saying so) when the capture fails."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # warm-up off the default stream, as capture requires
+        for inputs in input_sets:
+            fn(*inputs)
+    torch.cuda.current_stream().wait_stream(side)
     torch.cuda.synchronize()
-    start.record()
-    for _ in range(iters):
-        fn()
-    end.record()
-    end.synchronize()
-    return start.elapsed_time(end) / iters
+    method = "cuda graph"
+    try:
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            for i in range(REPS):
+                fn(*input_sets[i % len(input_sets)])
+        run = graph.replay
+    except RuntimeError as exc:
+        method = f"eager (capture failed: {str(exc).splitlines()[0][:120]})"
+
+        def run():
+            for i in range(REPS):
+                fn(*input_sets[i % len(input_sets)])
+
+    run()
+    times = []
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    for _ in range(TRIALS):
+        start.record()
+        run()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / REPS)
+    return statistics.median(times), method
+
+
+def parity(q, k, v, heads, dtype) -> tuple[float, bool]:
+    """Relative error of the op against float64 SDPA on fresh inputs; the output is poisoned
+    first (a NaN-filled block freed just before the call), so an unwritten element fails."""
+    q, k, v = (t[:PARITY_ROWS] for t in (q, k, v))
+    poison = torch.full_like(q, float("nan"))
+    del poison
+    out = fused_op.fused_cross_attention(q, k, v, heads)
+    ref = sdpa(q.double(), k.double(), v.double(), heads)
+    err = ((out.double() - ref).abs().max() / ref.abs().max()).item()
+    return err, bool(err <= TOLERANCE[dtype] and not out.isnan().any())
+
+
+def bench_shape(model, batch, q_len, kv_len, heads, dtype, l2_bytes) -> dict:
+    width = heads * HEAD_DIM
+    element = torch.finfo(dtype).bits // 8
+    set_bytes = batch * (2 * q_len + 2 * kv_len) * width * element
+    sets = max(1, min(8, math.ceil(2 * l2_bytes / set_bytes)))
+    input_sets = [(torch.randn(batch, q_len, width, device="cuda", dtype=dtype),
+                   *(torch.randn(batch, kv_len, width, device="cuda", dtype=dtype) for _ in range(2)))
+                  for _ in range(sets)]
+    err, ok = parity(*input_sets[0], heads, dtype)
+    fused_ms, fused_method = graph_time_ms(lambda q, k, v: fused_op.fused_cross_attention(q, k, v, heads), input_sets)
+    sdpa_ms, sdpa_method = graph_time_ms(lambda q, k, v: sdpa(q, k, v, heads), input_sets)
+    del input_sets
+    return {"model": model, "batch": batch, "q_len": q_len, "kv_len": kv_len, "heads": heads, "head_dim": HEAD_DIM,
+            "dtype": str(dtype).removeprefix("torch."), "fused_ms": fused_ms, "sdpa_ms": sdpa_ms,
+            "speedup": sdpa_ms / fused_ms, "rel_err": err, "parity_ok": ok, "input_sets": sets,
+            "fused_gbs": set_bytes / (fused_ms * 1e-3) / 1e9, "timing": {"fused": fused_method, "sdpa": sdpa_method}}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dtypes", default="float16,float32", help="comma-separated (default float16,float32)")
+    parser.add_argument("--json", help="write the rows and the device's figures here")
+    return parser
+
+
+def dry_run(args: argparse.Namespace) -> None:
+    for name in args.dtypes.split(","):
+        if getattr(torch, name, None) not in TOLERANCE:
+            raise SystemExit(f"--dtypes: {name!r} is not one of float16, float32")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dtype", choices=("float16", "float32"), default="float16")
-    parser.add_argument("--warmup", type=int, default=20)
-    parser.add_argument("--iters", type=int, default=100)
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
+    dry_run(args)
     if not torch.cuda.is_available():
         print("bench_fused_attention: needs a CUDA GPU (torch.cuda.is_available() is False)", file=sys.stderr)
         return 2
-    if not fused_op.is_available():
-        print("bench_fused_attention: the fused op could not be built (needs nvcc); see engine/fused_op.py",
-              file=sys.stderr)
+    reason = fused_op.unavailable_reason()
+    if reason:
+        print(f"bench_fused_attention: the fused op is unavailable: {reason}", file=sys.stderr)
         return 2
-
-    dtype = getattr(torch, args.dtype)
-    print(f"{torch.cuda.get_device_name()}, {args.dtype}, {args.iters} iterations after {args.warmup} warm-up\n")
-    print("| model | B | Nq | Nk | heads x D | fused ms | SDPA ms | speedup | rel err |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    failures = 0
+    properties = torch.cuda.get_device_properties(0)
+    bandwidth = copy_bandwidth_gbs()
+    print(f"{properties.name}, {properties.multi_processor_count} SMs, L2 {properties.L2_cache_size >> 20} MiB; "
+          f"copy bandwidth {bandwidth:.0f} GB/s (read + write); {REPS} calls per graph, median of {TRIALS} replays\n")
+    print("| model | dtype | B | Nq | Nk | heads x D | fused ms | SDPA ms | speed-up | fused GB/s | rel err |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    rows = []
     torch.manual_seed(0)
-    for model, batch, q_len, kv_len, heads in SHAPES:
-        q = torch.randn(batch, q_len, heads * HEAD_DIM, device="cuda", dtype=dtype)
-        k, v = (torch.randn(batch, kv_len, heads * HEAD_DIM, device="cuda", dtype=dtype) for _ in range(2))
-        out = fused_op.fused_cross_attention(q, k, v, heads)
-        ref = sdpa(q.double(), k.double(), v.double(), heads)
-        err = ((out.double() - ref).abs().max() / ref.abs().max()).item()
-        ok = err <= TOLERANCE[dtype] and not out.isnan().any()
-        failures += not ok
-        del ref
-        fused = time_ms(lambda: fused_op.fused_cross_attention(q, k, v, heads), args.warmup, args.iters)
-        reference = time_ms(lambda: sdpa(q, k, v, heads), args.warmup, args.iters)
-        print(f"| {model} | {batch} | {q_len} | {kv_len} | {heads}x{HEAD_DIM} | {fused:.4f} | {reference:.4f} "
-              f"| {reference / fused:.2f}x | {err:.2e}{'' if ok else ' FAIL'} |")
+    for name in args.dtypes.split(","):
+        dtype = getattr(torch, name)
+        for model, batch, q_len, kv_len, heads in shapes():
+            row = bench_shape(model, batch, q_len, kv_len, heads, dtype, properties.L2_cache_size)
+            rows.append(row)
+            eager = "" if row["timing"] == {"fused": "cuda graph", "sdpa": "cuda graph"} else " (eager)"
+            print(f"| {model} | {name} | {batch} | {q_len} | {kv_len} | {heads}x{HEAD_DIM} | {row['fused_ms']:.4f} "
+                  f"| {row['sdpa_ms']:.4f} | {row['speedup']:.2f}x{eager} | {row['fused_gbs']:.0f} "
+                  f"| {row['rel_err']:.1e}{'' if row['parity_ok'] else ' FAIL'} |")
+            torch.cuda.empty_cache()
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"device": properties.name, "sm_count": properties.multi_processor_count,
+                       "l2_bytes": properties.L2_cache_size, "copy_gbs": bandwidth, "torch": torch.__version__,
+                       "cuda": torch.version.cuda, "reps_per_graph": REPS, "trials": TRIALS, "rows": rows}, f, indent=1)
+    failures = sum(not row["parity_ok"] for row in rows)
     if failures:
-        print(f"\n{failures} shape(s) failed parity (tolerance {TOLERANCE[dtype]})", file=sys.stderr)
+        print(f"\n{failures} shape(s) failed parity", file=sys.stderr)
     return 1 if failures else 0
 
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import onnx
 import torch
 
-from iqart.export.onnx_graphs import EXPORTER, OPSET, build_graphs, input_names
 from iqart.export.native_attention import NATIVE_GRAPH, NATIVE_OPSET, attention_nodes
+from iqart.export.onnx_graphs import EXPORTER, OPSET, build_graphs, input_names
 from iqart.export.plugin_node import PLUGIN_DOMAIN, PLUGIN_NAME, PLUGIN_NAMESPACE, PLUGIN_VERSION
 from iqart.export.spec_files import read_spec, sha256_file
 from iqart.train.prompts import adjective_prompts, antonym_prompts
