@@ -8,7 +8,8 @@ command to ROWS.
 - `SCRIPT.py ARGS`: runs the script's top level (its imports) without its main, parses ARGS with
   its `build_parser()`, and calls its `dry_run(args)` if it has one (checks that need no GPU);
 - `-m pytest ARGS`: collects the tests with ARGS (imports, options, markers), runs none;
-- `-m iqart.engine.cli.main bench ARGS`: parses ARGS with iqart's parser and builds each model
+- `-m iqart.engine.cli.entry bench ARGS` (the `iqart` command): parses ARGS with iqart's parser
+  and builds each model
   named, on the CPU, which imports the model code (open_clip) the way the real run will.
 Exits non-zero if a check fails, with the reason.
 """
@@ -61,7 +62,7 @@ def check_iqart(args: list[str]) -> None:
 def check(argv: list[str]) -> None:
     if argv[:2] == ["-m", "pytest"]:
         check_pytest(argv[2:])
-    elif argv[:2] == ["-m", "iqart.engine.cli.main"]:
+    elif argv[:2] in (["-m", "iqart.engine.cli.entry"], ["-m", "iqart.engine.cli.main"]):
         check_iqart(argv[2:])
     elif argv and argv[0].endswith(".py"):
         check_script(argv[0], argv[1:])

@@ -181,7 +181,7 @@ if [ "$MODE" = run ] && [ ${#BENCH_ENV[@]} -eq 0 ] && ! python3 -c "import open_
     FAILED=1
 else
     STEP_ENV=("${BENCH_ENV[@]}")
-    py_step iqart-bench 270 -- -m iqart.engine.cli.main bench -m qualiclip -m bpclip-nr \
+    py_step iqart-bench 270 -- -m iqart.engine.cli.entry bench -m qualiclip -m bpclip-nr \
         --backends torch,torch-fp16,torch-fp16-fused-graph --batch-sizes 1,32,128 --sizes 224,1024x768 \
         --device cuda --warmup 3 --iters 10 --json "$OUT_DIR/bench.json" --chart "$OUT_DIR/bench.png"
     STEP_ENV=()
