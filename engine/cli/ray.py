@@ -38,7 +38,8 @@ def run_score_on_ray(args: argparse.Namespace, card: ModelCard, jobs: list[Score
         raise ValueError(f"--ray-actors must be at least 1, not {args.ray_actors}")
     ray.data.DataContext.get_current().enable_progress_bars = False  # the bar below counts rows
     options = {"backend": args.backend, "device": args.device, "batch_size": args.batch_size, "weights": args.weights,
-               "precision": args.precision, "fused_attention": args.fused_attention, "max_side": args.max_side}
+               "precision": args.precision, "fused_attention": args.fused_attention, "max_side": args.max_side,
+               "attention": args.attention}
     if args.workers:
         options["workers"] = args.workers
     with tqdm(total=None if args.resume else len(jobs), unit="img", disable=None) as bar:
