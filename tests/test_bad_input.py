@@ -240,3 +240,11 @@ def test_official_decode_is_pil_convert_rgb_exactly(tmp_path):
     assert np.array_equal(official, np.asarray(Image.open(tmp_path / "rotated_alpha.png").convert("RGB")))
     assert (official == [10, 200, 30]).all()  # alpha dropped, not composited on white
     assert (load_image(tmp_path / "rotated_alpha.png", NATIVE) == 255).all()  # ours: transparent -> white
+
+
+def test_heif_decodes_through_pillow_heif_when_installed(tmp_path):
+    pillow_heif = pytest.importorskip("pillow_heif", reason="pillow-heif is not installed (pip install 'iqart[heif]')")
+    pillow_heif.register_heif_opener()
+    Image.open(EXAMPLE_IMAGES / "coffee.png").convert("RGB").save(tmp_path / "phone.heic")
+    image = load_image(tmp_path / "phone.heic", NATIVE)
+    assert image.shape[2] == 3 and image.std() > 10

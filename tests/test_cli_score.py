@@ -287,3 +287,21 @@ def test_interrupted_run_keeps_what_is_done_for_resume(weights, tmp_path, monkey
     assert main(command + ["--resume"]) == 0
     assert "scored 13, failed 0, 3 already scored" in capsys.readouterr().out
     assert len(read_csv(out)) == 16
+
+
+def test_decode_official_reaches_the_pipeline(weights, tmp_path):
+    """--decode official reads the raw pixels as the official script does: an EXIF rotation and
+    transparency that ours applies change the score, so the two runs must differ."""
+    path, _ = weights("qualiclip-tiny")
+    image = Image.open(EXAMPLE_IMAGES / "chelsea.png").convert("RGBA")
+    image.putalpha(96)
+    exif = image.getexif()
+    exif[0x0112] = 6
+    image.save(tmp_path / "cat.png", exif=exif)
+    scores = {}
+    for decode in ("iqart", "official"):
+        out = tmp_path / f"{decode}.csv"
+        assert main(["score", str(tmp_path / "cat.png"), "--model", "qualiclip-tiny", "-w", str(path),
+                     "--decode", decode, "--out", str(out)]) == 0
+        scores[decode] = float(read_csv(out)[0]["score"])
+    assert abs(scores["iqart"] - scores["official"]) > 1e-4

@@ -1,1 +1,3 @@
-"""Result files: CSV, JSONL and Parquet rows written as they come, and read back for --resume."""
+"""Result files: each row journaled the moment it is produced (journal.py), one locked, checked,
+resumable output per run (output.py), the final CSV, JSONL or Parquet written atomically
+(writer.py, files.py) and read back for --resume and `iqart report`."""
