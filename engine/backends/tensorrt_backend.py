@@ -55,7 +55,7 @@ def choose_attention(requested: str | None, artifact: str | os.PathLike) -> tupl
         raise ValueError(f"attention must be one of {', '.join(ATTENTION_MODES)}, not {requested!r}")
     if requested is None:
         usable, why = plugin_status()
-        mode, reason = ("plugin", why) if usable else ("native", f"TensorRT's native attention, since {why}")
+        mode, reason = ("plugin", why) if usable else ("native", f"no plugin: {why}")
     else:
         mode, reason = requested, "as asked"
     graph = Path(artifact) / GRAPHS[mode]
