@@ -9,12 +9,13 @@
 #                  poisoned outputs, views (no tests/conftest.py: it imports the model zoo)
 #   memcheck, racecheck, initcheck   compute-sanitizer on benchmarks/memcheck_driver.py
 #   fused-bench    fused op vs SDPA, CUDA-graph timed (benchmarks/bench_fused_attention.py)
-#   iqart-bench    `iqart bench` of torch fp32, torch fp16 and fp16 + fused op + CUDA graph,
-#                  batch 1/32/128 at 224 and 1024x768 (random RN50 weights; the model code needs
-#                  open_clip: carried as wheels in .whl/, see --fetch-wheels)
+#   bench-224, bench-1024x768   `iqart bench` of torch fp32, torch fp16 and fp16 + fused op +
+#                  CUDA graph at batch 1/32/128 (QualiCLIP and BPCLIP at 224, QualiCLIP at 1024x768;
+#                  random RN50 weights; the model code needs open_clip: carried as wheels in .whl/,
+#                  see --fetch-wheels)
 # Results: at most 8 files in $OUT (default: a new temporary folder): gpu_verify.log (every step's
 # whole output), summary.md (one row per step, with the cause of each failure), env.txt,
-# fused_attention.json, bench.json, bench.png. Exit status 1 if any step failed.
+# fused_attention.json, bench-224.json, bench-1024x768.json. Exit status 1 if any step failed.
 #
 #   bash benchmarks/gpu_verify.sh                 # on the GPU machine (device tool: carry .whl)
 #   bash benchmarks/gpu_verify.sh --dry-run       # here: every import and argument of the real
@@ -33,7 +34,7 @@ case "${1:-}" in
     "") ;;
     --dry-run) MODE=dry ;;
     --fetch-wheels) MODE=fetch ;;
-    -h | --help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "usage: bash benchmarks/gpu_verify.sh [--dry-run | --fetch-wheels]" >&2; exit 2 ;;
 esac
 
@@ -175,15 +176,24 @@ py_step gpu-tests 180 -- -m pytest --noconftest -p no:cacheprovider -q -rs -m gp
 STEP_ENV=()
 py_step memcheck 150 memcheck -- benchmarks/memcheck_driver.py
 py_step fused-bench 150 -- benchmarks/bench_fused_attention.py --dtypes float16,float32 --json "$OUT_DIR/fused_attention.json"
+# `iqart bench` (the iqart command's entry, as a user runs it), one call per input size, so that a
+# failure at 1024x768 (memory, a capture) keeps the 224 figures. Charts stay out of $OUT: the JSON
+# holds every figure, and $OUT returns at most 8 files.
+BENCH=(-m iqart.engine.cli.entry bench --backends torch,torch-fp16,torch-fp16-fused-graph --batch-sizes 1,32,128
+       --device cuda --warmup 3 --iters 10)
 if [ "$MODE" = run ] && [ ${#BENCH_ENV[@]} -eq 0 ] && ! python3 -c "import open_clip" 2>/dev/null; then
-    say "== iqart-bench: FAILED before starting: open_clip is not importable and no wheels were carried in .whl/ (run bash benchmarks/gpu_verify.sh --fetch-wheels on a machine with a registry, then carry .whl)"
-    row iqart-bench FAILED 0 "open_clip not importable, no .whl carried"
+    cause="open_clip is not importable and no wheels were carried in .whl/ (bash benchmarks/gpu_verify.sh --fetch-wheels where a registry is, then carry .whl)"
+    for name in bench-224 bench-1024x768; do
+        say "== $name: FAILED before starting: $cause"
+        row "$name" FAILED 0 "$cause"
+    done
     FAILED=1
 else
     STEP_ENV=("${BENCH_ENV[@]}")
-    py_step iqart-bench 270 -- -m iqart.engine.cli.entry bench -m qualiclip -m bpclip-nr \
-        --backends torch,torch-fp16,torch-fp16-fused-graph --batch-sizes 1,32,128 --sizes 224,1024x768 \
-        --device cuda --warmup 3 --iters 10 --json "$OUT_DIR/bench.json" --chart "$OUT_DIR/bench.png"
+    py_step bench-224 180 -- "${BENCH[@]}" -m qualiclip -m bpclip-nr --sizes 224 \
+        --json "$OUT_DIR/bench-224.json" --chart "$WORK/bench-224.png"
+    py_step bench-1024x768 180 -- "${BENCH[@]}" -m qualiclip --sizes 1024x768 \
+        --json "$OUT_DIR/bench-1024x768.json" --chart "$WORK/bench-1024x768.png"
     STEP_ENV=()
 fi
 py_step racecheck 120 racecheck -- benchmarks/memcheck_driver.py --dtypes float16
