@@ -2,7 +2,6 @@
 and the unusual-but-valid ones (16-bit, CMYK, palette with transparency, odd names) are scored."""
 
 import importlib.util
-import io
 import json
 import os
 import shutil
@@ -227,6 +226,9 @@ def test_an_icc_profile_is_converted_to_srgb_and_official_decode_ignores_it(tmp_
     official = np.asarray(open_image(tmp_path / "p3.png", "official"))[0, 0].astype(int)
     assert list(official) == [200, 60, 30]  # the raw values, profile ignored
     assert ours[0] >= 215 and ours[1] <= 45 and ours[2] <= 5  # a P3 red is redder than sRGB's (200, 60, 30)
+    Image.new("RGB", (64, 64), (200, 60, 30)).convert("P", palette=Image.Palette.ADAPTIVE).save(
+        tmp_path / "p3_palette.png", icc_profile=DISPLAY_P3)
+    assert list(load_image(tmp_path / "p3_palette.png", NATIVE)[0, 0]) == list(ours)
     Image.new("RGB", (64, 64), (200, 60, 30)).save(tmp_path / "bad_profile.png", icc_profile=b"not a profile")
     assert list(load_image(tmp_path / "bad_profile.png", NATIVE)[0, 0]) == [200, 60, 30]  # ignored, as browsers do
 

@@ -9,9 +9,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from iqart.engine.artifacts import weights_sha256
 from iqart.engine.backends.plan_cache import DEFAULT_MAX_SIDE
 from iqart.engine.backends.torch_backend import PRECISIONS
-from iqart.engine.artifacts import weights_sha256
+from iqart.engine.cli.artifact import add_attention_argument
 from iqart.engine.cli.ray import add_ray_arguments, run_score_on_ray
 from iqart.engine.cli.signals import exit_code
 from iqart.engine.cli.usage import UsageError
@@ -20,7 +21,6 @@ from iqart.engine.pipeline.jobs import ScoreJob, pair_with_references, read_pair
 from iqart.engine.pipeline.path_lists import read_path_list
 from iqart.engine.pipeline.scoring import DECODE_TIMEOUT_S, PipelineStats
 from iqart.engine.results.output import ResultOutput, check_output_path
-from iqart.engine.cli.artifact import add_attention_argument
 from iqart.engine.scorer import BACKENDS, Scorer
 from iqart.train.zoo import ModelCard, get_card, list_models
 

@@ -143,6 +143,8 @@ def to_srgb(image: Image.Image, profile: bytes | None) -> Image.Image:
     """The image in sRGB by its embedded ICC profile. An image without one is taken as sRGB
     already; a profile lcms cannot read, or one that does not fit the image's mode, is ignored
     as browsers ignore it (the values are used as they are)."""
+    if profile and image.mode == "P":  # a palette's colours are in the profile's space too
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
     if not profile or image.mode not in ICC_MODES:
         return image
     try:
