@@ -62,6 +62,10 @@ ROWS="$WORK/summary-rows.md"
 ln -s "$REPO" "$WORK/pkg/iqart"
 export PYTHONPATH="$WORK/pkg${PYTHONPATH:+:$PYTHONPATH}"
 export IQART_HOME="$WORK/home" PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
+# torch.utils.cpp_extension guesses CUDA_HOME from nvcc's folder; a wrapper script in
+# /usr/local/bin makes it guess /usr/local, which has no CUDA headers. Name the toolkit when it is
+# where CUDA installs itself.
+if [ -z "${CUDA_HOME:-}" ] && [ -x /usr/local/cuda/bin/nvcc ]; then export CUDA_HOME=/usr/local/cuda; fi
 if [ "$MODE" = dry ]; then
     # sitecustomize there makes open_clip, ftfy and wcwidth unimportable in every Python started below.
     export PYTHONPATH="$REPO/benchmarks/device_image:$PYTHONPATH" IQART_BLOCK_PACKAGES="$BLOCKED_MODULES"
@@ -146,6 +150,7 @@ check_sanitizer() {
     echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ); mode: $MODE; checkout: $REPO ($(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo 'no git'))"
     [ "$MODE" = dry ] && exit 0  # the machine's own description matters on the device only
     nvidia-smi 2>&1 || echo "nvidia-smi: not available"
+    echo "CUDA_HOME=${CUDA_HOME:-unset}; nvcc: $(command -v nvcc || echo 'not on PATH')"
     nvcc --version 2>&1 | tail -n 2 || echo "nvcc: not found"
     "$SANITIZER" --version 2>&1 | head -n 3 || true
     python3 -c "import sys, torch; print('python', sys.version.split()[0], '| torch', torch.__version__, '| CUDA', torch.version.cuda, '| GPU', torch.cuda.get_device_name() if torch.cuda.is_available() else None)"

@@ -30,6 +30,10 @@ def _load_op():
 
     if cpp_extension.CUDA_HOME is None:
         raise RuntimeError("iqart fused attention op: nvcc not found; install the CUDA toolkit or set CUDA_HOME")
+    if not (Path(cpp_extension.CUDA_HOME) / "include" / "cuda_runtime_api.h").is_file():
+        # torch guesses CUDA_HOME from nvcc's folder, which a wrapper script (/usr/local/bin/nvcc) misleads
+        raise RuntimeError(f"iqart fused attention op: CUDA_HOME={cpp_extension.CUDA_HOME} has no "
+                           "include/cuda_runtime_api.h; set CUDA_HOME to the CUDA toolkit's root (e.g. /usr/local/cuda)")
     sources = [KERNELS_DIR / name for name in _SOURCES]
     missing = [str(path) for path in sources if not path.is_file()]
     if missing:
