@@ -89,20 +89,28 @@ def merge_rows(rows: list[dict]) -> list[dict]:
     for the same path as spelled, a later row replaces an earlier one unless that had a score;
     for the same file spelled differently, rows with a score win over error rows, and of error
     rows only the last is kept. Distinct paths to one file that both have a score are kept."""
+    return _merge(rows)[0]
+
+
+def _merge(rows: list[dict]) -> tuple[list[dict], set[Key]]:
+    """merge_rows' rows, and the resolved keys of the files that have a score (each path is
+    resolved once: it costs a system call)."""
     latest: dict[Key, dict] = {}
     for row in rows:
         key = (row["path"], row.get("reference"))
         earlier = latest.get(key)
         if earlier is None or earlier["error"] is not None:
             latest[key] = row
+    files = {key: resolved_key(key) for key in latest}
     scored_files, last_error = set(), {}
     for key, row in latest.items():
         if row["error"] is None:
-            scored_files.add(resolved_key(key))
+            scored_files.add(files[key])
         else:
-            last_error[resolved_key(key)] = key
-    return [row for key, row in latest.items()
-            if row["error"] is None or (resolved_key(key) not in scored_files and last_error[resolved_key(key)] == key)]
+            last_error[files[key]] = key
+    merged = [row for key, row in latest.items()
+              if row["error"] is None or (files[key] not in scored_files and last_error[files[key]] == key)]
+    return merged, scored_files
 
 
 class ResultOutput:
@@ -117,6 +125,7 @@ class ResultOutput:
         self.journal = Journal.open_locked(journal_path(self.path), str(self.path))
         self.base: list[dict] = []
         self.kept: list[dict] = []
+        self.done: set[Key] = set()  # resolved (path, reference) of the files with a score
         self.written = 0
         self._journal_rows = 0  # rows of a killed run found in the journal
         self._finished = False
@@ -129,7 +138,6 @@ class ResultOutput:
         except BaseException:
             self.close()
             raise
-        self.done = {resolved_key((row["path"], row.get("reference"))) for row in self.kept if row["error"] is None}
 
     # -- opening ---------------------------------------------------------------------------------
 
@@ -158,7 +166,7 @@ class ResultOutput:
                 raise OutputError(f"--resume: {exc}") from None
             for row in self.base:
                 self._check_provenance(row, str(self.path))
-        self.kept = merge_rows(self.base + rows)
+        self.kept, self.done = _merge(self.base + rows)
 
     def _check_provenance(self, record: dict, where: str) -> None:
         if not all(record.get(field) for field in PROVENANCE):
