@@ -3,6 +3,7 @@ non-editable wheel that carries the demo weights and the kernel sources."""
 
 from __future__ import annotations
 
+import csv
 import os
 import shutil
 import subprocess
@@ -91,9 +92,10 @@ def test_wheel_installs_and_scores_without_the_checkout(tmp_path):
                           "-o", "scores.csv"], cwd=work, capture_output=True, text=True, timeout=600,
                          env={**os.environ, **env})
     assert cli.returncode == 0, cli.stderr
-    rows = (work / "scores.csv").read_text().splitlines()
-    assert len(rows) == 1 + len(list(EXAMPLE_IMAGES.glob("*.png")))
-    assert all(row.split(",")[-1] == "" for row in rows[1:])  # no error column filled
+    with open(work / "scores.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == len(list(EXAMPLE_IMAGES.glob("*.png")))
+    assert all(row["error"] == "" and 0 <= float(row["score"]) <= 1 for row in rows)
 
 
 def test_first_run_prints_only_iqart_lines(tmp_path):
