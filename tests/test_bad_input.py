@@ -250,3 +250,10 @@ def test_heif_decodes_through_pillow_heif_when_installed(tmp_path):
     Image.open(EXAMPLE_IMAGES / "coffee.png").convert("RGB").save(tmp_path / "phone.heic")
     image = load_image(tmp_path / "phone.heic", NATIVE)
     assert image.shape[2] == 3 and image.std() > 10
+
+
+def test_a_system_error_is_named_as_such_not_as_a_corrupt_image(tmp_path):
+    os.symlink(tmp_path / "b.png", tmp_path / "a.png")
+    os.symlink(tmp_path / "a.png", tmp_path / "b.png")
+    with pytest.raises(ValueError, match="^cannot read: Too many levels of symbolic links$"):
+        load_image(tmp_path / "a.png", NATIVE)

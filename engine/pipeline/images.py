@@ -205,7 +205,11 @@ def open_image(path: str | os.PathLike, decode: str = "iqart", *, heif_retried: 
             if not heif_retried:  # a HEIF file under another name, met before pillow-heif was registered
                 return open_image(path, decode, heif_retried=True)
         raise ImageError("not a recognised image format" + (" (empty file)" if _is_empty(path) else "")) from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:  # PIL reports truncation and corruption this way
+    except OSError as exc:
+        if exc.errno is not None:  # the system's error (a symlink loop, a failing disk), not the decoder's
+            raise ImageError(f"cannot read: {exc.strerror}") from None
+        raise ImageError(f"corrupt or truncated image: {exc}") from None
+    except (SyntaxError, ValueError, EOFError) as exc:  # PIL reports truncation and corruption this way
         raise ImageError(f"corrupt or truncated image: {exc}") from None
     except Exception as exc:  # a decoder bug on hostile input must cost one row, never the whole batch
         raise ImageError(f"cannot decode: {type(exc).__name__}: {exc}") from None
