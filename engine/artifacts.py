@@ -92,11 +92,23 @@ def cached_int8_graph(directory: Path) -> Path:
     """The artifact's model.int8.onnx, calibrated (with its parity report) on first use, with
     the default image sets (iqart.export.int8_artifact); `iqart quantize` chooses them instead."""
     graph = directory / INT8_GRAPH
-    if graph.is_file():
+    if _int8_intact(directory):
         return graph
     from iqart.export.int8_artifact import add_int8_graph  # onnxruntime.quantization: only when needed
 
     with exclusive_lock(directory.with_name(directory.name + ".lock")):
-        if not graph.is_file():
+        if not _int8_intact(directory):
+            if graph.is_file():
+                print(f"iqart: {graph} does not match the sha256 in spec.json (truncated or damaged); calibrating it again",
+                      file=sys.stderr)
             add_int8_graph(directory)
     return graph
+
+
+def _int8_intact(directory: Path) -> bool:
+    """model.int8.onnx is there and is the file spec.json records (a truncated copy is not)."""
+    graph = directory / INT8_GRAPH
+    if not graph.is_file():
+        return False
+    expected = read_spec(directory).get("sha256", {}).get(INT8_GRAPH)
+    return expected is None or sha256_file(graph) == expected

@@ -20,6 +20,7 @@ from iqart.export.native_attention import NATIVE_GRAPH, NATIVE_OPSET, attention_
 from iqart.export.onnx_graphs import EXPORTER, OPSET, build_graphs, input_names
 from iqart.export.plugin_node import PLUGIN_DOMAIN, PLUGIN_NAME, PLUGIN_NAMESPACE, PLUGIN_VERSION
 from iqart.export.spec_files import read_spec, sha256_file
+from iqart.train.atomic import honour_umask
 from iqart.train.prompts import adjective_prompts, antonym_prompts
 from iqart.train.zoo import ModelCard, get_card, load_model, resolve_weights
 
@@ -85,6 +86,7 @@ def export_artifact(name: str, out_dir: str | os.PathLike, weights: str | os.Pat
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    honour_umask(staging, directory=True)  # mkdtemp makes it 0700; an artifact is no secret
     try:
         hashes = {}
         for filename in GRAPH_FILES:

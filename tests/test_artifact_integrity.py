@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from iqart.engine.artifacts import artifact_dir, cached_artifact, weights_sha256
+from iqart.engine.artifacts import artifact_dir, cached_artifact, cached_int8_graph, weights_sha256
 from iqart.engine.cli.main import main
 from iqart.export.artifact import read_spec, sha256_file
 from iqart.train.checkpoints import save_checkpoint
@@ -48,3 +48,23 @@ def test_the_cache_folders_honour_the_umask(home):
     assert directory.stat().st_mode & 0o777 == 0o755  # tempfile.mkdtemp alone gives 0700
     assert (directory / "plans").stat().st_mode & 0o777 == 0o755
     assert (directory / "model.onnx").stat().st_mode & 0o777 == 0o644
+
+
+def test_a_truncated_int8_graph_is_calibrated_again(home, capsys):
+    directory = cached_artifact(MODEL, home)
+    graph = cached_int8_graph(directory)
+    graph.write_bytes(graph.read_bytes()[:1000])
+    assert cached_int8_graph(directory) == graph
+    assert "model.int8.onnx does not match the sha256 in spec.json" in capsys.readouterr().err
+    assert sha256_file(graph) == read_spec(directory)["sha256"]["model.int8.onnx"]
+    assert graph.stat().st_size > 100_000 and sha256_file(graph) != sha256_file(directory / "model.onnx")
+
+
+def test_an_exported_artifact_honours_the_umask(tmp_path):
+    previous = os.umask(0o022)
+    try:
+        out = tmp_path / "artifact"
+        assert main(["export", "-m", MODEL, "-o", str(out)]) == 0
+    finally:
+        os.umask(previous)
+    assert out.stat().st_mode & 0o777 == 0o755
