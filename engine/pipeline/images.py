@@ -172,11 +172,25 @@ def load_image(path: str | os.PathLike, policy: ResizePolicy) -> np.ndarray:
     return as_array(open_image(path), policy)
 
 
-def open_image(path: str | os.PathLike, decode: str = "iqart", *, heif_retried: bool = False) -> Image.Image:
+def draft_size(target: tuple[int, int]) -> tuple[int, int]:
+    """What to ask a JPEG decoder for before a bicubic resize to `target` (height, width).
+
+    JPEG decodes at 1/2, 1/4 or 1/8 scale almost for free (DCT scaling: PIL's `draft`), and a
+    12-megapixel photo bound for 224x224 then costs a fraction of a full decode. The decoder
+    keeps at least the size asked for; asking for twice the target's longer side on both axes
+    leaves the bicubic resize at least 2x to reduce (so it still filters, as on a full decode)
+    whatever the EXIF rotation. The cost in score is measured in benchmarks/bench_decode.py."""
+    side = 2 * max(target)
+    return side, side
+
+
+def open_image(path: str | os.PathLike, decode: str = "iqart", *, reduce_for: tuple[int, int] | None = None,
+               heif_retried: bool = False) -> Image.Image:
     """The decoded image in 8-bit RGB, at least MIN_SIDE on each side; or ImageError with the
     reason. `decode="iqart"`: upright (EXIF), sRGB (ICC), modes converted explicitly;
     "official": `Image.open(path).convert("RGB")` exactly. Full-reference pairs compare these
-    sizes, before any resize."""
+    sizes, before any resize. `reduce_for=(height, width)`: the image is about to be resized to
+    that size, so a JPEG may be decoded smaller (see draft_size)."""
     path = Path(path)
     if path.suffix.lower() in HEIF_SUFFIXES:
         _heif_registered()
@@ -186,6 +200,8 @@ def open_image(path: str | os.PathLike, decode: str = "iqart", *, heif_retried: 
                 raise ImageError(f"{image.width}x{image.height} exceeds the {MAX_PIXELS:,}-pixel limit (decompression bomb?)")
             if decode == "official":
                 return _at_least_min_side(image.convert("RGB"))
+            if reduce_for is not None and image.format == "JPEG":
+                image.draft(image.mode, draft_size(reduce_for))
             image.load()
             return upright_rgb(image)
     except ImageError:
@@ -203,7 +219,7 @@ def open_image(path: str | os.PathLike, decode: str = "iqart", *, heif_retried: 
             if not _heif_registered():
                 raise ImageError("HEIF image: decoding it needs pillow-heif (pip install 'iqart[heif]')") from None
             if not heif_retried:  # a HEIF file under another name, met before pillow-heif was registered
-                return open_image(path, decode, heif_retried=True)
+                return open_image(path, decode, reduce_for=reduce_for, heif_retried=True)
         raise ImageError("not a recognised image format" + (" (empty file)" if _is_empty(path) else "")) from None
     except OSError as exc:
         if exc.errno is not None:  # the system's error (a symlink loop, a failing disk), not the decoder's

@@ -64,10 +64,12 @@ def decode_job(job: ScoreJob, policy: ResizePolicy, decode: str = "iqart") -> tu
     """The job's image (and reference) as model input, or ImageError naming what is wrong.
     A pair must match in size as decoded: resizing both to the model's size would hide a
     reference that does not belong to the image. `decode`: "iqart" or "official" (see
-    iqart.engine.pipeline.images.open_image)."""
-    image = open_image(job.path, decode)
+    iqart.engine.pipeline.images.open_image). A no-reference JPEG bound for a fixed size is
+    decoded reduced (images.draft_size); pairs are decoded in full so that their sizes compare."""
     if job.reference is None:
-        return as_array(image, policy), None
+        reduce_for = tuple(policy.size) if policy.kind == "fixed" and decode == "iqart" else None
+        return as_array(open_image(job.path, decode, reduce_for=reduce_for), policy), None
+    image = open_image(job.path, decode)
     try:
         reference = open_image(job.reference, decode)
     except ImageError as exc:
