@@ -23,6 +23,7 @@ from iqart.train.train_bpclip import (
     BPCLIPTrainConfig,
     SyntheticMOS,
     build_bpclip,
+    set_ranking_loss,
     train_bpclip,
 )
 from iqart.train.train_qualiclip import (
@@ -30,6 +31,7 @@ from iqart.train.train_qualiclip import (
     build_qualiclip,
     degraded_pairs,
     train_qualiclip,
+    training_content,
 )
 from iqart.train.zoo import load_model
 
@@ -74,7 +76,8 @@ def test_run_directory_never_overwrites_and_resumes_only_the_same_config(tmp_pat
 def test_degraded_pairs_share_one_degradation_per_image():
     config = QualiCLIPTrainConfig(model="qualiclip-tiny", images_per_step=3, crop=48)
     images = list(load_pristine("skimage:astronaut").values())
-    batch = degraded_pairs(images, config, ["white_noise"], torch.Generator().manual_seed(0))
+    generator = torch.Generator().manual_seed(0)
+    batch = degraded_pairs(training_content(images, config, generator), config, ["white_noise"], generator)
     assert batch.shape == (2, 5, 3, 3, 48, 48)
     assert batch.min() >= 0 and batch.max() <= 1
     assert torch.equal(torch.round(batch * 255), batch * 255)  # on the 8-bit grid
@@ -109,7 +112,9 @@ def test_qualiclip_training_steps_lower_the_loss_on_a_batch():
     config = QualiCLIPTrainConfig(model="qualiclip-tiny", images_per_step=4, crop=64, margin=0.02,
                                   consistency_margin=0.01, images="skimage:astronaut")
     images = list(load_pristine(config.images).values())
-    batch = degraded_pairs(images, config, ["white_noise", "gaussian_blur"], torch.Generator().manual_seed(5))
+    generator = torch.Generator().manual_seed(5)
+    batch = degraded_pairs(training_content(images, config, generator), config, ["white_noise", "gaussian_blur"],
+                           generator)
     model = build_qualiclip(config).train()
 
     def loss():
@@ -161,6 +166,46 @@ def test_synthetic_mos_targets_follow_the_level():
     assert torch.allclose(targets * 5, torch.round(targets * 5), atol=1e-5)  # 1 − (level + 1) / 5
     pristine = targets == 1.0
     assert pristine.any() and torch.equal(batch["image"][pristine], batch["reference"][pristine])
+
+
+def test_level_sets_hold_one_crop_clean_and_at_every_level():
+    config = BPCLIPTrainConfig(model="bpclip-nr-tiny", crop=48, batch_size=14, level_sets=True,
+                               composite_probability=0.0, holdout_types=("jpeg2000",), procedural_probability=0.5)
+    source = SyntheticMOS(config, list(load_pristine("skimage:astronaut").values()), torch.Generator().manual_seed(0))
+    batch = source.batch()
+    assert batch["image"].shape == batch["reference"].shape == (12, 3, 48, 48)  # 2 sets of 6; 14 // 6 = 2
+    assert torch.allclose(batch["target"], torch.tensor([1, 0.8, 0.6, 0.4, 0.2, 0.0] * 2))
+    images = batch["image"].reshape(2, 6, 3, 48, 48)
+    assert torch.equal(batch["reference"].reshape(2, 6, 3, 48, 48), images[:, :1].expand(-1, 6, -1, -1, -1))
+    assert not torch.equal(images[0, 0], images[1, 0])  # two different crops
+    with pytest.raises(ValueError, match="level_sets needs batch_size"):
+        SyntheticMOS(BPCLIPTrainConfig(batch_size=4, level_sets=True), [torch.rand(3, 64, 64)], torch.Generator())
+
+
+def test_init_encoder_takes_only_the_encoder_of_other_bpclip_weights(tmp_path):
+    from iqart.train.checkpoints import save_checkpoint
+
+    fr = build_bpclip(BPCLIPTrainConfig(model="bpclip-fr-tiny", seed=5))
+    save_checkpoint(tmp_path / "fr.pt", "bpclip-fr-tiny", fr.state_dict())
+    nr = build_bpclip(BPCLIPTrainConfig(model="bpclip-nr-tiny", init_encoder=str(tmp_path / "fr.pt")))
+    fresh = build_bpclip(BPCLIPTrainConfig(model="bpclip-nr-tiny"))
+    assert all(torch.equal(a, b) for a, b in zip(nr.encoder.state_dict().values(), fr.encoder.state_dict().values()))
+    assert torch.equal(nr.head_mlp[1].weight, fresh.head_mlp[1].weight)  # the rest as a fresh model
+    tower = build_qualiclip(QualiCLIPTrainConfig(model="qualiclip-tiny", init_encoder=str(tmp_path / "fr.pt"))).visual
+    fresh_tower = build_qualiclip(QualiCLIPTrainConfig(model="qualiclip-tiny")).visual
+    assert torch.equal(tower.layer4[0].conv1.weight, fr.encoder.layer4[0].conv1.weight)
+    assert torch.equal(tower.attnpool.q_proj.weight, fresh_tower.attnpool.q_proj.weight)  # the pool is not in BPCLIP
+    save_checkpoint(tmp_path / "q.pt", "qualiclip-tiny", build_qualiclip(QualiCLIPTrainConfig(model="qualiclip-tiny")).state_dict())
+    with pytest.raises(Exception, match="q.pt"):
+        build_bpclip(BPCLIPTrainConfig(model="bpclip-nr-tiny", init_encoder=str(tmp_path / "q.pt")))
+
+
+def test_set_ranking_loss_is_zero_only_for_sets_in_order():
+    ordered = torch.tensor([[1.0, 0.8, 0.6], [0.5, 0.4, 0.3]])
+    assert set_ranking_loss(ordered, margin=0.05).item() == 0.0
+    assert set_ranking_loss(ordered, margin=0.15).item() > 0  # too close for the margin
+    swapped = torch.tensor([[0.6, 0.8, 1.0]])
+    assert set_ranking_loss(swapped, margin=0.0).item() == pytest.approx((0.2 + 0.4 + 0.2) / 3)
 
 
 @pytest.mark.parametrize("name", ["bpclip-nr-tiny", "bpclip-fr-tiny"])

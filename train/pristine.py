@@ -5,6 +5,10 @@ A source is a folder of image files, or `skimage` (the colour photographs scikit
 which need no download) optionally narrowed to some of them: `skimage:coffee,rocket`. Named
 sources may also use its greyscale photographs (SKIMAGE_GREY_PHOTOS, as three equal channels):
 more distinct content and textures for the tiny demo models, whose colour photos are only eight.
+`bundled` is every photograph the installed packages ship (scikit-image's colour and greyscale
+ones, scikit-learn's `load_sample_images`, matplotlib's sample photo), again narrowable:
+`bundled:china,flower`. Training can mix in procedural dead-leaves images (train/dead_leaves.py)
+through TrainingContent.
 """
 
 from __future__ import annotations
@@ -31,9 +35,34 @@ def _skimage_photo(name: str) -> np.ndarray:
     return np.repeat(photo[..., None], 3, axis=2) if photo.ndim == 2 else photo
 
 
+def _bundled_photo(name: str) -> np.ndarray:
+    if name in SKLEARN_PHOTOS:
+        from sklearn.datasets import load_sample_image
+
+        return np.array(load_sample_image(f"{name}.jpg"))
+    if name in MATPLOTLIB_PHOTOS:
+        import matplotlib.cbook
+
+        with matplotlib.cbook.get_sample_data(f"{name}.jpg") as f, Image.open(f) as image:
+            return np.array(image.convert("RGB"))
+    if name not in BUNDLED_PHOTOS:
+        raise ValueError(f"unknown bundled photo {name!r}; available: {', '.join(BUNDLED_PHOTOS)}")
+    return _skimage_photo(name)
+
+
 SKIMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry",
                   "retina", "motorcycle")
 SKIMAGE_GREY_PHOTOS = ("camera", "brick", "grass", "gravel", "coins", "moon", "clock")
+SKLEARN_PHOTOS = ("china", "flower")  # sklearn.datasets.load_sample_images
+MATPLOTLIB_PHOTOS = ("grace_hopper",)  # matplotlib's sample data
+BUNDLED_PHOTOS = SKIMAGE_PHOTOS + SKIMAGE_GREY_PHOTOS + SKLEARN_PHOTOS + MATPLOTLIB_PHOTOS
+_NAMED_SOURCES = {"skimage": SKIMAGE_PHOTOS, "bundled": BUNDLED_PHOTOS}
+
+
+def _named_source(source: str) -> str | None:
+    """'skimage' or 'bundled' when the source is one of them (with or without names), else None."""
+    prefix = source.partition(":")[0]
+    return prefix if prefix in _NAMED_SOURCES else None
 
 
 def _to_tensor(array: np.ndarray) -> torch.Tensor:
@@ -51,12 +80,14 @@ def read_image(path: Path) -> torch.Tensor:
 
 def pristine_names(source: str) -> list[str]:
     """The image names a source stands for, in a stable order."""
-    if source == "skimage" or source.startswith("skimage:"):
+    named = _named_source(source)
+    if named:
         names = source.partition(":")[2]
-        return [n.strip() for n in names.split(",") if n.strip()] if names else list(SKIMAGE_PHOTOS)
+        return [n.strip() for n in names.split(",") if n.strip()] if names else list(_NAMED_SOURCES[named])
     root = Path(source)
     if not root.is_dir():
-        raise ValueError(f"pristine image source {source!r} is neither a folder nor 'skimage[:name,...]'")
+        raise ValueError(f"pristine image source {source!r} is neither a folder nor "
+                         "'skimage[:name,...]' or 'bundled[:name,...]'")
     names = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if not names:
         raise ValueError(f"{root}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) found")
@@ -66,8 +97,10 @@ def pristine_names(source: str) -> list[str]:
 def load_pristine(source: str) -> dict[str, torch.Tensor]:
     """name -> float (3, H, W) image in [0, 1], for every image of the source."""
     names = pristine_names(source)
-    if source == "skimage" or source.startswith("skimage:"):
-        return {name: _to_tensor(_skimage_photo(name)) for name in names}
+    named = _named_source(source)
+    if named:
+        read = _skimage_photo if named == "skimage" else _bundled_photo
+        return {name: _to_tensor(read(name)) for name in names}
     return {name: read_image(Path(source) / name) for name in names}
 
 
@@ -134,3 +167,34 @@ def quantize(images: torch.Tensor) -> torch.Tensor:
     """Round to the 8-bit grid: the engine only ever sees uint8 images, so training should too."""
     return torch.round(images.clamp(0, 1) * 255.0) / 255.0
 
+
+
+class TrainingContent:
+    """Where training images come from: a random training photo, randomly rescaled and flipped
+    (random_rescale), or with probability `procedural_probability` a dead-leaves image from a
+    DeadLeavesPool of `procedural_size` pixels (not rescaled: the upscaling that fit_short_side
+    may apply would blur it, and dead leaves look alike at every scale anyway).
+
+    With procedural_probability 0 it draws exactly the random numbers the trainers drew before
+    procedural content existed, so older configurations reproduce their weights.
+    """
+
+    def __init__(self, photos: list[torch.Tensor], min_scale: float, procedural_probability: float,
+                 procedural_size: int, generator: torch.Generator, pool_capacity: int = 64):
+        if not 0 <= procedural_probability <= 1:
+            raise ValueError(f"procedural_probability must be in [0, 1], got {procedural_probability}")
+        if procedural_probability < 1 and not photos:
+            raise ValueError("no training photos, and procedural_probability < 1 asks for some")
+        self.photos, self.min_scale, self.generator = photos, min_scale, generator
+        self.procedural_probability = procedural_probability
+        self.pool = None
+        if procedural_probability > 0:
+            from iqart.train.dead_leaves import DeadLeavesPool
+
+            self.pool = DeadLeavesPool(procedural_size, generator, capacity=pool_capacity)
+
+    def photo(self, index: int) -> torch.Tensor:
+        """Photo `index` (the caller drew it), or a dead-leaves image in its place."""
+        if self.pool is not None and float(torch.rand(1, generator=self.generator)) < self.procedural_probability:
+            return self.pool.draw()
+        return random_rescale(self.photos[index], self.min_scale, self.generator)

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 import torch
 
 from iqart.train.bpclip import BPCLIP
-from iqart.train.checkpoints import is_clip_state_dict, read_state_dict
+from iqart.train.checkpoints import check_fit, is_clip_state_dict, read_state_dict, select_prefix
 from iqart.train.config import config_dict
-from iqart.train.degradations import NUM_LEVELS, TYPES, composite, degrade, draw_kind
+from iqart.train.degradations import NUM_LEVELS, TYPES, composite, degrade, degrade_levels, draw_kind
 from iqart.train.evaluate import (
     model_score_fn,
     mos_correlations,
@@ -31,7 +31,7 @@ from iqart.train.evaluate import (
 )
 from iqart.train.losses import mos_loss
 from iqart.train.preprocess import normalize_float
-from iqart.train.pristine import quantize, random_crop, random_rescale, split_pristine
+from iqart.train.pristine import TrainingContent, quantize, random_crop, split_pristine
 from iqart.train.runs import RunDirectory, fit, seed_everything
 from iqart.train.zoo import build_model, get_card
 
@@ -40,6 +40,7 @@ from iqart.train.zoo import build_model, get_card
 class BPCLIPTrainConfig:
     model: str = "bpclip-nr"  # zoo name: bpclip-nr, bpclip-fr, or their -tiny versions
     init: str = ""  # CLIP weights (encoder + adjective embeddings) or BPCLIP weights; "" = random
+    init_encoder: str = ""  # ours: BPCLIP weights (FR or NR) whose image encoder starts this model's (after init)
     data: str = "synthetic"  # "synthetic" or a dataset name: kadid10k, koniq10k, live, csiq, tid2013, spaq, clive
     root: str = ""  # the dataset's folder
     split_seed: int = 0  # for datasets without an official split
@@ -50,6 +51,10 @@ class BPCLIPTrainConfig:
     composite_probability: float = 0.25  # synthetic: share of crops degraded by several groups
     crop: int = 224
     min_scale: float = 1.0  # synthetic: images are resized by a random factor in [min_scale, 1] (and flipped)
+    procedural_probability: float = 0.0  # synthetic: share of crops cut from dead leaves (train/dead_leaves.py)
+    level_sets: bool = False  # synthetic: a batch is whole sets (a crop undegraded and at all 5 levels of one draw)
+    rank_weight: float = 0.0  # synthetic, level_sets: weight of a hinge that orders each set by level
+    rank_margin: float = 0.02  # ... with this margin between consecutive targets' scores
     batch_size: int = 16
     steps: int = 3000
     lr: float = 1e-4
@@ -78,26 +83,58 @@ def build_bpclip(config: BPCLIPTrainConfig) -> BPCLIP:
             model.init_from_clip(state, config.init)
         else:
             model.load_weights(state, config.init)
+    if config.init_encoder:
+        encoder = select_prefix(read_state_dict(config.init_encoder), "encoder.")
+        check_fit(model.encoder.state_dict(), encoder, config.init_encoder)
+        model.encoder.load_state_dict(encoder)
     return model
 
 
 class SyntheticMOS:
-    """Endless batches of (distorted, reference, target) from pristine images and degradations."""
+    """Endless batches of (distorted, reference, target) from pristine images and degradations.
+
+    Each item is one crop at a random level of a random draw, or, with `level_sets`, whole sets:
+    one crop undegraded (target 1) and at the 5 levels of one draw (targets 0.8 .. 0), so the loss
+    sees the same content at every level and cannot score content instead of degradation. The
+    batch then holds batch_size // 6 sets (`set_size` items each)."""
+
+    set_size = NUM_LEVELS + 1
 
     def __init__(self, config: BPCLIPTrainConfig, images: list[torch.Tensor], generator: torch.Generator):
         unknown = sorted(set(config.holdout_types) - set(TYPES))
         if unknown:
             raise ValueError(f"unknown degradation type(s) in holdout_types: {', '.join(unknown)}")
+        if config.level_sets and config.batch_size < self.set_size:
+            raise ValueError(f"level_sets needs batch_size >= {self.set_size}, got {config.batch_size}")
         self.config, self.images, self.generator = config, images, generator
         self.kinds = [kind for kind in TYPES if kind not in config.holdout_types]
+        self.content = TrainingContent(images, config.min_scale, config.procedural_probability,
+                                       config.crop + config.crop // 4, generator)
 
     def _draw(self) -> float:
         return float(torch.rand(1, generator=self.generator))
 
+    def _reference(self) -> torch.Tensor:
+        g = self.generator
+        return random_crop(self.content.photo(int(torch.randint(len(self.images), (1,), generator=g))),
+                           self.config.crop, g)
+
+    def level_set(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """One crop undegraded and at the 5 levels of one draw (6, 3, H, W), and its targets (6,)."""
+        g = self.generator
+        reference = self._reference()
+        if self._draw() < self.config.composite_probability:
+            seed = int(torch.randint(2**62, (1,), generator=g))
+            levels = torch.stack([composite(reference[None], level, torch.Generator().manual_seed(seed),
+                                            allowed=self.kinds)[0][0] for level in range(NUM_LEVELS)])
+        else:
+            levels = degrade_levels(reference[None], draw_kind(g, self.kinds), g)[:, 0]
+        targets = 1.0 - torch.arange(self.set_size, dtype=torch.float32) / NUM_LEVELS
+        return torch.cat([reference[None], levels]), targets
+
     def sample(self) -> tuple[torch.Tensor, torch.Tensor, float]:
         g = self.generator
-        image = self.images[int(torch.randint(len(self.images), (1,), generator=g))]
-        reference = random_crop(random_rescale(image, self.config.min_scale, g), self.config.crop, g)
+        reference = self._reference()
         if self._draw() < self.config.pristine_probability:
             return reference, reference, 1.0
         level = int(torch.randint(NUM_LEVELS, (1,), generator=g))
@@ -108,10 +145,22 @@ class SyntheticMOS:
         return distorted, reference, 1.0 - (level + 1) / NUM_LEVELS
 
     def batch(self) -> dict[str, torch.Tensor]:
+        if self.config.level_sets:
+            sets = [self.level_set() for _ in range(self.config.batch_size // self.set_size)]
+            images = quantize(torch.cat([s[0] for s in sets]))
+            return {"image": images, "reference": images[:: self.set_size].repeat_interleave(self.set_size, 0),
+                    "target": torch.cat([s[1] for s in sets])}
         samples = [self.sample() for _ in range(self.config.batch_size)]
         return {"image": quantize(torch.stack([s[0] for s in samples])),
                 "reference": quantize(torch.stack([s[1] for s in samples])),
                 "target": torch.tensor([s[2] for s in samples])}
+
+
+def set_ranking_loss(scores: torch.Tensor, margin: float) -> torch.Tensor:
+    """Mean hinge max(0, s_j − s_i + margin) over every pair i < j of each row of `scores`
+    (sets, items ordered from best to worst): within a set, a cleaner crop must score higher."""
+    better, worse = torch.triu_indices(scores.shape[1], scores.shape[1], offset=1, device=scores.device)
+    return torch.relu(scores[:, worse] - scores[:, better] + margin).mean()
 
 
 def _endless(loader):
@@ -167,7 +216,11 @@ def train_bpclip(config: BPCLIPTrainConfig, out: str, resume: bool = False, prog
 
     def step_loss() -> tuple[torch.Tensor, dict]:
         predicted, target = predict_batch()
-        return mos_loss(predicted, target, config.plcc_weight), {}
+        loss = mos_loss(predicted, target, config.plcc_weight)
+        if not (config.level_sets and config.rank_weight):
+            return loss, {}
+        ranking = set_ranking_loss(predicted.reshape(-1, SyntheticMOS.set_size), config.rank_margin)
+        return loss + config.rank_weight * ranking, {"loss_rank": ranking.item()}
 
     def evaluate(step: int) -> dict:
         score = model_score_fn(model)

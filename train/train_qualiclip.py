@@ -18,13 +18,13 @@ from dataclasses import dataclass
 
 import torch
 
-from iqart.train.checkpoints import read_state_dict
+from iqart.train.checkpoints import check_fit, read_state_dict, select_prefix
 from iqart.train.config import config_dict
 from iqart.train.degradations import NUM_LEVELS, TYPES, composite, degrade_levels, draw_kind
 from iqart.train.evaluate import model_score_fn, summarize_ranking, synthetic_ranking
 from iqart.train.losses import qualiclip_losses
 from iqart.train.preprocess import normalize_float
-from iqart.train.pristine import overlapping_crops, quantize, random_rescale, split_pristine
+from iqart.train.pristine import TrainingContent, overlapping_crops, quantize, split_pristine
 from iqart.train.qualiclip import QualiCLIP
 from iqart.train.runs import RunDirectory, fit, seed_everything
 from iqart.train.zoo import build_model, get_card
@@ -34,11 +34,13 @@ from iqart.train.zoo import build_model, get_card
 class QualiCLIPTrainConfig:
     model: str = "qualiclip"  # zoo name: qualiclip (RN50) or qualiclip-tiny
     init: str = ""  # CLIP or QualiCLIP weights to start from; "" = random (sensible for tiny only)
+    init_encoder: str = ""  # ours: BPCLIP weights whose image encoder starts the tower (its attention pool stays new)
     images: str = "skimage"  # folder of pristine images, or skimage[:name,...]
     holdout_images: tuple[str, ...] = ()  # never trained on; used by the evaluation
     holdout_types: tuple[str, ...] = ()  # degradation types never trained on
     crop: int = 224  # paper
     min_scale: float = 1.0  # ours: images are resized by a random factor in [min_scale, 1] (and flipped)
+    procedural_probability: float = 0.0  # ours: share of images that are dead leaves (train/dead_leaves.py)
     images_per_step: int = 4  # each gives 2 crops x 5 levels = 10 crops
     steps: int = 2000
     lr: float = 1e-5
@@ -67,6 +69,11 @@ def build_qualiclip(config: QualiCLIPTrainConfig) -> QualiCLIP:
     model = build_model(config.model, seed=config.seed)
     if config.init:
         model.load_weights(read_state_dict(config.init), config.init)
+    if config.init_encoder:
+        encoder = select_prefix(read_state_dict(config.init_encoder), "encoder.")
+        expected = {k: v for k, v in model.visual.state_dict().items() if not k.startswith("attnpool.")}
+        check_fit(expected, encoder, config.init_encoder)
+        model.visual.load_state_dict(encoder, strict=False)
     return model
 
 
@@ -77,13 +84,20 @@ def training_types(config: QualiCLIPTrainConfig) -> list[str]:
     return [kind for kind in TYPES if kind not in config.holdout_types]
 
 
-def degraded_pairs(images: list[torch.Tensor], config: QualiCLIPTrainConfig, kinds: list[str],
+def training_content(images: list[torch.Tensor], config: QualiCLIPTrainConfig,
+                     generator: torch.Generator) -> TrainingContent:
+    """Photos and dead leaves; a dead-leaves image leaves room for two overlapping crops."""
+    return TrainingContent(images, config.min_scale, config.procedural_probability,
+                           config.crop + config.crop // 2, generator)
+
+
+def degraded_pairs(content: TrainingContent, config: QualiCLIPTrainConfig, kinds: list[str],
                    generator: torch.Generator) -> torch.Tensor:
     """(2 crops, 5 levels, batch, 3, crop, crop): each image's two crops at the same 5 levels of
     the same degradation, quantised to 8 bits."""
     per_image = []
-    for index in torch.randint(len(images), (config.images_per_step,), generator=generator).tolist():
-        crops = overlapping_crops(random_rescale(images[index], config.min_scale, generator), config.crop, generator)
+    for index in torch.randint(len(content.photos), (config.images_per_step,), generator=generator).tolist():
+        crops = overlapping_crops(content.photo(index), config.crop, generator)
         if float(torch.rand(1, generator=generator)) < config.composite_probability:
             seed = int(torch.randint(2**62, (1,), generator=generator))
             levels = torch.stack([composite(crops, level, torch.Generator().manual_seed(seed), allowed=kinds)[0]
@@ -100,12 +114,13 @@ def train_qualiclip(config: QualiCLIPTrainConfig, out: str, resume: bool = False
     generator = seed_everything(config.seed)
     kinds = training_types(config)
     train_images, eval_images = split_pristine(config.images, config.holdout_images)
+    content = training_content(train_images, config, generator)
 
     model = build_qualiclip(config)
     optimizer = torch.optim.AdamW(model.visual.parameters(), lr=config.lr, weight_decay=config.weight_decay)
 
     def embed_batch() -> tuple[torch.Tensor, torch.Tensor]:
-        batch = degraded_pairs(train_images, config, kinds, generator)
+        batch = degraded_pairs(content, config, kinds, generator)
         return batch, model.embed(normalize_float(batch.reshape(-1, *batch.shape[-3:])))
 
     def step_loss() -> tuple[torch.Tensor, dict]:
