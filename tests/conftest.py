@@ -33,6 +33,15 @@ def scramble(model: nn.Module, seed: int) -> nn.Module:
     return model.eval()
 
 
+def write_scrambled_weights(folder: Path, name: str, seed: int) -> Path:
+    """A weight file of a scrambled tiny model (scores that move with the input), in `folder`."""
+    from iqart.train.checkpoints import save_checkpoint
+
+    path = folder / f"{name}-scrambled-{seed}.pt"
+    save_checkpoint(path, name, scramble(build_model(name, seed=seed), seed).state_dict())
+    return path
+
+
 @pytest.fixture
 def scrambled():
     """Factory: scrambled(name, seed=0) -> a tiny zoo model whose scores depend on the input."""

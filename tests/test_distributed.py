@@ -19,9 +19,7 @@ from iqart.engine.pipeline.jobs import ScoreRow
 from iqart.engine.results.files import ParquetResultWriter, read_result_file
 from iqart.engine.results.journal import journal_path
 from iqart.engine.results.output import ResultOutput
-from iqart.train.checkpoints import save_checkpoint
-from iqart.train.zoo import build_model
-from tests.conftest import scramble
+from tests.conftest import write_scrambled_weights
 
 ray = pytest.importorskip("ray", reason="Ray is not installed: pip install -e '.[ray]' (the dev extra includes it)")
 distributed = pytest.importorskip("iqart.engine.distributed", reason="Ray Data is not installed: pip install -e '.[ray]'")
@@ -40,9 +38,7 @@ def cluster(iqart_home):
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
-    path = tmp_path_factory.mktemp("weights") / f"{MODEL}.pt"
-    save_checkpoint(path, MODEL, scramble(build_model(MODEL, seed=3), 3).state_dict())
-    return path
+    return write_scrambled_weights(tmp_path_factory.mktemp("weights"), MODEL, seed=3)
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,7 @@ from iqart.engine.results.journal import journal_path
 from iqart.engine.results.output import OutputError, ResultOutput, merge_rows
 from iqart.train.checkpoints import save_checkpoint
 from iqart.train.zoo import build_model
-from tests.conftest import EXAMPLE_IMAGES, REPO, scramble
+from tests.conftest import EXAMPLE_IMAGES, REPO, write_scrambled_weights
 
 pytestmark = pytest.mark.usefixtures("iqart_home")
 MODEL = "qualiclip-tiny"
@@ -34,9 +34,7 @@ MODEL = "qualiclip-tiny"
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
-    path = tmp_path_factory.mktemp("weights") / "w.pt"
-    save_checkpoint(path, MODEL, scramble(build_model(MODEL, seed=4), 4).state_dict())
-    return path
+    return write_scrambled_weights(tmp_path_factory.mktemp("weights"), MODEL, seed=4)
 
 
 @pytest.fixture(scope="module")

@@ -24,9 +24,7 @@ from iqart.engine.cli.main import main
 from iqart.engine.pipeline.decode_workers import DecodeWorkers
 from iqart.engine.results.files import read_result_file
 from iqart.engine.results.journal import journal_path
-from iqart.train.checkpoints import save_checkpoint
-from iqart.train.zoo import build_model
-from tests.conftest import EXAMPLE_IMAGES, REPO, scramble
+from tests.conftest import EXAMPLE_IMAGES, REPO, write_scrambled_weights
 
 pytestmark = pytest.mark.usefixtures("iqart_home")
 MODEL = "qualiclip-tiny"
@@ -34,9 +32,7 @@ MODEL = "qualiclip-tiny"
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
-    path = tmp_path_factory.mktemp("weights") / "w.pt"
-    save_checkpoint(path, MODEL, scramble(build_model(MODEL, seed=2), 2).state_dict())
-    return path
+    return write_scrambled_weights(tmp_path_factory.mktemp("weights"), MODEL, seed=2)
 
 
 @pytest.fixture(scope="module")

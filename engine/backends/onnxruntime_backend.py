@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from iqart.engine.backends.feeds import graph_feeds
 from iqart.engine.hardware import physical_cores
 
 GRAPHS = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
@@ -82,11 +83,5 @@ class OnnxRuntimeBackend:
         self.device = "cuda" if CUDA_PROVIDER in self.session.get_providers() else "cpu"
 
     def __call__(self, images: np.ndarray, references: np.ndarray | None = None) -> np.ndarray:
-        feeds = {"image": np.ascontiguousarray(images, dtype=np.uint8)}
-        if "reference" in self.input_names:
-            if references is None:
-                raise ValueError("this is a full-reference model: pass references")
-            feeds["reference"] = np.ascontiguousarray(references, dtype=np.uint8)
-        elif references is not None:
-            raise ValueError("this is a no-reference model: references do not apply")
+        feeds = graph_feeds(self.input_names, images, references)
         return self.session.run(["score"], feeds)[0].astype(np.float32, copy=False)

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from iqart.engine.backends.feeds import graph_feeds
 from iqart.engine.hardware import physical_cores
 
 GRAPHS = {"fp32": "model.onnx", "bf16": "model.onnx", "int8": "model.int8.onnx"}
@@ -114,12 +115,6 @@ class OpenVinoBackend:
             print(f"iqart: openvino ran {ran}, not the {self.precision} asked for: {reason}", file=sys.stderr)
 
     def __call__(self, images: np.ndarray, references: np.ndarray | None = None) -> np.ndarray:
-        feeds = {"image": np.ascontiguousarray(images, dtype=np.uint8)}
-        if "reference" in self.input_names:
-            if references is None:
-                raise ValueError("this is a full-reference model: pass references")
-            feeds["reference"] = np.ascontiguousarray(references, dtype=np.uint8)
-        elif references is not None:
-            raise ValueError("this is a no-reference model: references do not apply")
+        feeds = graph_feeds(self.input_names, images, references)
         compiled = self.compiled_for(feeds["image"].shape)
         return np.asarray(compiled(feeds)[compiled.output("score")], dtype=np.float32)
