@@ -50,6 +50,7 @@ def test_the_cache_folders_honour_the_umask(home):
     assert (directory / "model.onnx").stat().st_mode & 0o777 == 0o644
 
 
+@pytest.mark.slow  # calibrates twice (~40 s on 2 busy cores)
 def test_a_truncated_int8_graph_is_calibrated_again(home, capsys):
     directory = cached_artifact(MODEL, home)
     graph = cached_int8_graph(directory)

@@ -34,7 +34,7 @@ def test_fp32_equals_onnxruntime(model, paths, fp32_scores):
     np.testing.assert_allclose(scores, fp32_scores[model], rtol=FP32_REL_TOL, atol=1e-7)
 
 
-@pytest.mark.parametrize("model", ["qualiclip-tiny", "bpclip-nr-tiny"])
+@pytest.mark.parametrize("model", ["qualiclip-tiny", pytest.param("bpclip-nr-tiny", marks=pytest.mark.slow)])
 def test_int8_ranks_the_examples_as_fp32_does(model, paths, fp32_scores):
     scorer = iqart.Scorer(model, "openvino", precision="int8")
     scores = scorer.score(paths)
