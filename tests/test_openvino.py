@@ -57,15 +57,26 @@ def test_bf16_reports_what_ran(paths, fp32_scores, capsys):
 
 
 def test_each_shape_is_compiled_once(iqart_home):
-    backend = iqart.Scorer("qualiclip-tiny", "openvino").backend
+    artifact = iqart.Scorer("qualiclip-tiny").artifact
+    backend = OpenVinoBackend(artifact, threads=2)
     rng = np.random.default_rng()
-    first = rng.integers(0, 256, (2, 64, 96, 3), dtype=np.uint8)
-    second = rng.integers(0, 256, (1, 80, 80, 3), dtype=np.uint8)
+    first = rng.integers(0, 256, (2, 64, 96, 3), dtype=np.uint8)  # two concurrent requests of one image
+    second = rng.integers(0, 256, (1, 80, 80, 3), dtype=np.uint8)  # one request
     a = backend(first)
     backend(second)
     np.testing.assert_array_equal(backend(first), a)
-    assert list(backend._compiled) == [(1, 80, 80, 3), (2, 64, 96, 3)]  # reused, moved to most recent
-    assert runtime_precisions(backend.compiled_for(first.shape))["f32"] > 0
+    assert list(backend._compiled) == [(1, 80, 80, 3, "LATENCY"), (1, 64, 96, 3, "THROUGHPUT")]  # reused, moved last
+    assert runtime_precisions(backend.compiled_for(second.shape))["f32"] > 0
+
+
+def test_concurrent_chunks_score_as_one_request(iqart_home):
+    """A batch split over the streams gives the scores, in order, that one request gives."""
+    artifact = iqart.Scorer("qualiclip-tiny").artifact
+    images = np.random.default_rng().integers(0, 256, (6, 96, 64, 3), dtype=np.uint8)
+    split = OpenVinoBackend(artifact, threads=2)(images)
+    whole = OpenVinoBackend(artifact, threads=1)(images)
+    assert split.shape == (6,) and len(np.unique(split)) == 6
+    np.testing.assert_allclose(split, whole, rtol=FP32_REL_TOL, atol=1e-7)
 
 
 def test_full_reference_model(iqart_home):

@@ -12,8 +12,12 @@ for accuracy; NNCF's own quantisation of model.onnx measured faster but ranked w
 SRCC 0.995 on qualiclip-tiny (issue 16), so it is not used.
 
 OpenVINO is fastest on static shapes, so each input shape is compiled once and kept (the
-pipeline's size buckets make shapes repeat). Threads: one per physical core, latency hint,
-one stream: our batches are scored one at a time, in order.
+pipeline's size buckets make shapes repeat). Threads: one per physical core. A batch that
+splits evenly over the CPU's streams is scored as that many concurrent requests on a model
+compiled with the throughput hint (one stream per core); anything else runs as one request
+with the latency hint. Measured on 2 cores (qualiclip RN50 int8, batch 8, interleaved rounds):
+two concurrent requests score 1.2x the images/s of one latency-hint request, while a single
+request is no faster under either hint.
 """
 
 from __future__ import annotations
@@ -77,21 +81,26 @@ class OpenVinoBackend:
         self.input_names = [port.get_any_name() for port in self.model.inputs]
         self.precision = precision
         self.device = "cpu"
-        self.config = {"INFERENCE_PRECISION_HINT": HINTS[precision], "PERFORMANCE_HINT": "LATENCY",
-                       "NUM_STREAMS": 1, "INFERENCE_NUM_THREADS": threads or physical_cores()}
+        self.threads = threads or physical_cores()
         self._compiled: OrderedDict[tuple, object] = OrderedDict()
         self.runtime_precision: str | None = None  # known after the first batch is compiled
 
-    def compiled_for(self, shape: tuple[int, ...]):
+    def config(self, hint: str) -> dict:
+        streams = self.threads if hint == "THROUGHPUT" else 1
+        return {"INFERENCE_PRECISION_HINT": HINTS[self.precision], "PERFORMANCE_HINT": hint,
+                "NUM_STREAMS": streams, "INFERENCE_NUM_THREADS": self.threads}
+
+    def compiled_for(self, shape: tuple[int, ...], hint: str = "LATENCY"):
         """The model compiled for one input shape (and the reference's, which is the same)."""
-        if shape in self._compiled:
-            self._compiled.move_to_end(shape)
-            return self._compiled[shape]
+        key = (*shape, hint)
+        if key in self._compiled:
+            self._compiled.move_to_end(key)
+            return self._compiled[key]
         model = self.model.clone()
         model.reshape({name: list(shape) for name in self.input_names})
-        compiled = self.core.compile_model(model, "CPU", self.config)
+        compiled = self.core.compile_model(model, "CPU", self.config(hint))
         self._check_precision(compiled)
-        self._compiled[shape] = compiled
+        self._compiled[key] = compiled
         if len(self._compiled) > COMPILED_SHAPES_KEPT:
             self._compiled.popitem(last=False)
         return compiled
@@ -116,5 +125,22 @@ class OpenVinoBackend:
 
     def __call__(self, images: np.ndarray, references: np.ndarray | None = None) -> np.ndarray:
         feeds = graph_feeds(self.input_names, images, references)
-        compiled = self.compiled_for(feeds["image"].shape)
-        return np.asarray(compiled(feeds)[compiled.output("score")], dtype=np.float32)
+        batch = len(feeds["image"])
+        if self.threads < 2 or batch < self.threads or batch % self.threads:
+            compiled = self.compiled_for(feeds["image"].shape)
+            return np.asarray(compiled(feeds)[compiled.output("score")], dtype=np.float32)
+        return self._concurrent(feeds, batch // self.threads)
+
+    def _concurrent(self, feeds: dict[str, np.ndarray], chunk: int) -> np.ndarray:
+        """The batch as equal chunks, one request each, run at once on the throughput model's streams."""
+        compiled = self.compiled_for((chunk, *feeds["image"].shape[1:]), "THROUGHPUT")
+        requests = []
+        for start in range(0, len(feeds["image"]), chunk):
+            request = compiled.create_infer_request()
+            request.start_async({name: array[start:start + chunk] for name, array in feeds.items()})
+            requests.append(request)
+        scores = []
+        for request in requests:
+            request.wait()
+            scores.append(np.array(request.get_tensor(compiled.output("score")).data, dtype=np.float32))
+        return np.concatenate(scores)
