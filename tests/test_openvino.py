@@ -8,13 +8,13 @@ import pytest
 
 import iqart
 from iqart.engine.backends.openvino_backend import OpenVinoBackend, native_bf16, runtime_precisions
+from iqart.export.int8_parity import INT8_MIN_SRCC
 from iqart.export.validate import FP32_REL_TOL
 from iqart.train.metrics import srcc
 from tests.conftest import EXAMPLE_IMAGES, EXAMPLE_PAIRS
 
 openvino = pytest.importorskip("openvino", reason="OpenVINO is not installed: pip install -e '.[openvino]'")
 
-INT8_MIN_SRCC = 0.995
 BF16_MIN_SRCC, BF16_MAX_ABS = 0.999, 5e-3
 
 
@@ -36,6 +36,9 @@ def test_fp32_equals_onnxruntime(model, paths, fp32_scores):
 
 @pytest.mark.parametrize("model", ["qualiclip-tiny", pytest.param("bpclip-nr-tiny", marks=pytest.mark.slow)])
 def test_int8_ranks_the_examples_as_fp32_does(model, paths, fp32_scores):
+    """The 16 sample images: int8 keeps the int8 floor (issue 7). The OpenVINO int8 target of
+    0.995 is asserted where ranks mean something, on the 176 parity images (tests/test_int8.py,
+    slow): here one swap of two scores 0.004 apart already costs 0.006."""
     scorer = iqart.Scorer(model, "openvino", precision="int8")
     scores = scorer.score(paths)
     assert np.isfinite(scores).all()
