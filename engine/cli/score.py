@@ -82,7 +82,7 @@ def score_jobs_from_args(args: argparse.Namespace, card: ModelCard) -> list[Scor
     listed = read_path_list(args.paths_from, args.path_column) if args.paths_from else []
     scan = scan_images(args.paths)
     if scan.skipped:
-        print(f"iqart: note: skipped {scan.skipped_summary()} that are not images by their suffix", file=sys.stderr)
+        print(f"iqart: note: skipped {scan.skipped_summary()}, not images by their suffix", file=sys.stderr)
     files = scan.files + [(path, path.parent) for path in listed]
     if not files:
         raise UsageError(f"no images found under: {' '.join(args.paths)}")
