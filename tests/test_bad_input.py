@@ -179,7 +179,7 @@ def test_the_scan_counts_what_it_skips_and_the_cli_says_so(tmp_path, capsys):
     assert [p.name for p, _ in scan.files] == ["a.png"]
     assert scan.skipped_summary() == "3 files (no suffix: 1, .json: 1, .txt: 1)"
     main(["score", str(tmp_path), "--model", "bpclip-nr", "--out", str(tmp_path / "s.csv")])  # no weights: stops after the scan
-    assert "skipped 3 files (no suffix: 1, .json: 1, .txt: 1) , not images by their suffix" in capsys.readouterr().err
+    assert "skipped 3 files (no suffix: 1, .json: 1, .txt: 1), not images by their suffix" in capsys.readouterr().err
 
 
 def test_a_float_tiff_is_scaled_by_its_range_not_clipped_to_black(tmp_path):
