@@ -20,7 +20,6 @@ from pathlib import Path
 
 from iqart.engine.filelock import exclusive_lock
 from iqart.export.artifact import GRAPH_FILES, INT8_GRAPH, SPEC_VERSION, export_artifact, read_spec, sha256_file
-from iqart.train.atomic import honour_umask
 from iqart.train.checkpoints import CheckpointError
 from iqart.train.zoo import iqart_home, resolve_weights
 
@@ -48,14 +47,21 @@ def check_artifact(directory: Path, name: str, weights_sha256: str) -> str | Non
     for graph in GRAPH_FILES:
         if not (directory / graph).is_file():
             return f"{graph} is missing"
-        if sha256_file(directory / graph) != spec["sha256"].get(graph):
+        if file_sha256(directory / graph) != spec["sha256"].get(graph):
             return f"{graph} does not match the sha256 in spec.json (truncated or damaged)"
     return None
 
 
-@functools.lru_cache(maxsize=16)
+@functools.lru_cache(maxsize=64)
 def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
     return sha256_file(path)
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file, computed once per process while its size and mtime stay the same: every
+    Scorer checks its artifact's graphs, and hashing them each time would cost ~0.1 s per 100 MiB."""
+    info = path.stat()
+    return _file_sha256(str(path), info.st_size, info.st_mtime_ns)
 
 
 def weights_sha256(name: str, weights: str | os.PathLike | None = None) -> str:
@@ -64,8 +70,7 @@ def weights_sha256(name: str, weights: str | os.PathLike | None = None) -> str:
     path = resolve_weights(name, weights)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such weight file")
-    info = path.stat()
-    return _file_sha256(str(path), info.st_size, info.st_mtime_ns)
+    return file_sha256(path)
 
 
 def cached_artifact(name: str, weights: str | os.PathLike | None = None) -> Path:
@@ -81,10 +86,7 @@ def cached_artifact(name: str, weights: str | os.PathLike | None = None) -> Path
         if problem is not None:
             if problem != "missing":
                 print(f"iqart: cached artifact {directory}: {problem}; exporting it again", file=sys.stderr)
-            export_artifact(name, directory, path)
-            for folder in (directory, directory / "plans"):
-                if folder.is_dir():
-                    honour_umask(folder, directory=True)
+            export_artifact(name, directory, path)  # honours the umask itself
     return directory
 
 
@@ -111,4 +113,4 @@ def _int8_intact(directory: Path) -> bool:
     if not graph.is_file():
         return False
     expected = read_spec(directory).get("sha256", {}).get(INT8_GRAPH)
-    return expected is None or sha256_file(graph) == expected
+    return expected is None or file_sha256(graph) == expected

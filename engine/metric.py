@@ -20,7 +20,6 @@ from typing import Any
 import torch
 
 from iqart.engine.scorer import Scorer
-from iqart.train.zoo import get_card, list_models
 
 
 class Metric:
@@ -45,13 +44,12 @@ class Metric:
 
 def create_metric(name: str, device: str | None = None, backend: str = "onnxruntime", *, as_loss: bool = False,
                   weights: str | os.PathLike | None = None, **scorer_options) -> Metric:
-    """The named zoo model (see `list_models()`) as a metric. `device`: "cpu", "cuda"... (default:
+    """The named zoo model (see `iqart.list_models()`) as a metric; an unknown name is a ValueError
+    listing the models. `device`: "cpu", "cuda"... (default:
     a GPU when the backend can use one). Other keywords go to `Scorer` (precision, batch_size...)."""
     if as_loss:
         raise ValueError(f"iqart metrics score images but are not differentiable, so {name!r} cannot be a loss "
                          "(iqart.train has the training code for our models)")
-    if name not in list_models():
-        get_card(name)  # raises ValueError listing the models
     return Metric(Scorer(name, backend, device, weights=weights, **scorer_options))
 
 

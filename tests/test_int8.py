@@ -140,6 +140,9 @@ def test_parity_rows_judge_srcc_only_when_scores_spread():
     flat = Int8Parity(100, srcc=0.2, mean_abs_delta=1e-4, p95_abs_delta=1e-4, max_abs_delta=1e-4,
                       fp32_span=SRCC_MIN_SPAN / 2)
     assert parity_rows(flat)[0].passed is None and parity_rows(flat)[0].status() == "n/a"
+    openvino = Int8Parity(100, srcc=0.992, mean_abs_delta=1e-3, p95_abs_delta=2e-3, max_abs_delta=4e-3,
+                          fp32_span=0.5, runtime="openvino")  # passes ONNX Runtime's floor, not OpenVINO's
+    assert parity_rows(openvino)[0].passed is False and "openvino" in parity_rows(openvino)[0].check
 
 
 def test_scorer_and_backend_run_int8_on_the_cpu(int8_home, monkeypatch):
@@ -207,4 +210,5 @@ def test_int8_ranks_like_fp32_on_demo_weights(name, tmp_path, monkeypatch):
     assert report.parity.srcc_meaningful, f"demo weights' scores span only {report.parity.fp32_span:.3g}"
     assert report.parity.srcc >= INT8_MIN_SRCC, report.parity
     if report.parity_openvino is not None:  # the CPU speed engine's int8 target (issue 16)
+        assert report.parity_openvino.min_srcc == OPENVINO_INT8_MIN_SRCC
         assert report.parity_openvino.srcc >= OPENVINO_INT8_MIN_SRCC, report.parity_openvino

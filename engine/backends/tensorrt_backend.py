@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from iqart.engine.backends.feeds import graph_feeds
 from iqart.engine.backends.plan_cache import (
     DEFAULT_MAX_SIDE,
     GRAPHS,
@@ -182,14 +183,9 @@ class TensorRTBackend:
         problem = self.profile.accepts(batch, height, width)
         if problem:
             raise ValueError(problem)
-        arrays = {"image": images}
-        if "reference" in self.input_names:
-            if references is None:
-                raise ValueError("this is a full-reference model: pass references")
-            arrays["reference"] = references
+        feeds = graph_feeds(self.input_names, images, references)
         with torch.cuda.device(self.device), torch.cuda.stream(self.stream):
-            inputs = {name: torch.from_numpy(np.ascontiguousarray(a, dtype=np.uint8)).to(self.device)
-                      for name, a in arrays.items()}
+            inputs = {name: torch.from_numpy(array).to(self.device) for name, array in feeds.items()}
             scores = torch.empty(batch, dtype=torch.float32, device=self.device)
             for name, tensor in inputs.items():
                 if not self.context.set_input_shape(name, tuple(tensor.shape)):

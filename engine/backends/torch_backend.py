@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 
 import numpy as np
 import torch
@@ -12,7 +11,6 @@ from torch import nn
 from iqart.engine.backends.fused_op import fused_cross_attention
 from iqart.train.attention import attention_implementation
 from iqart.train.preprocess import uint8_nhwc_to_model_input
-from iqart.train.zoo import load_model
 
 PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -33,10 +31,6 @@ class TorchBackend:
         self.precision = precision
         self.model = model.to(self.device).eval()
         self.fused_attention = fused_attention
-
-    @classmethod
-    def from_zoo(cls, name: str, weights: str | os.PathLike | None = None, **kwargs) -> "TorchBackend":
-        return cls(load_model(name, weights), **kwargs)
 
     @torch.inference_mode()
     def __call__(self, images: np.ndarray, references: np.ndarray | None = None) -> np.ndarray:

@@ -9,6 +9,7 @@ import platform
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from iqart.engine.hardware import usable_cpus
 from iqart.train.atomic import write_json_atomic
 
 
@@ -50,7 +51,7 @@ def machine_description(device: str) -> str:
                 break
     except OSError:
         pass
-    text = f"{cpu}, {len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()} CPUs"
+    text = f"{cpu}, {len(usable_cpus())} CPUs"
     if device.startswith("cuda"):
         import torch
 

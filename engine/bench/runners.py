@@ -180,14 +180,14 @@ def build_runner(variant: str, name: str, weights: Path, device: str | None, bat
 
 
 def _openvino_runner(variant: str, name: str, weights: Path, device: str | None, threads: int) -> Runner:
-    from iqart.engine.backends.openvino_backend import OpenVinoBackend
+    from iqart.engine.backends.openvino_backend import OpenVinoBackend, import_openvino
 
     if device not in (None, "cpu"):
         raise Unavailable(f"{variant} runs on the CPU, not {device}")
     try:
-        import openvino  # noqa: F401
-    except ImportError:
-        raise Unavailable(f"{variant} needs OpenVINO: pip install -e '.[openvino]'") from None
+        import_openvino()
+    except ImportError as exc:
+        raise Unavailable(f"{variant}: {exc}") from None
     precision = variant.partition("-")[2] or "fp32"
     artifact = cached_artifact(name, weights)
     if precision == "int8":

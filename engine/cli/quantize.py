@@ -55,7 +55,7 @@ def quantize_and_report(artifact: str | os.PathLike, args: argparse.Namespace) -
         return 0
     rows = parity_rows(report.parity)
     if report.parity_openvino is not None:
-        rows += parity_rows(report.parity_openvino, "openvino")
+        rows += parity_rows(report.parity_openvino)
     print(f"parity on {report.parity_source} and degraded copies:")
     print(format_table(rows))
     return 1 if any(row.passed is False for row in rows) else 0

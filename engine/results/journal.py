@@ -131,10 +131,13 @@ class Journal:
             self.sync()
 
     def sync(self) -> None:
+        """fsync outside the lock, so rows keep being appended while the disk catches up."""
         with self._lock:
-            if self._fd >= 0 and self._dirty:
-                os.fsync(self._fd)
-                self._dirty = False
+            if self._fd < 0 or not self._dirty:
+                return
+            self._dirty = False
+            fd = self._fd
+        os.fsync(fd)
 
     def remove(self) -> None:
         """Delete the journal (its rows are in the final file) and release the lock."""
@@ -144,10 +147,10 @@ class Journal:
     def close(self) -> None:
         """Sync and release the lock; the file stays for --resume."""
         self._stop.set()
+        if self._syncer is not None:
+            self._syncer.join()  # before the descriptor goes: the syncer may be in fsync
         with self._lock:
             if self._fd >= 0:
                 os.fsync(self._fd)
                 os.close(self._fd)  # closing the last descriptor releases the flock
                 self._fd = -1
-        if self._syncer is not None:
-            self._syncer.join()

@@ -188,8 +188,9 @@ class ResultOutput:
     # -- running ---------------------------------------------------------------------------------
 
     def is_done(self, key: Key) -> bool:
-        """Whether the file of this (path, reference) already has a score in the output."""
-        return resolved_key(key) in self.done
+        """Whether the file of this (path, reference) already has a score in the output (a fresh
+        run has none: no path is resolved for it)."""
+        return bool(self.done) and resolved_key(key) in self.done
 
     @property
     def kept_scored(self) -> int:

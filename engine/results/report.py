@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
+from iqart.engine.pipeline.images import ImageError, open_image
 from iqart.engine.results.files import read_result_file
 
 THUMB_SIDE = 160
@@ -47,14 +48,14 @@ def error_reason(message: str) -> str:
 
 
 def thumbnail(path: str) -> Image.Image | None:
-    """A small upright RGB copy, or None when the file cannot be read now."""
+    """A small copy decoded as scoring decodes (upright, sRGB, regular files only: a FIFO in a
+    scores file must not hang the report), or None when the file cannot be read now."""
     try:
-        with Image.open(path) as image:
-            small = ImageOps.exif_transpose(image)
-            small.thumbnail((THUMB_SIDE, THUMB_SIDE))
-            return small.convert("RGB")
-    except (OSError, ValueError):
+        image = open_image(path, reduce_for=(THUMB_SIDE, THUMB_SIDE))
+    except ImageError:
         return None
+    image.thumbnail((THUMB_SIDE, THUMB_SIDE))
+    return image
 
 
 def write_report(scores_file: str | os.PathLike, out: str | os.PathLike, count: int = 8) -> RunSummary:
@@ -66,7 +67,9 @@ def write_report(scores_file: str | os.PathLike, out: str | os.PathLike, count: 
     if suffix == ".html":
         Path(out).write_text(_html(summary, Path(scores_file).name), encoding="utf-8")
     elif suffix == ".png":
-        _figure(summary, Path(scores_file).name).savefig(out, dpi=100)
+        figure = _figure(summary, Path(scores_file).name)
+        figure.savefig(out, dpi=100)
+        _pyplot().close(figure)
     else:
         raise ValueError(f"{out}: the report is .png or .html, not {suffix or 'no suffix'}")
     return summary
@@ -77,20 +80,28 @@ def _title(summary: RunSummary, name: str) -> str:
     return f"{name}: {summary.rows} rows, {len(summary.scores)} scored, {failed} failed"
 
 
-def _figure(summary: RunSummary, name: str):
+def _pyplot():
     import matplotlib
 
-    matplotlib.use("Agg")
+    matplotlib.use("Agg")  # files only: no display is needed or wanted
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _histogram(ax, scores: np.ndarray) -> None:
+    if len(scores):
+        ax.hist(scores, bins=min(50, max(5, len(scores) // 2)), color="#4472c4")
+    ax.set_xlabel("score")
+    ax.set_ylabel("images")
+
+
+def _figure(summary: RunSummary, name: str):
     columns = max(len(summary.lowest), 1)
-    fig = plt.figure(figsize=(max(10, 1.6 * columns), 9))
+    fig = _pyplot().figure(figsize=(max(10, 1.6 * columns), 9))
     grid = fig.add_gridspec(3, columns, height_ratios=[1.3, 1, 1])
     hist = fig.add_subplot(grid[0, :])
-    if len(summary.scores):
-        hist.hist(summary.scores, bins=min(50, max(5, len(summary.scores) // 2)), color="#4472c4")
-    hist.set_xlabel("score")
-    hist.set_ylabel("images")
+    _histogram(hist, summary.scores)
     errors = "; ".join(f"{reason}: {n}" for reason, n in summary.errors.most_common(6)) or "no errors"
     hist.set_title(f"{_title(summary, name)}\nerrors: {errors}", fontsize=9)
     for row_index, (label, rows) in enumerate((("lowest", summary.lowest), ("highest", summary.highest)), start=1):
@@ -115,18 +126,11 @@ def _data_uri(image: Image.Image) -> str:
 
 
 def _html(summary: RunSummary, name: str) -> str:
-    figure = io.BytesIO()
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8, 3))
-    if len(summary.scores):
-        ax.hist(summary.scores, bins=min(50, max(5, len(summary.scores) // 2)), color="#4472c4")
-    ax.set_xlabel("score")
-    ax.set_ylabel("images")
+    _histogram(ax, summary.scores)
     fig.tight_layout()
+    figure = io.BytesIO()
     fig.savefig(figure, format="png", dpi=100)
     plt.close(fig)
     histogram = "data:image/png;base64," + base64.b64encode(figure.getvalue()).decode()
