@@ -226,21 +226,21 @@ LaunchPlan planLaunch(AttentionShape const& shape)
     LaunchPlan plan;
     plan.path = shape.q_len <= kMaxSplitKeysQueries ? AttentionPath::kSplitKeys : AttentionPath::kTiled;
     bool const split_keys = plan.path == AttentionPath::kSplitKeys;
-    plan.grid_x = split_keys ? shape.rows()
-                             : shape.batch * shape.num_heads * ceilDiv(shape.q_len, kTiledQueriesPerBlock);
+    int64_t const heads = shape.batch * shape.num_heads;
+    plan.grid_x = split_keys ? heads : heads * ceilDiv(shape.q_len, kTiledQueriesPerBlock);
     require(plan.grid_x <= std::numeric_limits<int32_t>::max(),
         "too many rows for one launch: " + std::to_string(plan.grid_x) + " blocks");
     plan.splits = 1;
     plan.keys_per_split = shape.kv_len;
-    int64_t const rows = shape.rows();
-    if (rows == 0 || shape.kv_len == 0)
+    if (shape.rows() == 0 || shape.kv_len == 0)
     {
         return plan;
     }
 
-    // Split the keys until rows x splits reaches the target, but keep every chunk worth a block.
+    // Split the keys until the launch reaches the target block count, but keep every chunk worth
+    // a block.
     int64_t const min_keys = split_keys ? kMinKeysPerSplitKeysChunk : kMinKeysPerTiledChunk;
-    int64_t splits = std::min(ceilDiv(kTargetPartialRows, rows), ceilDiv(shape.kv_len, min_keys));
+    int64_t splits = std::min(ceilDiv(kTargetBlocks, plan.grid_x), ceilDiv(shape.kv_len, min_keys));
     splits = std::clamp<int64_t>(splits, 1, kMaxSplits);
     // Round chunks up to the granule; recounting then leaves no empty chunk.
     int64_t const chunk = ceilDiv(ceilDiv(shape.kv_len, splits), kKeyChunkGranule) * kKeyChunkGranule;
@@ -248,22 +248,24 @@ LaunchPlan planLaunch(AttentionShape const& shape)
     plan.keys_per_split = plan.splits == 1 ? shape.kv_len : chunk;
     if (plan.splits > 1)
     {
-        plan.workspace = workspaceLayout(rows * plan.splits, shape.head_dim);
+        plan.workspace = workspaceLayout(shape.rows() * plan.splits, shape.head_dim);
     }
     return plan;
 }
 
 size_t workspaceUpperBound(AttentionShape const& max_shape)
 {
-    // planLaunch picks splits <= min(ceil(T / rows), ceil(Nk / kMinKeysPerSplitKeysChunk)), so
-    // rows x splits <= min(T + rows - 1, rows x ceil(Nk / 128)): non-decreasing in rows and Nk.
+    // planLaunch picks splits <= ceil(T / blocks) with blocks >= rows / 64 (a block covers at most
+    // 64 query rows of one head), so rows x splits <= 64 T + rows; and splits <= ceil(Nk / 64).
+    // Both bounds are non-decreasing in rows and Nk, so the max shape's covers every smaller one.
     int64_t const rows = max_shape.rows();
     if (rows == 0 || max_shape.kv_len == 0)
     {
         return 0;
     }
+    int64_t const min_keys = std::min(kMinKeysPerSplitKeysChunk, kMinKeysPerTiledChunk);
     int64_t const partial_rows = std::min(
-        kTargetPartialRows + rows - 1, rows * ceilDiv(max_shape.kv_len, kMinKeysPerSplitKeysChunk));
+        kTiledQueriesPerBlock * kTargetBlocks + rows, rows * ceilDiv(max_shape.kv_len, min_keys));
     return workspaceLayout(partial_rows, max_shape.head_dim).bytes;
 }
 

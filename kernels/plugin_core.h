@@ -19,8 +19,11 @@ constexpr int64_t kTiledQueriesPerBlock = 64; // BQ of the tiled path
 constexpr int64_t kTiledKeysPerTile = 32;     // BK of the tiled path
 constexpr int64_t kKeyChunkGranule = 64;      // key chunks are multiples of this
 constexpr int64_t kMinKeysPerSplitKeysChunk = 128;  // split-keys path: fewer keys are not worth a block
-constexpr int64_t kMinKeysPerTiledChunk = 256;      // tiled path: same, for a tile of 64 queries
-constexpr int64_t kTargetPartialRows = 2048;  // split until rows x splits reaches ~16 blocks per SM
+constexpr int64_t kMinKeysPerTiledChunk = 64;       // tiled path: one 64-key tile
+// Split keys until the launch has about this many blocks: 4 per SM of a 132-SM H100/H200 (2 waves
+// of 2 resident blocks). A constant, not the GPU's SM count, so that a plan depends on the shape
+// alone and a TensorRT build and its runtime agree.
+constexpr int64_t kTargetBlocks = 528;
 constexpr int64_t kMaxSplits = 65535;         // grid.y limit
 
 bool isSupportedHeadDim(int64_t head_dim);
@@ -86,7 +89,7 @@ AttentionParams deserializeParams(uint8_t const* data, size_t size);
 
 enum class AttentionPath : int32_t
 {
-    kSplitKeys, // few queries, many keys: blocks own (row, key chunk); flash-decoding style
+    kSplitKeys, // few queries, many keys: blocks own ((batch, head), key chunk); flash-decoding style
     kTiled      // many queries: blocks own (batch, head, 64-query tile, key chunk); flash style
 };
 

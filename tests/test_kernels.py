@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import random
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -71,13 +72,34 @@ def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
 # --- builds -----------------------------------------------------------------------------------
 
 
-@pytest.mark.skipif(NVCC is None, reason="nvcc not found")
-def test_kernel_compiles_for_sm80_and_sm90(tmp_path):
-    obj = tmp_path / "fused_cross_attention.o"
+def _cuobjdump() -> str | None:
+    """cuobjdump from PATH, the CUDA toolkit, or pip's nvidia-cuda-cuobjdump (a dev extra)."""
+    found = shutil.which("cuobjdump")
+    if found is None and NVCC:
+        candidate = Path(NVCC).resolve().parent / "cuobjdump"
+        found = str(candidate) if candidate.is_file() else None
+    if found is None and importlib.util.find_spec("nvidia") is not None:
+        import nvidia
+        found = next((str(path) for root in nvidia.__path__ for path in sorted(Path(root).glob("*/bin/cuobjdump"))), None)
+    return found
+
+
+CUOBJDUMP = _cuobjdump()
+
+
+@pytest.fixture(scope="module")
+def kernel_object(tmp_path_factory) -> tuple[Path, str]:
+    """The CUDA source compiled for sm_80 and sm_90 (once per module), with ptxas's report."""
+    obj = tmp_path_factory.mktemp("kernels") / "fused_cross_attention.o"
     result = _run([NVCC, "-std=c++17", "-O3", "-Werror", "all-warnings", "--resource-usage",
                    "-gencode", "arch=compute_80,code=sm_80", "-gencode", "arch=compute_90,code=sm_90",
                    "-I", KERNELS, "-c", KERNELS / "fused_cross_attention.cu", "-o", obj])
-    report = result.stdout + result.stderr
+    return obj, result.stdout + result.stderr
+
+
+@pytest.mark.skipif(NVCC is None, reason="nvcc not found")
+def test_kernel_compiles_for_sm80_and_sm90(kernel_object):
+    obj, report = kernel_object
     assert obj.stat().st_size > 0
     assert "for 'sm_80'" in report and "for 'sm_90'" in report, report
     # Register spills would silently cost the kernels much of their speed.
@@ -85,11 +107,54 @@ def test_kernel_compiles_for_sm80_and_sm90(tmp_path):
     assert not spills, spills
 
 
+def _sass_by_kernel(sass: str) -> dict[tuple[str, str], str]:
+    """cuobjdump -sass output split into {(arch, function name): instructions}."""
+    kernels, arch = {}, None
+    for block in re.split(r"\n(?=\s*(?:arch = |Function : ))", sass):
+        header = block.lstrip()
+        if header.startswith("arch = "):
+            arch = header.split()[2]
+        elif header.startswith("Function : "):
+            kernels[(arch, header.split()[2])] = block
+    return kernels
+
+
+@pytest.mark.skipif(NVCC is None or CUOBJDUMP is None,
+                    reason="needs nvcc and cuobjdump (pip install nvidia-cuda-cuobjdump)")
+def test_fp16_tiled_kernel_runs_on_tensor_cores(kernel_object):
+    """What the compiler made of the fp16 tiled kernel, read without a GPU: tensor-core products
+    (HMMA) fed by ldmatrix (LDSM) and cp.async copies (LDGSTS), for every head size and both
+    architectures; the fp32 tiled kernel stays on fp32 cores (FFMA, no HMMA) for its 1e-5 bound."""
+    obj, _ = kernel_object
+    kernels = _sass_by_kernel(_run([CUOBJDUMP, "-sass", obj]).stdout)
+    for arch in ("sm_80", "sm_90"):
+        for head_dim in (32, 64, 128):
+            tensor = [sass for (a, name), sass in kernels.items()
+                      if a == arch and f"tensorCoreTiledKernelILi{head_dim}E" in name]
+            assert len(tensor) == 1, (arch, head_dim, sorted(kernels))
+            # One key tile: D/16 x BK/8 products for S, BK/16 x D/8 for O (BK = 32 for D = 128, else 64).
+            keys = 32 if head_dim == 128 else 64
+            expected = head_dim // 16 * keys // 8 + keys // 16 * head_dim // 8
+            assert len(re.findall(r"\bHMMA\.16816\.F32\b", tensor[0])) >= expected, (arch, head_dim)
+            assert "LDSM" in tensor[0] and "LDGSTS" in tensor[0], (arch, head_dim)
+            fp32 = [sass for (a, name), sass in kernels.items() if a == arch and f"tiledKernelIfLi{head_dim}E" in name]
+            assert len(fp32) == 1 and "HMMA" not in fp32[0] and "FFMA" in fp32[0], (arch, head_dim)
+
+
 @pytest.mark.skipif(GXX is None, reason="g++ not found")
 def test_plugin_core(tmp_path):
     exe = tmp_path / "test_plugin_core"
     _run([GXX, "-std=c++17", "-O1", "-Wall", "-Wextra", "-Werror", "-I", KERNELS,
           KERNELS / "tests" / "test_plugin_core.cpp", KERNELS / "plugin_core.cpp", "-o", exe])
+    assert "all checks passed" in _run([exe]).stdout
+
+
+@pytest.mark.skipif(GXX is None, reason="g++ not found")
+def test_tensor_core_fragment_maps(tmp_path):
+    """The fp16 kernel's lane/register/tile indexing, emulated for one warp against plain products."""
+    exe = tmp_path / "test_fragments"
+    _run([GXX, "-std=c++17", "-O1", "-Wall", "-Wextra", "-Werror", "-I", KERNELS,
+          KERNELS / "tests" / "test_fragments.cpp", "-o", exe])
     assert "all checks passed" in _run([exe]).stdout
 
 

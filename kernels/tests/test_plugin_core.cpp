@@ -150,7 +150,8 @@ void checkPlan(AttentionShape const& s, std::string const& where)
     bool const split_keys = s.q_len <= kMaxSplitKeysQueries;
     check((p.path == AttentionPath::kSplitKeys) == split_keys, where + ": path");
     int64_t const q_tiles = (s.q_len + kTiledQueriesPerBlock - 1) / kTiledQueriesPerBlock;
-    check(p.grid_x == (split_keys ? s.rows() : s.batch * s.num_heads * q_tiles), where + ": grid_x");
+    check(p.grid_x == (split_keys ? s.batch * s.num_heads : s.batch * s.num_heads * q_tiles), where + ": grid_x");
+    check(p.splits == 1 || (p.splits - 1) * p.grid_x < kTargetBlocks, where + ": no more splits than the target needs");
     check(p.splits >= 1 && p.splits <= kMaxSplits, where + ": splits in range");
     check(p.keys_per_split >= 1, where + ": chunk not empty");
     check(int64_t{p.splits} * p.keys_per_split >= s.kv_len, where + ": chunks cover the keys");
@@ -177,11 +178,18 @@ void testPlans()
     p = planLaunch(shapeOf(1, 1, 50, 32));
     check(p.splits == 1 && p.workspace.bytes == 0, "QualiCLIP 224px is not split");
     p = planLaunch(shapeOf(32, 1, 11700, 32));
-    check(p.splits >= 1 && p.splits <= 2, "batch 32 needs few splits");
+    check(p.splits == 1, "batch 32 fills the GPU unsplit");
+    p = planLaunch(shapeOf(2, 3, 5000, 8));
+    check(p.path == AttentionPath::kSplitKeys && p.grid_x == 16, "Nq = 3 shares one block per head");
     p = planLaunch(shapeOf(1, 49, 49, 4));
-    check(p.path == AttentionPath::kTiled && p.grid_x == 4 && p.splits == 1, "BPCLIP 7x7");
+    check(p.path == AttentionPath::kTiled && p.grid_x == 4 && p.splits == 1, "BPCLIP 7x7: one key tile");
+    p = planLaunch(shapeOf(1, 400, 400, 4));
+    check(p.path == AttentionPath::kTiled && p.grid_x == 4 * 7 && p.splits == 7 && p.keys_per_split == 64,
+        "BPCLIP 20x20 at batch 1: keys split into 64-key chunks (fewer than 256 keys no longer block a split)");
     p = planLaunch(shapeOf(2, 400, 400, 4));
     check(p.path == AttentionPath::kTiled && p.grid_x == 2 * 4 * 7, "BPCLIP 20x20 tiles");
+    p = planLaunch(shapeOf(32, 400, 400, 4));
+    check(p.splits == 1, "BPCLIP 20x20 at batch 32 fills the GPU unsplit");
     check(planLaunch(shapeOf(0, 1, 50, 32)).workspace.bytes == 0, "empty batch");
     expectThrows([] { planLaunch(shapeOf(1, 1, 10, 32, 48)); }, "plan rejects head size 48");
 
