@@ -121,7 +121,7 @@ def score_distributed(inputs: Sequence[str | os.PathLike | ScoreJob], out: str |
                       *, references: str | os.PathLike | None = None, resume: bool = False, address: str | None = None,
                       actors: int | None = None, cpus_per_actor: float = 1, gpus_per_actor: float = 0,
                       on_row: Callable[[ScoreRow], None] | None = None, decode: str = "iqart",
-                      decode_timeout: float | None = DECODE_TIMEOUT_S,
+                      decode_timeout: float | None = DECODE_TIMEOUT_S, decode_device: str | None = None,
                       actor_class: type = ScoringActor, **scorer_options) -> DistributedSummary:
     """Score `inputs` (files and folders, or ScoreJobs) on Ray and write `out` (.csv, .jsonl or
     .parquet) atomically, one row per job, error rows included.
@@ -131,8 +131,9 @@ def score_distributed(inputs: Sequence[str | os.PathLike | ScoreJob], out: str |
     to as many as the cluster's GPUs (`gpus_per_actor` > 0) or CPUs allow. `scorer_options` go to
     each actor's engine.Scorer (backend, device, batch_size, weights, precision, ...).
     `resume=True` keeps the rows with a score already in `out` (or in the journal of a killed
-    run) and scores the rest; it refuses rows of another model or other weights. `decode` and
-    `decode_timeout` as for Scorer.score_files. A subclass of ScoringActor may be passed as
+    run) and scores the rest; it refuses rows of another model or other weights. `decode`,
+    `decode_timeout` and `decode_device` as for Scorer.score_files (the decode device is each
+    actor's: "cuda" fails in an actor without a GPU). A subclass of ScoringActor may be passed as
     `actor_class` for per-actor setup.
     """
     card = get_card(model)
@@ -158,7 +159,8 @@ def score_distributed(inputs: Sequence[str | os.PathLike | ScoreJob], out: str |
                     dataset = ray.data.from_items(job_items(todo), override_num_blocks=blocks).map_batches(
                         actor_class, fn_constructor_kwargs={
                             "model": card.name, "scorer_options": scorer_options, "threads": threads,
-                            "pipeline_options": {"decode": decode, "decode_timeout": decode_timeout}},
+                            "pipeline_options": {"decode": decode, "decode_timeout": decode_timeout,
+                                                 "decode_device": decode_device}},
                         batch_size=None, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(
                             size=summary.actors, max_tasks_in_flight_per_actor=1),  # a dying actor takes one block
                         num_cpus=cpus_per_actor, num_gpus=gpus_per_actor or None, **_bounded_retries())

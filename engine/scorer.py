@@ -26,6 +26,7 @@ from iqart.engine.backends.plan_cache import DEFAULT_MAX_SIDE
 from iqart.engine.backends.tensorrt_backend import TensorRTBackend, cuda_device, import_tensorrt
 from iqart.engine.backends.torch_backend import PRECISIONS, TorchBackend
 from iqart.engine.hardware import default_workers
+from iqart.engine.pipeline.gpu_decode import GpuDecoder, gpu_decoder_for
 from iqart.engine.pipeline.images import as_array, find_images
 from iqart.engine.pipeline.inputs import as_rgb_images
 from iqart.engine.pipeline.jobs import ScoreJob, ScoreRow, pair_with_references
@@ -67,6 +68,7 @@ class Scorer:
             raise ValueError(f"batch size must be at least 1, not {batch_size}")
         self.batch_size = batch_size
         self.workers = workers or default_workers()
+        self._decoders: dict[tuple, GpuDecoder | None] = {}
         self.artifact = None
         if backend == "tensorrt":  # say what is missing before spending time on an export
             import_tensorrt()
@@ -147,13 +149,26 @@ class Scorer:
 
     def score_files(self, paths: Sequence[str | os.PathLike], references: Any = None,
                     stats: PipelineStats | None = None, *, decode: str = "iqart",
-                    decode_timeout: float | None = DECODE_TIMEOUT_S) -> Iterator[ScoreRow]:
+                    decode_timeout: float | None = DECODE_TIMEOUT_S, decode_device: str | None = None) -> Iterator[ScoreRow]:
         """Rows as batches finish (decoding overlaps inference); a bad file is a row with its error,
         and so is one whose decode takes over `decode_timeout` seconds. `decode="official"`
-        decodes as the official QualiCLIP script does (iqart.engine.pipeline.images.open_image)."""
-        return self.score_jobs(self.jobs(paths, references), stats, decode=decode, decode_timeout=decode_timeout)
+        decodes as the official QualiCLIP script does (iqart.engine.pipeline.images.open_image).
+        `decode_device`: "cuda" decodes JPEGs with nvJPEG, "cpu" with PIL; default cuda for the
+        backends on a GPU (torch on CUDA, tensorrt), else cpu (see decoder)."""
+        return self.score_jobs(self.jobs(paths, references), stats, decode=decode, decode_timeout=decode_timeout,
+                               decode_device=decode_device)
 
     def score_jobs(self, jobs: Iterable[ScoreJob], stats: PipelineStats | None = None, *, decode: str = "iqart",
-                   decode_timeout: float | None = DECODE_TIMEOUT_S) -> Iterator[ScoreRow]:
+                   decode_timeout: float | None = DECODE_TIMEOUT_S, decode_device: str | None = None) -> Iterator[ScoreRow]:
+        gpu = self.decoder(decode_device, decode)  # before the first row: a bad decode device fails at the call
         return score_jobs(jobs, self.backend, self.resize, self.batch_size, self.workers, stats, decode=decode,
-                          decode_timeout=decode_timeout)
+                          decode_timeout=decode_timeout, gpu=gpu)
+
+    def decoder(self, decode_device: str | None = None, decode: str = "iqart") -> GpuDecoder | None:
+        """The GPU decoder that `decode_device` gives this scorer, or None (the CPU path):
+        iqart.engine.pipeline.gpu_decode.gpu_decoder_for. ValueError for "cuda" without a GPU
+        decoder; the default falls back to the CPU with one line on stderr."""
+        key = (decode_device, decode)
+        if key not in self._decoders:
+            self._decoders[key] = gpu_decoder_for(decode_device, self.backend, decode)
+        return self._decoders[key]

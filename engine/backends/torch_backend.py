@@ -32,11 +32,16 @@ class TorchBackend:
         self.model = model.to(self.device).eval()
         self.fused_attention = fused_attention
 
+    @property
+    def takes_cuda_tensors(self) -> bool:
+        """On a CUDA device, batches may come as CUDA uint8 NHWC tensors (GPU-decoded images)."""
+        return self.device.type == "cuda"
+
     @torch.inference_mode()
-    def __call__(self, images: np.ndarray, references: np.ndarray | None = None) -> np.ndarray:
-        inputs = [uint8_nhwc_to_model_input(torch.from_numpy(images).to(self.device))]
+    def __call__(self, images: np.ndarray | torch.Tensor, references: np.ndarray | torch.Tensor | None = None) -> np.ndarray:
+        inputs = [uint8_nhwc_to_model_input(torch.as_tensor(images, device=self.device))]
         if references is not None:
-            inputs.append(uint8_nhwc_to_model_input(torch.from_numpy(references).to(self.device)))
+            inputs.append(uint8_nhwc_to_model_input(torch.as_tensor(references, device=self.device)))
         dtype = PRECISIONS[self.precision]
         fused = attention_implementation(fused_cross_attention) if self.fused_attention else contextlib.nullcontext()
         with fused, torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):

@@ -51,7 +51,7 @@ def run_score_on_ray(args: argparse.Namespace, card: ModelCard, jobs: list[Score
         summary = score_distributed(jobs, args.out, card.name, resume=args.resume, address=args.ray or None,
                                     actors=args.ray_actors, cpus_per_actor=args.ray_cpus_per_actor,
                                     gpus_per_actor=args.ray_gpus_per_actor, on_row=show, decode=args.decode,
-                                    decode_timeout=decode_timeout, **options)
+                                    decode_timeout=decode_timeout, decode_device=args.decode_device, **options)
     resumed = f", {summary.kept} kept from before" if args.resume else ""
     actors = f"{summary.actors} {args.backend} actor{'' if summary.actors == 1 else 's'}"
     print(f"{card.name} on Ray ({actors}): scored {summary.scored}, "

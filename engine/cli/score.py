@@ -16,6 +16,7 @@ from iqart.engine.cli.artifact import add_attention_argument
 from iqart.engine.cli.ray import add_ray_arguments, run_score_on_ray
 from iqart.engine.cli.signals import exit_code
 from iqart.engine.cli.usage import UsageError
+from iqart.engine.pipeline.gpu_decode import DECODE_DEVICES, check_decode_device
 from iqart.engine.pipeline.images import DECODERS, scan_images
 from iqart.engine.pipeline.jobs import ScoreJob, pair_with_references, read_pairs
 from iqart.engine.pipeline.path_lists import read_path_list
@@ -55,6 +56,10 @@ def add_score_parser(subparsers) -> None:
                    help="iqart (default): EXIF orientation, ICC to sRGB, modes converted explicitly; official: "
                         "Image.open(path).convert('RGB') exactly, as the official QualiCLIP script (bit-exact "
                         "comparison with published scores)")
+    p.add_argument("--decode-device", choices=DECODE_DEVICES,
+                   help="where JPEGs are decoded: cuda (nvJPEG, batched; other formats and files it cannot decode as "
+                        "the CPU would go to the CPU) or cpu (PIL). Default: cuda for backends on a GPU (torch on "
+                        "CUDA, tensorrt), else cpu; cuda without a GPU is an error. --decode official decodes on the CPU")
     p.add_argument("--decode-timeout", type=float, default=DECODE_TIMEOUT_S, metavar="SECONDS",
                    help=f"a file whose decode takes longer becomes an error row and the run goes on "
                         f"(default {DECODE_TIMEOUT_S:g}; 0: no limit)")
@@ -104,6 +109,8 @@ def decode_timeout(args: argparse.Namespace) -> float | None:
 def run_score(args: argparse.Namespace) -> int:
     card = get_card(args.model)
     timeout = decode_timeout(args)
+    if args.ray is None:  # on Ray the GPUs are the actors', not necessarily this machine's
+        check_decode_device(args.decode_device)
     check_output_path(args.out)  # a mistake in --out costs nothing: checked before any work
     jobs = score_jobs_from_args(args, card)
     digest = weights_sha256(card.name, args.weights)
@@ -123,7 +130,8 @@ def run_score(args: argparse.Namespace) -> int:
         stats = PipelineStats()
         with tqdm(total=len(todo), unit="img", disable=None) as bar:
             try:
-                for row in scorer.score_jobs(todo, stats, decode=args.decode, decode_timeout=timeout):
+                for row in scorer.score_jobs(todo, stats, decode=args.decode, decode_timeout=timeout,
+                                             decode_device=args.decode_device):
                     output.write(row)
                     scored, failed = scored + row.ok, failed + (not row.ok)
                     if not row.ok:
@@ -144,5 +152,9 @@ def run_score(args: argparse.Namespace) -> int:
 
 def summary(stats: PipelineStats, images: int, workers: int) -> str:
     rate = images / stats.wall_s if stats.wall_s else 0.0
-    return (f"{rate:.1f} images/s; decode {stats.decode_s:.1f} s over {workers} workers, "
+    gpu = ""
+    if stats.gpu_decoded or stats.gpu_rejected:
+        rejected = f", {stats.gpu_rejected} rejected by it and decoded on the CPU" if stats.gpu_rejected else ""
+        gpu = f"{stats.gpu_decoded} decoded by nvJPEG{rejected}; "
+    return (f"{rate:.1f} images/s; {gpu}decode {stats.decode_s:.1f} s over {workers} workers, "
             f"inference {stats.inference_s:.1f} s (backend busy {stats.backend_busy:.0%})")

@@ -153,18 +153,22 @@ def to_srgb(image: Image.Image, profile: bytes | None) -> Image.Image:
         return image
 
 
-def resize(image: Image.Image, policy: ResizePolicy) -> Image.Image:
+def resize_target(width: int, height: int, policy: ResizePolicy) -> tuple[int, int]:
+    """(width, height) an upright image of this size is resized to under `policy` (its own size
+    when nothing changes). One rule for the CPU path and the GPU path (gpu_decode)."""
     if policy.kind == "native":
-        return image
+        return width, height
     if policy.kind == "fixed":
-        height, width = policy.size
-    else:
-        short = policy.size[0]
-        scale = short / min(image.size)
-        width, height = max(1, round(image.width * scale)), max(1, round(image.height * scale))
-    if (width, height) == image.size:
+        return policy.size[1], policy.size[0]
+    scale = policy.size[0] / min(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def resize(image: Image.Image, policy: ResizePolicy) -> Image.Image:
+    size = resize_target(image.width, image.height, policy)
+    if size == image.size:
         return image
-    return image.resize((width, height), Image.Resampling.BICUBIC, reducing_gap=None)
+    return image.resize(size, Image.Resampling.BICUBIC, reducing_gap=None)
 
 
 def load_image(path: str | os.PathLike, policy: ResizePolicy) -> np.ndarray:

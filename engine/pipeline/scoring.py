@@ -17,6 +17,11 @@ Why this shape:
 - A decode that does not finish within `decode_timeout` seconds (a hung network mount, a stuck
   decoder) becomes an error row and its thread is abandoned (iqart.engine.pipeline.decode_workers):
   the run goes on, and Ctrl-C or the end of the run never waits for it.
+- With a GPU decoder (`gpu`, iqart.engine.pipeline.gpu_decode) the threads read files and parse
+  their headers only; JPEGs the GPU decodes as the CPU path would wait until a batch's worth is
+  read, then nvJPEG decodes them in one call and they are oriented and resized on the GPU. The
+  rest, and any file nvJPEG rejects, are decoded by the threads as without it. A backend that
+  takes CUDA tensors (`takes_cuda_tensors`) gets the batch on the GPU; others get a host array.
 """
 
 from __future__ import annotations
@@ -28,15 +33,17 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
 
 import numpy as np
+import torch
 
 from iqart.engine.hardware import default_workers
 from iqart.engine.pipeline.decode_workers import DecodeWorkers, Task
+from iqart.engine.pipeline.gpu_decode import GPU_DECODE_PIXELS, GpuDecoder, GpuJob, prepare_job, takes_cuda_tensors
 from iqart.engine.pipeline.images import DECODERS, ImageError, as_array, open_image
 from iqart.engine.pipeline.jobs import ScoreJob, ScoreRow
 from iqart.train.zoo import ResizePolicy
 
 Backend = Callable[[np.ndarray, "np.ndarray | None"], np.ndarray]
-Decoded = tuple[ScoreJob, np.ndarray, "np.ndarray | None"]
+Decoded = tuple[ScoreJob, "np.ndarray | torch.Tensor", "np.ndarray | torch.Tensor | None"]
 
 PIXEL_BUDGET = 16_000_000  # pixels per batch (one 12-megapixel photo; 20 images of 1024x768)
 DECODE_TIMEOUT_S = 60.0
@@ -53,6 +60,8 @@ class PipelineStats:
     inference_s: float = 0.0
     starved_s: float = 0.0
     wall_s: float = 0.0
+    gpu_decoded: int = 0  # jobs decoded by nvJPEG (with a GPU decoder)
+    gpu_rejected: int = 0  # jobs nvJPEG failed on, decoded by the CPU path instead
 
     @property
     def backend_busy(self) -> float:
@@ -124,9 +133,11 @@ def _pixels(item: Decoded) -> int:
 
 def score_jobs(jobs: Iterable[ScoreJob], backend: Backend, policy: ResizePolicy, batch_size: int,
                workers: int | None = None, stats: PipelineStats | None = None, *, decode: str = "iqart",
-               decode_timeout: float | None = DECODE_TIMEOUT_S, pixel_budget: int = PIXEL_BUDGET) -> Iterator[ScoreRow]:
+               decode_timeout: float | None = DECODE_TIMEOUT_S, pixel_budget: int = PIXEL_BUDGET,
+               gpu: GpuDecoder | None = None) -> Iterator[ScoreRow]:
     """One row per job, in batch order (not input order), as soon as each batch is scored.
-    `decode_timeout=None` waits for ever."""
+    `decode_timeout=None` waits for ever. `gpu`: decode what JPEGs it can with it (module
+    docstring); None decodes every file on the CPU."""
     if batch_size < 1:
         raise ValueError(f"batch size must be at least 1, not {batch_size}")
     workers = workers or default_workers()
@@ -141,16 +152,41 @@ def score_jobs(jobs: Iterable[ScoreJob], backend: Backend, policy: ResizePolicy,
     started = time.perf_counter()
     pool = DecodeWorkers(workers)
     in_flight: deque[tuple[ScoreJob, Task]] = deque()
+    on_gpu = gpu is not None and decode == "iqart"
+    waiting: list[GpuJob] = []  # read and parsed, for the next nvJPEG call
+
+    def take(job: ScoreJob, outcome) -> Iterator[ScoreRow]:
+        if isinstance(outcome, ImageError):
+            yield _row(job, error=str(outcome))
+            return
+        for batch in buckets.add((job, *outcome)):
+            yield from _run(batch, backend, stats)
+
+    def decode_waiting() -> Iterator[ScoreRow]:
+        if not waiting:
+            return
+        for job, outcome in gpu.decode_jobs(waiting, policy):
+            if outcome is None:  # nvJPEG could not: the CPU path decodes it (or names what is wrong)
+                stats.gpu_rejected += 1
+                outcome = _collect(pool, pool.submit(_timed_decode, job, policy, decode, False), decode_timeout,
+                                   stats)
+            else:
+                stats.gpu_decoded += 1
+            yield from take(job, outcome)
+        waiting.clear()
+
     try:
-        decoded = _decode_ahead(pool, in_flight, jobs, (policy, decode), max(batch_size, 2 * workers),
+        decoded = _decode_ahead(pool, in_flight, jobs, (policy, decode, on_gpu), max(batch_size, 2 * workers),
                                 decode_timeout, stats)
         for job, outcome in decoded:
             stats.jobs += 1
-            if isinstance(outcome, ImageError):
-                yield _row(job, error=str(outcome))
+            if isinstance(outcome, GpuJob):
+                waiting.append(outcome)
+                if len(waiting) >= batch_size or sum(w.pixels for w in waiting) >= GPU_DECODE_PIXELS:
+                    yield from decode_waiting()
                 continue
-            for batch in buckets.add((job, *outcome)):
-                yield from _run(batch, backend, stats)
+            yield from take(job, outcome)
+        yield from decode_waiting()
         for batch in buckets.drain():
             yield from _run(batch, backend, stats)
     finally:
@@ -158,32 +194,41 @@ def score_jobs(jobs: Iterable[ScoreJob], backend: Backend, policy: ResizePolicy,
         stats.wall_s += time.perf_counter() - started
 
 
-def _timed_decode(job: ScoreJob, policy: ResizePolicy, decode: str):
+def _timed_decode(job: ScoreJob, policy: ResizePolicy, decode: str, on_gpu: bool):
+    """(decoded pair, ImageError or, `on_gpu`, a GpuJob to decode on the GPU; busy seconds)."""
     started = time.perf_counter()
     try:
-        outcome = decode_job(job, policy, decode)
+        outcome = prepare_job(job) if on_gpu else None
+        if not isinstance(outcome, GpuJob):  # the CPU path's file
+            outcome = decode_job(job, policy, decode)
     except ImageError as exc:
         outcome = exc
     return outcome, time.perf_counter() - started
 
 
+def _collect(pool: DecodeWorkers, task: Task, timeout: float | None, stats: PipelineStats):
+    """The task's outcome, or an ImageError if it overstays `timeout` (then it is abandoned)."""
+    waited = time.perf_counter()
+    try:
+        outcome, busy = task.wait(timeout)
+    except TimeoutError:
+        pool.abandon(task)
+        outcome, busy = ImageError(f"decode did not finish within {timeout:g} s (a hung read, e.g. a network "
+                                   "mount, or a stuck decoder); skipped, see --decode-timeout"), timeout
+    stats.starved_s += time.perf_counter() - waited
+    stats.decode_s += busy
+    return outcome
+
+
 def _decode_ahead(pool: DecodeWorkers, in_flight: deque, jobs: Iterable[ScoreJob], how: tuple, depth: int,
                   timeout: float | None, stats: PipelineStats) -> Iterator[tuple[ScoreJob, object]]:
-    """(job, decoded pair or ImageError) in job order, keeping `depth` decodes in flight; a
-    decode that overstays `timeout` is abandoned and becomes an ImageError."""
+    """(job, decoded pair, GpuJob or ImageError) in job order, keeping `depth` decodes in flight;
+    a decode that overstays `timeout` is abandoned and becomes an ImageError."""
 
     def collect() -> tuple[ScoreJob, object]:
         job, task = in_flight[0]
-        waited = time.perf_counter()
-        try:
-            outcome, busy = task.wait(timeout)
-        except TimeoutError:
-            pool.abandon(task)
-            outcome, busy = ImageError(f"decode did not finish within {timeout:g} s (a hung read, e.g. a network "
-                                       "mount, or a stuck decoder); skipped, see --decode-timeout"), timeout
+        outcome = _collect(pool, task, timeout, stats)
         in_flight.popleft()
-        stats.starved_s += time.perf_counter() - waited
-        stats.decode_s += busy
         return job, outcome
 
     for job in jobs:
@@ -194,9 +239,19 @@ def _decode_ahead(pool: DecodeWorkers, in_flight: deque, jobs: Iterable[ScoreJob
         yield collect()
 
 
+def _stack(items: list, backend: Backend) -> np.ndarray | torch.Tensor:
+    """One uint8 NHWC batch: a host array, or a CUDA tensor when GPU-decoded images are in it and
+    the backend takes one (CPU-decoded images of the same size join them on the GPU)."""
+    on_device = next((item.device for item in items if isinstance(item, torch.Tensor)), None)
+    if on_device is None:
+        return np.stack(items)
+    batch = torch.stack([torch.as_tensor(item, device=on_device) for item in items])
+    return batch if on_device.type == "cuda" and takes_cuda_tensors(backend) else batch.cpu().numpy()
+
+
 def _run(batch: list[Decoded], backend: Backend, stats: PipelineStats) -> Iterator[ScoreRow]:
-    images = np.stack([image for _, image, _ in batch])
-    references = None if batch[0][2] is None else np.stack([ref for _, _, ref in batch])
+    images = _stack([image for _, image, _ in batch], backend)
+    references = None if batch[0][2] is None else _stack([ref for _, _, ref in batch], backend)
     started = time.perf_counter()
     try:
         scores = np.asarray(backend(images, references))
