@@ -333,10 +333,33 @@ def test_cuda_without_a_gpu_is_a_clear_error(tmp_path, capsys):
     assert not (tmp_path / "s.csv").exists()
 
 
-def test_the_cli_takes_the_option(tmp_path, capsys):
+def test_the_cli_takes_the_option(tmp_path, capsys, iqart_home):
     with pytest.raises(SystemExit):
         main(["score", "x.jpg", "--decode-device", "tpu"])
     assert "invalid choice: 'tpu'" in capsys.readouterr().err
+    out = tmp_path / "s.csv"
+    assert main(["score", str(EXAMPLE_IMAGES / "chelsea.png"), "-m", "qualiclip-tiny", "--backend", "torch",
+                 "--device", "cpu", "--decode-device", "cpu", "--out", str(out)]) == 0
+    assert "scored 1, failed 0" in capsys.readouterr().out
+
+
+def test_the_summary_counts_what_nvjpeg_decoded():
+    from iqart.engine.cli.score import summary
+
+    stats = PipelineStats(wall_s=1.0, gpu_decoded=98, gpu_rejected=2)
+    assert "98 decoded by nvJPEG, 2 rejected by it and decoded on the CPU; decode" in summary(stats, 100, 8)
+    assert "nvJPEG" not in summary(PipelineStats(wall_s=1.0), 100, 8)
+
+
+def test_the_scorer_passes_the_decode_device_on(folder):
+    """Scorer.score_files(decode_device=): cpu, or the default with a backend on the CPU, decode
+    with PIL."""
+    from iqart.engine.scorer import Scorer
+
+    scorer = Scorer("qualiclip-tiny", "torch", "cpu", 2, workers=1)
+    assert scorer.decoder(None) is None and scorer.decoder("cpu") is None
+    rows = list(scorer.score_files([folder / "o1.jpg", folder / "png.png"], decode_device="cpu"))
+    assert all(row.ok for row in rows) and len(rows) == 2
 
 
 # --- what backends are given ------------------------------------------------------------------------
@@ -361,7 +384,7 @@ def test_torch_backend_and_graph_feeds_take_tensors(scrambled):
 
 @needs_gpu
 def test_nvjpeg_rows_and_pixels_against_the_cpu_path(folder):
-    """nvJPEG's IDCT and chroma upsampling are not libjpeg-turbo's: pixels within a few levels;
+    """nvJPEG's IDCT and chroma upsampling are not libjpeg-turbo's: pixels close, not equal;
     every error row the CPU path's; the batch reaches a CUDA backend on the GPU."""
     gpu = GpuDecoder("cuda")
     jobs = [ScoreJob(folder / name) for name in [*GPU_FILES, *CPU_FILES]]
@@ -378,7 +401,9 @@ def test_nvjpeg_rows_and_pixels_against_the_cpu_path(folder):
         list(score_jobs([ScoreJob(folder / name)], recording, NATIVE, 1, 1, gpu=gpu))
         ours_pixels = recording.batches[0][0].cpu().numpy().astype(np.int16)
         difference = np.abs(ours_pixels - as_array(open_image(folder / name), NATIVE))
-        assert difference.mean() < 1.5 and np.percentile(difference, 99.9) <= 8, (name, difference.mean())
+        # a sanity bound, not a measurement (bench_gpu_decode.py reports the figures): a wrong colour
+        # conversion or orientation is tens of levels off on average
+        assert difference.mean() < 3 and np.percentile(difference, 99) <= 16, (name, difference.mean())
 
 
 @needs_gpu

@@ -165,15 +165,17 @@ def score_jobs(jobs: Iterable[ScoreJob], backend: Backend, policy: ResizePolicy,
     def decode_waiting() -> Iterator[ScoreRow]:
         if not waiting:
             return
-        for job, outcome in gpu.decode_jobs(waiting, policy):
-            if outcome is None:  # nvJPEG could not: the CPU path decodes it (or names what is wrong)
-                stats.gpu_rejected += 1
-                outcome = _collect(pool, pool.submit(_timed_decode, job, policy, decode, False), decode_timeout,
-                                   stats)
-            else:
-                stats.gpu_decoded += 1
-            yield from take(job, outcome)
+        decoded = list(gpu.decode_jobs(waiting, policy))
         waiting.clear()
+        # what nvJPEG could not decode goes to the CPU path (which decodes it, or names what is wrong), in parallel
+        fallbacks = {index: pool.submit(_timed_decode, job, policy, decode, False)
+                     for index, (job, outcome) in enumerate(decoded) if outcome is None}
+        stats.gpu_rejected += len(fallbacks)
+        stats.gpu_decoded += len(decoded) - len(fallbacks)
+        for index, (job, outcome) in enumerate(decoded):
+            if index in fallbacks:
+                outcome = _collect(pool, fallbacks[index], decode_timeout, stats)
+            yield from take(job, outcome)
 
     try:
         decoded = _decode_ahead(pool, in_flight, jobs, (policy, decode, on_gpu), max(batch_size, 2 * workers),
