@@ -91,10 +91,10 @@ def folder(tmp_path_factory) -> Path:
 
 
 GPU_FILES = [f"o{n}.jpg" for n in range(1, 9)] + ["grey.jpg", "srgb.jpg", "ref.jpg"]
-CPU_FILES = {"png.png": "PNG file", "progressive.jpg": "progressive JPEG", "cmyk.jpg": "CMYK JPEG",
+CPU_FILES = {"png.png": "not a JPEG", "progressive.jpg": "progressive JPEG", "cmyk.jpg": "CMYK JPEG",
              "p3.jpg": "ICC profile other than sRGB", "grey_icc.jpg": "ICC profile other than sRGB",
              "truncated.jpg": "no end-of-image marker", "garbage.jpg": "header not read",
-             "empty.jpg": "header not read", "thin.jpg": "size out of range", "fifo.jpg": "header not read",
+             "empty.jpg": "not a JPEG", "thin.jpg": "size out of range", "fifo.jpg": "header not read",
              "missing.jpg": "header not read"}
 
 
@@ -138,7 +138,7 @@ def test_srgb_profiles_are_recognised_by_what_the_cpu_path_does_with_them():
 
 def test_a_pair_goes_to_the_gpu_only_whole_and_matching(folder):
     assert isinstance(prepare_job(ScoreJob(folder / "o1.jpg", folder / "ref.jpg")), GpuJob)
-    assert prepare_job(ScoreJob(folder / "o1.jpg", folder / "png.png")) == "PNG file"
+    assert prepare_job(ScoreJob(folder / "o1.jpg", folder / "png.png")) == "not a JPEG"
     assert prepare_job(ScoreJob(folder / "o6.jpg", folder / "ref.jpg")) == "pair sizes differ"  # upright 300x400
 
 
