@@ -17,8 +17,12 @@ then measures, on the model's resize policy (bpclip-nr: fixed 224x224):
    (`--precision fp16`; random RN50 weights: speed does not depend on them), the score
    difference between the two, and pure inference images/s on a decoded batch for scale.
 Prints a table; `--json PATH` writes every figure. Without a CUDA GPU it says so and exits 0.
-Needs the model code (open_clip) for step 3 and for iqart's pipeline imports: on the GPU
-machine, the wheels gpu_verify.sh carries in .whl/.
+Needs the model code (open_clip) for step 3 and for iqart's pipeline imports (ResizePolicy lives
+in the model zoo): on the GPU machine, the wheels gpu_verify.sh carries in .whl/, as its bench
+steps. There (about a minute on 16 cores):
+
+    STEP_ENV=("${BENCH_ENV[@]}")
+    py_step decode-bench 150 -- benchmarks/bench_gpu_decode.py --count 64 --batch 32 --json "$OUT_DIR/gpu_decode.json"
 """
 
 from __future__ import annotations

@@ -42,7 +42,12 @@ NATIVE = ResizePolicy("native")
 FIXED = ResizePolicy("fixed", (224, 224))
 SHORT = ResizePolicy("short_side", (96,))
 CUDA = torch.cuda.is_available()
-needs_gpu = pytest.mark.skipif(not CUDA, reason="nvJPEG needs a CUDA GPU; torch.cuda.is_available() is False")
+def needs_gpu(test):
+    """Marked gpu (`-m gpu` selects it) and skipped without CUDA, unless IQART_REQUIRE_GPU=1 (a GPU
+    check, where a skip would be a broken run: the test fails instead), as in test_kernels.py."""
+    skip = pytest.mark.skipif(not CUDA and not os.environ.get("IQART_REQUIRE_GPU"),
+                              reason="nvJPEG needs a CUDA GPU; torch.cuda.is_available() is False")
+    return pytest.mark.gpu(skip(test))
 no_gpu_here = pytest.mark.skipif(CUDA, reason="checks the error given where there is no CUDA GPU")
 SRGB_PROFILE = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
 
