@@ -36,6 +36,9 @@ def check_script(path: str, args: list[str]) -> None:
 def check_pytest(args: list[str]) -> None:
     import pytest
 
+    # `python3 -m pytest` puts the working directory (the checkout) first on sys.path, which is
+    # how test modules import `tests.*`; collecting in this process must see the same path.
+    sys.path.insert(0, os.getcwd())
     code = pytest.main(["--collect-only", "-q", *args])
     if code != 0:
         raise SystemExit(f"pytest {' '.join(args)}: collection failed (exit {int(code)})")

@@ -13,9 +13,13 @@
 #                  CUDA graph at batch 1/32/128 (QualiCLIP and BPCLIP at 224, QualiCLIP at 1024x768;
 #                  random RN50 weights; the model code needs open_clip: carried as wheels in .whl/,
 #                  see --fetch-wheels)
+#   decode-bench   12 MP JPEGs: decode images/s, PIL on the CPU vs nvJPEG batched, and end-to-end
+#                  images/s with --decode-device cpu vs cuda (benchmarks/bench_gpu_decode.py)
+#   decode-tests   tests/test_gpu_decode.py -m gpu: nvJPEG vs the CPU path, fallbacks, orientation
 # Results: at most 8 files in $OUT (default: a new temporary folder): gpu_verify.log (every step's
 # whole output), summary.md (one row per step, with the cause of each failure), env.txt,
-# fused_attention.json, bench-224.json, bench-1024x768.json. Exit status 1 if any step failed.
+# fused_attention.json, bench-224.json, bench-1024x768.json, gpu_decode.json. Exit status 1 if
+# any step failed.
 #
 #   bash benchmarks/gpu_verify.sh                 # on the GPU machine (device tool: carry .whl)
 #   bash benchmarks/gpu_verify.sh --dry-run       # here: every import and argument of the real
@@ -34,7 +38,7 @@ case "${1:-}" in
     "") ;;
     --dry-run) MODE=dry ;;
     --fetch-wheels) MODE=fetch ;;
-    -h | --help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "usage: bash benchmarks/gpu_verify.sh [--dry-run | --fetch-wheels]" >&2; exit 2 ;;
 esac
 
@@ -188,7 +192,7 @@ BENCH=(-m iqart.engine.cli.entry bench --backends torch,torch-fp16,torch-fp16-fu
        --device cuda --warmup 3 --iters 10)
 if [ "$MODE" = run ] && [ ${#BENCH_ENV[@]} -eq 0 ] && ! python3 -c "import open_clip" 2>/dev/null; then
     cause="open_clip is not importable and no wheels were carried in .whl/ (bash benchmarks/gpu_verify.sh --fetch-wheels where a registry is, then carry .whl)"
-    for name in bench-224 bench-1024x768; do
+    for name in bench-224 decode-bench decode-tests bench-1024x768; do
         say "== $name: FAILED before starting: $cause"
         row "$name" FAILED 0 "$cause"
     done
@@ -197,6 +201,10 @@ else
     STEP_ENV=("${BENCH_ENV[@]}")
     py_step bench-224 180 -- "${BENCH[@]}" -m qualiclip -m bpclip-nr --sizes 224 \
         --json "$OUT_DIR/bench-224.json" --chart "$WORK/bench-224.png"
+    py_step decode-bench 150 -- benchmarks/bench_gpu_decode.py --count 64 --batch 32 --json "$OUT_DIR/gpu_decode.json"
+    STEP_ENV=("${BENCH_ENV[@]}" IQART_REQUIRE_GPU=1)
+    py_step decode-tests 120 -- -m pytest -p no:cacheprovider -q -rs -m gpu tests/test_gpu_decode.py
+    STEP_ENV=("${BENCH_ENV[@]}")
     py_step bench-1024x768 180 -- "${BENCH[@]}" -m qualiclip --sizes 1024x768 \
         --json "$OUT_DIR/bench-1024x768.json" --chart "$WORK/bench-1024x768.png"
     STEP_ENV=()
