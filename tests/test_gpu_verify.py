@@ -15,8 +15,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "benchmarks" / "gpu_verify.sh"
-STEPS = ("imports", "build", "gpu-tests", "memcheck", "fused-bench", "bench-224", "bench-1024x768", "racecheck",
-         "initcheck")
+STEPS = ("imports", "build", "gpu-tests", "memcheck", "fused-bench", "bench-224", "decode-bench", "decode-tests",
+         "bench-1024x768", "racecheck", "initcheck")
 
 
 def dry_run(repo: Path, tmp_path: Path) -> subprocess.CompletedProcess:
