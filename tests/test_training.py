@@ -23,7 +23,9 @@ from iqart.train.train_bpclip import (
     BPCLIPTrainConfig,
     SyntheticMOS,
     build_bpclip,
+    load_teacher,
     set_ranking_loss,
+    teacher_targets,
     train_bpclip,
 )
 from iqart.train.train_qualiclip import (
@@ -198,6 +200,53 @@ def test_init_encoder_takes_only_the_encoder_of_other_bpclip_weights(tmp_path):
     save_checkpoint(tmp_path / "q.pt", "qualiclip-tiny", build_qualiclip(QualiCLIPTrainConfig(model="qualiclip-tiny")).state_dict())
     with pytest.raises(Exception, match="q.pt"):
         build_bpclip(BPCLIPTrainConfig(model="bpclip-nr-tiny", init_encoder=str(tmp_path / "q.pt")))
+
+
+def _save_fr_teacher(path, constant: float | None = None) -> None:
+    """A random bpclip-fr-tiny checkpoint; with `constant`, one whose score is that for any input."""
+    from iqart.train.checkpoints import save_checkpoint
+
+    teacher = build_bpclip(BPCLIPTrainConfig(model="bpclip-fr-tiny", seed=4))
+    if constant is not None:
+        with torch.no_grad():
+            teacher.head_mlp[-1].weight.zero_()
+            teacher.head_mlp[-1].bias.fill_(torch.logit(torch.tensor(constant)).item())
+    save_checkpoint(path, "bpclip-fr-tiny", teacher.state_dict())
+
+
+def test_teacher_targets_blend_the_teachers_scores_of_each_pair_with_the_level(tmp_path):
+    _save_fr_teacher(tmp_path / "fr.pt")
+    config = BPCLIPTrainConfig(model="bpclip-nr-tiny", crop=48, batch_size=6, level_sets=True,
+                               teacher=str(tmp_path / "fr.pt"), teacher_weight=0.25)
+    teacher = load_teacher(config)
+    assert teacher is not None and teacher.task == "fr" and not teacher.training
+    assert not any(p.requires_grad for p in teacher.parameters())
+    batch = SyntheticMOS(config, [torch.rand(3, 80, 80)], torch.Generator().manual_seed(0)).batch()
+    scores = teacher(normalize_float(batch["image"]), normalize_float(batch["reference"]))
+    targets = teacher_targets(teacher, batch, config.teacher_weight)
+    assert torch.allclose(targets, 0.25 * scores + 0.75 * batch["target"], atol=1e-6)
+    assert torch.allclose(teacher_targets(teacher, batch, 1.0), scores, atol=1e-6)
+    assert torch.equal(teacher_targets(None, batch, 1.0), batch["target"])
+    assert load_teacher(BPCLIPTrainConfig(model="bpclip-nr-tiny")) is None
+    with pytest.raises(ValueError, match="full-reference"):
+        load_teacher(BPCLIPTrainConfig(model="bpclip-fr-tiny", teacher=str(tmp_path / "fr.pt")))
+    with pytest.raises(ValueError, match="teacher_weight"):
+        load_teacher(BPCLIPTrainConfig(model="bpclip-nr-tiny", teacher=str(tmp_path / "fr.pt"), teacher_weight=2.0))
+
+
+def test_a_student_run_regresses_its_teachers_score_not_the_level(tmp_path):
+    """A teacher that scores every pair 0.9: the student learns to score its training crops 0.9,
+    where the level targets (1 for a clean crop, 0.8 .. 0 for its 5 levels) average 0.5."""
+    _save_fr_teacher(tmp_path / "fr.pt", constant=0.9)
+    config = BPCLIPTrainConfig(model="bpclip-nr-tiny", steps=25, lr=1e-2, warmup_steps=1, batch_size=6,
+                               level_sets=True, plcc_weight=0.0, holdout_images=("chelsea",), eval_crops_per_image=1,
+                               teacher=str(tmp_path / "fr.pt"), **{**SMALL, "crop": 48})
+    run = train_bpclip(config, tmp_path / "run", progress=False)
+    student = load_model("bpclip-nr-tiny", run.weights_file)
+    sets = SyntheticMOS(config, list(load_pristine("skimage:astronaut").values()), torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        scores = torch.cat([student(normalize_float(sets.batch()["image"])) for _ in range(2)])
+    assert scores.mean().item() > 0.75, scores
 
 
 def test_set_ranking_loss_is_zero_only_for_sets_in_order():

@@ -5,7 +5,10 @@ official split where there is one, otherwise a seeded 80/20 split by content), o
 weights, from `data = "synthetic"`: crops of pristine images degraded at a random level of a
 random type (or a composite of several groups), with the level-derived target
 1 − (level + 1) / 5 (1 for an undegraded crop, 0 at the strongest level). Those targets are not
-human opinions; weights trained on them are demo weights, not the paper's results.
+human opinions; weights trained on them are demo weights, not the paper's results. A no-reference
+model can also learn from a trained full-reference one (`teacher`, ours): its score of each
+(distorted, pristine) pair becomes the target, which follows what a degradation does to that
+content (a blur of a flat patch changes little) where the level target cannot.
 
 Defaults (all ours; the paper's code and settings are not public): AdamW with a cosine schedule,
 a 10x lower learning rate for the pretrained encoder, random crops and horizontal flips (the same
@@ -33,7 +36,7 @@ from iqart.train.losses import mos_loss
 from iqart.train.preprocess import normalize_float
 from iqart.train.pristine import TrainingContent, quantize, random_crop, split_pristine
 from iqart.train.runs import RunDirectory, fit, seed_everything
-from iqart.train.zoo import build_model, get_card
+from iqart.train.zoo import build_model, get_card, load_model
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,11 @@ class BPCLIPTrainConfig:
     model: str = "bpclip-nr"  # zoo name: bpclip-nr, bpclip-fr, or their -tiny versions
     init: str = ""  # CLIP weights (encoder + adjective embeddings) or BPCLIP weights; "" = random
     init_encoder: str = ""  # ours: BPCLIP weights (FR or NR) whose image encoder starts this model's (after init)
+    # ours: full-reference BPCLIP weights (of this model's size) as a frozen teacher for a no-reference
+    # model: the regression target becomes teacher_weight * teacher(distorted, reference)
+    # + (1 - teacher_weight) * the level target; the ranking hinge keeps ordering by level
+    teacher: str = ""
+    teacher_weight: float = 1.0
     data: str = "synthetic"  # "synthetic" or a dataset name: kadid10k, koniq10k, live, csiq, tid2013, spaq, clive
     root: str = ""  # the dataset's folder
     split_seed: int = 0  # for datasets without an official split
@@ -163,6 +171,33 @@ def set_ranking_loss(scores: torch.Tensor, margin: float) -> torch.Tensor:
     return torch.relu(scores[:, worse] - scores[:, better] + margin).mean()
 
 
+def load_teacher(config: BPCLIPTrainConfig) -> BPCLIP | None:
+    """The frozen full-reference teacher of a no-reference student (None without `teacher`): the
+    FR model of the student's size (bpclip-nr-tiny learns from bpclip-fr-tiny), in eval mode."""
+    if not config.teacher:
+        return None
+    if get_card(config.model).task != "nr":
+        raise ValueError(f"teacher: {config.model} is full-reference; a teacher trains a no-reference model")
+    if config.data != "synthetic":
+        raise ValueError("teacher needs data = \"synthetic\": the teacher compares each crop with its pristine source")
+    if not 0.0 <= config.teacher_weight <= 1.0:
+        raise ValueError(f"teacher_weight must lie in [0, 1], got {config.teacher_weight}")
+    teacher = load_model(config.model.replace("bpclip-nr", "bpclip-fr"), config.teacher)
+    teacher.requires_grad_(False)
+    return teacher
+
+
+@torch.no_grad()
+def teacher_targets(teacher: BPCLIP | None, batch: dict[str, torch.Tensor], weight: float) -> torch.Tensor:
+    """A batch's regression targets: its level targets, blended with the teacher's scores of
+    (image, reference) when there is a teacher."""
+    target = batch["target"].float()
+    if teacher is None:
+        return target
+    scores = teacher(normalize_float(batch["image"]), normalize_float(batch["reference"])).float()
+    return weight * scores + (1.0 - weight) * target
+
+
 def _endless(loader):
     while True:
         yield from loader
@@ -200,6 +235,7 @@ def train_bpclip(config: BPCLIPTrainConfig, out: str, resume: bool = False, prog
     generator = seed_everything(config.seed)
     model = build_bpclip(config)
     full_reference = model.task == "fr"
+    teacher = load_teacher(config)
     eval_images, test_loader = {}, None
     if config.data == "synthetic":
         train_images, eval_images = split_pristine(config.images, config.holdout_images)
@@ -207,15 +243,16 @@ def train_bpclip(config: BPCLIPTrainConfig, out: str, resume: bool = False, prog
     else:
         batches, test_loader = dataset_loaders(config, model.task, generator)
 
-    def predict_batch() -> tuple[torch.Tensor, torch.Tensor]:
+    def predict_batch(with_teacher: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         batch = next(batches)
         args = [normalize_float(batch["image"])]
         if full_reference:
             args.append(normalize_float(batch["reference"]))
-        return model(*args), batch["target"].float()
+        target = teacher_targets(teacher, batch, config.teacher_weight) if with_teacher else batch["target"].float()
+        return model(*args), target
 
     def step_loss() -> tuple[torch.Tensor, dict]:
-        predicted, target = predict_batch()
+        predicted, target = predict_batch(with_teacher=True)
         loss = mos_loss(predicted, target, config.plcc_weight)
         if not (config.level_sets and config.rank_weight):
             return loss, {}
