@@ -18,7 +18,7 @@ import torch
 
 from iqart.export.native_attention import NATIVE_GRAPH, NATIVE_OPSET, attention_nodes
 from iqart.export.onnx_graphs import EXPORTER, OPSET, build_graphs, input_names
-from iqart.export.plugin_node import PLUGIN_DOMAIN, PLUGIN_NAME, PLUGIN_NAMESPACE, PLUGIN_VERSION
+from iqart.export.plugin_node import PLUGIN_DOMAIN, PLUGIN_NAME, PLUGIN_NAMESPACE, PLUGIN_VERSION, TRT_GRAPH
 from iqart.export.spec_files import read_spec, sha256_file
 from iqart.train.atomic import honour_umask
 from iqart.train.prompts import adjective_prompts, antonym_prompts
@@ -26,7 +26,7 @@ from iqart.train.zoo import ModelCard, get_card, load_model, resolve_weights
 
 SPEC_VERSION = 1
 __all__ = ["GRAPH_FILES", "INT8_GRAPH", "SPEC_VERSION", "build_spec", "export_artifact", "read_spec", "sha256_file"]
-GRAPH_FILES = ("model.onnx", "model.fp16.onnx", "model.trt.onnx", NATIVE_GRAPH)
+GRAPH_FILES = ("model.onnx", "model.fp16.onnx", TRT_GRAPH, NATIVE_GRAPH)
 INT8_GRAPH = "model.int8.onnx"  # optional: written by `iqart quantize` or on first int8 use (iqart.export.int8_artifact)
 
 
@@ -92,7 +92,7 @@ def export_artifact(name: str, out_dir: str | os.PathLike, weights: str | os.Pat
         for filename in GRAPH_FILES:
             onnx.save(graphs[filename], staging / filename)
             hashes[filename] = sha256_file(staging / filename)
-        plugin_nodes = sum(n.op_type == PLUGIN_NAME for n in graphs["model.trt.onnx"].graph.node)
+        plugin_nodes = sum(n.op_type == PLUGIN_NAME for n in graphs[TRT_GRAPH].graph.node)
         spec = build_spec(card, weights_sha, hashes, fp16_report, plugin_nodes, len(attention_nodes(graphs[NATIVE_GRAPH])))
         (staging / "spec.json").write_text(json.dumps(spec, indent=2) + "\n")
         (staging / "plans").mkdir()

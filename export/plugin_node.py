@@ -18,6 +18,7 @@ PLUGIN_NAME = "FusedCrossAttention"
 PLUGIN_NAMESPACE = "iqart"
 PLUGIN_VERSION = "1"
 PLUGIN_DOMAIN = "iqart"  # custom ONNX domain: keeps onnx.checker's full check meaningful
+TRT_GRAPH = "model.trt.onnx"  # the fp16 graph with each attention core one plugin node
 
 
 class _FusedCrossAttentionExport(torch.autograd.Function):

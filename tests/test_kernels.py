@@ -352,7 +352,8 @@ def test_tensorrt_plugin_matches_reference(dtype, q_len, kv_len, kv_max, heads):
     import numpy as np
     import tensorrt as trt
 
-    from iqart.engine.backends.plugin import PLUGIN_NAME, PLUGIN_NAMESPACE, PLUGIN_VERSION, load_plugin
+    from iqart.engine.backends.plugin import load_plugin
+    from iqart.export.plugin_node import PLUGIN_NAME, PLUGIN_NAMESPACE, PLUGIN_VERSION
 
     load_plugin()
     trt_type = trt.float16 if dtype == torch.float16 else trt.float32

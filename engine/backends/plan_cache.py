@@ -19,11 +19,11 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from iqart.export.native_attention import NATIVE_GRAPH  # attention as ONNX Attention ops, TensorRT's own fused kernels
+from iqart.export.plugin_node import TRT_GRAPH  # attention as FusedCrossAttention plugin nodes
 from iqart.train.atomic import write_atomic, write_json_atomic
 
 PLANS_DIR = "plans"
-TRT_GRAPH = "model.trt.onnx"  # attention as FusedCrossAttention plugin nodes
-NATIVE_GRAPH = "model.trt-native.onnx"  # attention as ONNX Attention ops, TensorRT's own fused kernels
 GRAPHS = {"plugin": TRT_GRAPH, "native": NATIVE_GRAPH}
 NO_PLUGIN = "none"  # Environment.plugin of a plan built without our plugin library
 KEY_VERSION = 2  # 2: the key names the graph file and the plugin build

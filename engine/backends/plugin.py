@@ -34,7 +34,7 @@ from iqart.train.home import iqart_home
 
 LIBRARY_NAME = "libiqart_plugins.so"
 LIBRARY_ENV = "IQART_PLUGIN_LIBRARY"
-PLUGIN_NAME, PLUGIN_NAMESPACE, PLUGIN_VERSION = "FusedCrossAttention", "iqart", "1"
+
 # Distributions that install TensorRT's Python bindings: the `tensorrt` metapackage and its
 # CUDA-versioned frontend (module `tensorrt`), or the bindings wheel alone (module `tensorrt_bindings`).
 TENSORRT_DISTRIBUTIONS = ("tensorrt", "tensorrt-cu13", "tensorrt-cu12", "tensorrt-cu13-bindings",
