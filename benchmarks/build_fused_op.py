@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 import torch
 from torch.utils import cpp_extension
@@ -25,14 +24,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def dry_run(args: argparse.Namespace) -> None:
     """What the build needs that a CPU machine can show: the sources, and nvcc where it is installed."""
-    missing = [name for name in fused_op._SOURCES if not (fused_op.KERNELS_DIR / name).is_file()]
+    missing = fused_op.missing_sources()
     if missing:
-        raise SystemExit(f"kernel sources missing from {fused_op.KERNELS_DIR}: {missing}")
-    home = cpp_extension.CUDA_HOME
-    headers = home is not None and (Path(home) / "include" / "cuda_runtime_api.h").is_file()
+        raise SystemExit(f"kernel sources missing: {missing}")
+    problem = fused_op.toolkit_problem()
     print(f"sources: {fused_op.KERNELS_DIR} ({', '.join(fused_op._SOURCES)}); CUDA_HOME for nvcc: "
-          f"{home or 'not found on this machine (the GPU image has nvcc)'}"
-          f"{'' if home is None or headers else ' (no CUDA headers under it: the build would fail here)'}")
+          f"{cpp_extension.CUDA_HOME or 'not found on this machine (the GPU image has nvcc)'}"
+          f"{'' if cpp_extension.CUDA_HOME is None or problem is None else f' ({problem}: the build would fail here)'}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -163,15 +163,10 @@ __global__ void __launch_bounds__(kThreadsPerBlock) splitKeysKernel(KernelArgs<T
     int const dim0 = (threadIdx.x % kLanes) * kVec;
     int64_t const key_stride = heads * D;
 
-    float q[kQueries][kVec];
+    float q[kQueries][kVec] = {};
 #pragma unroll
     for (int i = 0; i < kQueries; ++i)
     {
-#pragma unroll
-        for (int e = 0; e < kVec; ++e)
-        {
-            q[i][e] = 0.0f;
-        }
         if (i < queries)
         {
             loadFloats(args.q + ((b * args.q_len + i) * heads + h) * D + dim0, q[i]);
@@ -190,16 +185,11 @@ __global__ void __launch_bounds__(kThreadsPerBlock) splitKeysKernel(KernelArgs<T
     int64_t const key_end = min(args.kv_len, key_begin + args.keys_per_split);
 
     OnlineSoftmax stats[kQueries];
-    float acc[kQueries][kVec];
+    float acc[kQueries][kVec] = {};
 #pragma unroll
     for (int i = 0; i < kQueries; ++i)
     {
         stats[i] = OnlineSoftmax::empty();
-#pragma unroll
-        for (int e = 0; e < kVec; ++e)
-        {
-            acc[i][e] = 0.0f;
-        }
     }
     // The loop bound is uniform over the block, so whole warps reach the shuffles in groupSum.
     for (int64_t base = key_begin; base < key_end; base += kGroups * kKeysPerStep)

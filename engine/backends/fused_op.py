@@ -21,6 +21,25 @@ KERNELS_DIR = Path(__file__).resolve().parents[2] / "kernels"
 _SOURCES = ("torch_op.cpp", "fused_cross_attention.cu", "plugin_core.cpp")
 
 
+def missing_sources() -> list[str]:
+    """The kernel sources the op is built from that are not here (a wheel without package data)."""
+    return [str(KERNELS_DIR / name) for name in _SOURCES if not (KERNELS_DIR / name).is_file()]
+
+
+def toolkit_problem() -> str | None:
+    """Why nvcc cannot build the op on this machine (no toolkit, or a CUDA_HOME without the CUDA
+    headers), or None. The GPU-independent part of what _load_op needs, so a dry run can show it."""
+    from torch.utils import cpp_extension
+
+    if cpp_extension.CUDA_HOME is None:
+        return "nvcc not found; install the CUDA toolkit or set CUDA_HOME"
+    if not (Path(cpp_extension.CUDA_HOME) / "include" / "cuda_runtime_api.h").is_file():
+        # torch guesses CUDA_HOME from nvcc's folder, which a wrapper script (/usr/local/bin/nvcc) misleads
+        return (f"CUDA_HOME={cpp_extension.CUDA_HOME} has no include/cuda_runtime_api.h; set CUDA_HOME to the "
+                "CUDA toolkit's root (e.g. /usr/local/cuda)")
+    return None
+
+
 @functools.cache
 def _load_op():
     """Builds (once per torch/CUDA version; cpp_extension rebuilds when sources change) and loads the op."""
@@ -28,16 +47,13 @@ def _load_op():
         raise RuntimeError("iqart fused attention op needs a CUDA GPU; torch.cuda.is_available() is False")
     from torch.utils import cpp_extension
 
-    if cpp_extension.CUDA_HOME is None:
-        raise RuntimeError("iqart fused attention op: nvcc not found; install the CUDA toolkit or set CUDA_HOME")
-    if not (Path(cpp_extension.CUDA_HOME) / "include" / "cuda_runtime_api.h").is_file():
-        # torch guesses CUDA_HOME from nvcc's folder, which a wrapper script (/usr/local/bin/nvcc) misleads
-        raise RuntimeError(f"iqart fused attention op: CUDA_HOME={cpp_extension.CUDA_HOME} has no "
-                           "include/cuda_runtime_api.h; set CUDA_HOME to the CUDA toolkit's root (e.g. /usr/local/cuda)")
-    sources = [KERNELS_DIR / name for name in _SOURCES]
-    missing = [str(path) for path in sources if not path.is_file()]
+    problem = toolkit_problem()
+    if problem:
+        raise RuntimeError(f"iqart fused attention op: {problem}")
+    missing = missing_sources()
     if missing:
         raise RuntimeError(f"iqart fused attention op: kernel sources missing (needs a source checkout): {missing}")
+    sources = [KERNELS_DIR / name for name in _SOURCES]
     build_dir = iqart_home() / "torch_ext" / f"torch{torch.__version__}-cuda{torch.version.cuda}"
     build_dir.mkdir(parents=True, exist_ok=True)
     cpp_extension.load(
