@@ -33,13 +33,7 @@ def _load(name: str, model_name: str) -> torch.Tensor:
     return torch.from_numpy(array).permute(2, 0, 1)[None].float() / 255.0
 
 
-# bpclip-nr-tiny is xfail (strict: a fix must remove the mark): its demo weights (since 2026-11-30,
-# train/configs/bpclip-nr-tiny.toml) put 1 of the 12 copies above its photo (rocket_jpeg; the
-# weights before them, 4 of 12). README, "Demo weights", lists what was tried.
-_OPEN = pytest.mark.xfail(strict=True, reason="issue 18: the demo weights rank some copies above their photo")
-
-
-@pytest.mark.parametrize("model_name", ["qualiclip-tiny", pytest.param("bpclip-nr-tiny", marks=_OPEN)])
+@pytest.mark.parametrize("model_name", ["qualiclip-tiny", "bpclip-nr-tiny"])
 def test_every_degraded_example_scores_below_its_pristine_photo(model_name):
     model = load_model(model_name)
     with torch.no_grad():
