@@ -292,7 +292,8 @@ constexpr int64_t tiledSmemFloats()
 
 // Tiled path on fp32 cores (fp32 inputs; fp16 below sm_80). Block = (b, h, 64-query tile, key
 // chunk); thread (ty, tx) owns query rows ty + 16 i (i < 4), scores of keys tx + 8 j (j < 4) in
-// each 32-key tile, and output columns tx + 8 c. The 8 threads of a row are consecutive lanes, so row reductions are 3 shuffles.
+// each 32-key tile, and output columns tx + 8 c. The 8 threads of a row are consecutive lanes, so
+// row reductions are 3 shuffles.
 template <typename T, int D>
 __global__ void __launch_bounds__(kThreadsPerBlock) tiledKernel(KernelArgs<T> args)
 {

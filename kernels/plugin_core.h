@@ -16,12 +16,13 @@ namespace iqart
 constexpr int32_t kThreadsPerBlock = 128;
 constexpr int64_t kMaxSplitKeysQueries = 4;  // Nq at or below this takes the split-keys path
 constexpr int64_t kTiledQueriesPerBlock = 64; // BQ of the tiled path
-constexpr int64_t kTiledKeysPerTile = 32;     // BK of the tiled path on fp32 cores (tensor cores: 64, or 32 for D = 128)
+constexpr int64_t kTiledKeysPerTile = 32;     // BK of the tiled path on fp32 cores (tensor cores: 64; D = 128: 32)
 constexpr int64_t kKeyChunkGranule = 64;      // key chunks are multiples of this
 constexpr int64_t kMinKeysPerSplitKeysChunk = 128;  // split-keys path: fewer keys are not worth a block
 constexpr int64_t kMinKeysPerTiledChunk = 64;       // tiled path: one 64-key tile
-// Split keys until the launch has about this many blocks: 4 per SM of a 132-SM H100/H200. A constant, not the GPU's SM count, so that a plan depends on the shape
-// alone and a TensorRT build and its runtime agree.
+// Split keys until the launch has about this many blocks: 4 per SM of a 132-SM H100/H200. A
+// constant, not the GPU's SM count, so that a plan depends on the shape alone and a TensorRT build
+// and its runtime agree.
 constexpr int64_t kTargetBlocks = 528;
 constexpr int64_t kMaxSplits = 65535;         // grid.y limit
 
