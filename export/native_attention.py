@@ -17,12 +17,15 @@ Why the `Attention` op and not a MatMul-Softmax-MatMul chain:
 - The op is also standard ONNX, so the same graph is checked on the CPU: ONNX Runtime (1.2x+) and
   onnx.reference run opset-23 `Attention` (iqart.export.validate, fp16 tolerance).
 
-`softmax_precision` is set to FLOAT to state the contract (fp32 softmax, as the plugin kernel
-and the fp16 graph do); TensorRT's importer does not read it, and IAttention's fused kernels
-accumulate in fp32 anyway. The parser builds the layer not decomposable by default: TensorRT
-then has to find a fused kernel for each core's shapes (QualiCLIP: 1 query over HW+1 keys,
-32 heads of 64; BPCLIP: grid x grid, 4 heads of 64). Whether it does on a given GPU is checked
-only by building a plan there (`iqart build --attention native`).
+The node carries no `softmax_precision`: TensorRT's importer rejects any graph that sets it
+("Setting softmax precision is not supported in TensorRT Attention"). What that attribute was
+for, logits that stay inside fp16's range, is kept another way every runtime honours: Q is
+multiplied by the scale before the op (a separate Mul, exact for a power-of-two scale such as
+1/sqrt(64)) and the op's own `scale` is 1. The product Q·Kᵀ then never exists unscaled, where
+QualiCLIP's pool logits would exceed fp16's 65504; TensorRT's fused kernels accumulate in fp32
+anyway. The parser builds the layer not decomposable by default: TensorRT then has to find a fused kernel for each core's shapes (QualiCLIP: 1 query over HW+1 keys,
+32 heads of 64; BPCLIP: grid x grid, 4 heads of 64). tests/test_tensorrt_build.py builds it with
+TensorRT for RTX; whether a GPU has the kernel is checked by building a plan there.
 
 Made by rewriting model.trt.onnx rather than by a third export, so that the two TensorRT graphs
 differ in nothing but their attention nodes.
@@ -30,8 +33,9 @@ differ in nothing but their attention nodes.
 
 from __future__ import annotations
 
+import numpy as np
 import onnx
-from onnx import TensorProto, helper
+from onnx import helper, numpy_helper
 
 from iqart.export.plugin_node import PLUGIN_DOMAIN, PLUGIN_NAME
 
@@ -43,11 +47,18 @@ def _attribute(node: onnx.NodeProto, name: str):
     return next(helper.get_attribute_value(a) for a in node.attribute if a.name == name)
 
 
-def native_attention_node(plugin: onnx.NodeProto) -> onnx.NodeProto:
-    """The `Attention` node computing what one FusedCrossAttention node computes."""
+def native_attention_nodes(plugin: onnx.NodeProto, dtype: int) -> tuple[list[onnx.NodeProto], onnx.TensorProto]:
+    """The Mul (Q times the scale) and `Attention` node computing what one FusedCrossAttention
+    node computes, and the scale's initializer (in `dtype`, Q's element type)."""
     heads, scale = int(_attribute(plugin, "num_heads")), float(_attribute(plugin, "scale"))
-    return helper.make_node("Attention", list(plugin.input), list(plugin.output), name=plugin.name or None,
-                            q_num_heads=heads, kv_num_heads=heads, scale=scale, softmax_precision=TensorProto.FLOAT)
+    name = plugin.name or plugin.output[0]
+    q, k, v = plugin.input
+    factor = numpy_helper.from_array(np.array(scale, dtype=helper.tensor_dtype_to_np_dtype(dtype)), f"{name}/q_scale")
+    scaled_q = f"{name}/q_scaled"
+    mul = helper.make_node("Mul", [q, factor.name], [scaled_q], name=f"{name}/ScaleQ")
+    attention = helper.make_node("Attention", [scaled_q, k, v], list(plugin.output), name=plugin.name or None,
+                                 q_num_heads=heads, kv_num_heads=heads, scale=1.0)
+    return [mul, attention], factor
 
 
 def to_native_attention(trt_graph: onnx.ModelProto) -> onnx.ModelProto:
@@ -59,8 +70,15 @@ def to_native_attention(trt_graph: onnx.ModelProto) -> onnx.ModelProto:
     (iqart validate) confirm it on each export.
     """
     model = onnx.ModelProto.FromString(trt_graph.SerializeToString())
-    nodes = [native_attention_node(n) if n.domain == PLUGIN_DOMAIN and n.op_type == PLUGIN_NAME else n
-             for n in model.graph.node]
+    types = _element_types(model)
+    nodes = []
+    for node in model.graph.node:
+        if node.domain == PLUGIN_DOMAIN and node.op_type == PLUGIN_NAME:
+            replacement, factor = native_attention_nodes(node, types[node.input[0]])
+            nodes += replacement
+            model.graph.initializer.append(factor)
+        else:
+            nodes.append(node)
     if any(n.domain == PLUGIN_DOMAIN for n in nodes):
         raise ValueError(f"unexpected {PLUGIN_DOMAIN!r} nodes other than {PLUGIN_NAME}")
     del model.graph.node[:]
@@ -73,6 +91,12 @@ def to_native_attention(trt_graph: onnx.ModelProto) -> onnx.ModelProto:
     model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
     onnx.checker.check_model(model, full_check=True)
     return model
+
+
+def _element_types(model: onnx.ModelProto) -> dict[str, int]:
+    inferred = onnx.shape_inference.infer_shapes(model)
+    graph = inferred.graph
+    return {vi.name: vi.type.tensor_type.elem_type for vi in [*graph.value_info, *graph.input, *graph.output]}
 
 
 def attention_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:

@@ -230,6 +230,9 @@ LaunchPlan planLaunch(AttentionShape const& shape)
     plan.grid_x = split_keys ? heads : heads * ceilDiv(shape.q_len, kTiledQueriesPerBlock);
     require(plan.grid_x <= std::numeric_limits<int32_t>::max(),
         "too many rows for one launch: " + std::to_string(plan.grid_x) + " blocks");
+    // The combine kernel runs one block per output row (grid.x), under the same limit.
+    require(shape.rows() <= std::numeric_limits<int32_t>::max(),
+        "too many output rows for one combine launch: " + std::to_string(shape.rows()));
     plan.splits = 1;
     plan.keys_per_split = shape.kv_len;
     if (shape.rows() == 0 || shape.kv_len == 0)

@@ -67,6 +67,10 @@ def test_graphs_pass_the_full_checker_and_hold_no_text_tower(artifacts, name):
         assert model.graph.output[0].type.tensor_type.elem_type == TensorProto.FLOAT
         assert not any("token_embedding" in init.name or "transformer" in init.name for init in model.graph.initializer)
         assert "Gather" not in {n.op_type for n in model.graph.node if any("token" in i for i in n.input)}
+        for graph_input in model.graph.input:  # TensorRT takes uint8 only as I/O converted by a cast
+            consumers = [n for n in model.graph.node if graph_input.name in n.input]
+            assert [n.op_type for n in consumers] == ["Cast"], f"{filename}: {graph_input.name} feeds {consumers}"
+            assert consumers[0].attribute[0].i in (TensorProto.FLOAT, TensorProto.FLOAT16)
 
 
 @pytest.mark.parametrize("name", TINY)
@@ -132,8 +136,9 @@ def test_trt_graph_has_one_plugin_node_per_attention_core(artifacts, name):
 
 @pytest.mark.parametrize("name", TINY)
 def test_native_graph_is_the_plugin_graph_with_attention_ops(artifacts, name):
-    """Same nodes as model.trt.onnx but each plugin node an opset-23 Attention with its heads
-    and scale; hashed in spec.json; parity with torch on ONNX Runtime at another batch size."""
+    """Same nodes as model.trt.onnx but each plugin node an opset-23 Attention with its heads,
+    fed Q times the scale (no attribute TensorRT's importer rejects); hashed in spec.json;
+    parity with torch on ONNX Runtime at another batch size."""
     artifact, model, _ = artifacts[name]
     native, plugin = onnx.load(artifact / NATIVE_GRAPH), onnx.load(artifact / "model.trt.onnx")
     assert {o.domain: o.version for o in native.opset_import} == {"": NATIVE_OPSET}
@@ -141,12 +146,20 @@ def test_native_graph_is_the_plugin_graph_with_attention_ops(artifacts, name):
     plugin_nodes = [n for n in plugin.graph.node if n.op_type == PLUGIN_NAME]
     assert len(attention) == len(plugin_nodes) == EXPECTED_PLUGIN_NODES[get_card(name).family]
     heads = 8 if name.startswith("qualiclip") else 2
-    for node, original in zip(attention, plugin_nodes):
+    producers = {out: n for n in native.graph.node for out in n.output}
+    constants = {init.name: onnx.numpy_helper.to_array(init) for init in native.graph.initializer}
+    for node, original in zip(attention, plugin_nodes, strict=True):
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-        assert list(node.input) == list(original.input) and list(node.output) == list(original.output)
-        assert attrs["q_num_heads"] == attrs["kv_num_heads"] == heads and attrs["scale"] == pytest.approx(1 / 8)
-        assert attrs["softmax_precision"] == TensorProto.FLOAT
-    others = lambda m: [(n.op_type, list(n.input)) for n in m.graph.node if n.op_type not in ("Attention", PLUGIN_NAME)]
+        assert set(attrs) == {"q_num_heads", "kv_num_heads", "scale"}  # no softmax_precision: TensorRT rejects it
+        assert attrs["q_num_heads"] == attrs["kv_num_heads"] == heads and attrs["scale"] == 1.0
+        assert list(node.input[1:]) == list(original.input[1:]) and list(node.output) == list(original.output)
+        scale_q = producers[node.input[0]]
+        assert scale_q.op_type == "Mul" and scale_q.input[0] == original.input[0]
+        factor = constants[scale_q.input[1]]
+        assert factor.dtype == np.float16 and float(factor) == 1 / 8
+    scalings = {producers[n.input[0]].name for n in attention}
+    others = lambda m: [(n.op_type, list(n.input)) for n in m.graph.node
+                        if n.op_type not in ("Attention", PLUGIN_NAME) and n.name not in scalings]
     assert others(native) == others(plugin)
     spec = read_spec(artifact)
     assert spec["sha256"][NATIVE_GRAPH] == sha256_file(artifact / NATIVE_GRAPH)

@@ -20,7 +20,11 @@ def normalize_float(images: torch.Tensor) -> torch.Tensor:
 
 
 def uint8_nhwc_to_model_input(images: torch.Tensor) -> torch.Tensor:
-    """uint8 RGB (N, H, W, 3) -> float32 CLIP-normalised (N, 3, H, W)."""
+    """uint8 RGB (N, H, W, 3) -> float32 CLIP-normalised (N, 3, H, W).
+
+    The cast comes first: in an exported graph it is then the first op on the uint8 input, the
+    one form TensorRT accepts (it takes uint8 only as network I/O converted by a cast, and
+    rejects a Transpose of it). Cast and permute commute exactly, so the numbers are the same."""
     if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[-1] != 3:
         raise ValueError(f"expected uint8 (N, H, W, 3) RGB, got {tuple(images.shape)} {images.dtype}")
-    return normalize_float(images.permute(0, 3, 1, 2).float() / 255.0)
+    return normalize_float(images.float().permute(0, 3, 1, 2) / 255.0)

@@ -192,6 +192,8 @@ void testPlans()
     check(p.splits == 1, "BPCLIP 20x20 at batch 32 fills the GPU unsplit");
     check(planLaunch(shapeOf(0, 1, 50, 32)).workspace.bytes == 0, "empty batch");
     expectThrows([] { planLaunch(shapeOf(1, 1, 10, 32, 48)); }, "plan rejects head size 48");
+    // 2^27 x 4 queries x 4 heads: 2^29 blocks fit grid.x, 2^31 combine rows do not.
+    expectThrows([] { planLaunch(shapeOf(int64_t{1} << 27, 4, 64, 4)); }, "plan rejects more combine rows than grid.x");
 
     std::vector<int64_t> const batches = {1, 2, 3, 8};
     std::vector<int64_t> const queries = {1, 2, 4, 5, 63, 64, 65, 400};
