@@ -21,11 +21,13 @@ def add_training_parsers(subparsers) -> None:
 
 
 def add_degrade_parser(subparsers) -> None:
-    p = subparsers.add_parser("degrade", help="picture of every degradation type (rows) at its 5 levels (columns)")
+    p = subparsers.add_parser("degrade", help="picture of every degradation type (rows) at its 5 levels (columns)",
+                              description="Draw one image under every synthetic degradation the training uses, one "
+                                          "type a row, the original then its 5 levels (mildest first), as a PNG.")
     p.add_argument("image", help="an image file")
-    p.add_argument("-o", "--out", default="degradations.png", help="PNG to write")
-    p.add_argument("--tile", type=int, default=128, help="size of each tile in pixels")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("-o", "--out", default="degradations.png", help="PNG to write (default: degradations.png)")
+    p.add_argument("--tile", type=int, default=128, help="size of each tile in pixels (default 128)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random degradation parameters (default 0)")
     p.set_defaults(run=run_degrade)
 
 
@@ -44,8 +46,11 @@ def run_degrade(args: argparse.Namespace) -> int:
 
 
 def add_train_parser(subparsers) -> None:
-    p = subparsers.add_parser("train", help="train QualiCLIP (opinion-unaware) or BPCLIP (MOS or synthetic targets)")
-    p.add_argument("trainer", choices=TRAINERS)
+    p = subparsers.add_parser("train", help="train QualiCLIP (opinion-unaware) or BPCLIP (MOS or synthetic targets)",
+                              description="Train a model into a run directory (checkpoints, log, curves, final "
+                                          "weights) from a TOML configuration and KEY=VALUE overrides; --resume "
+                                          "continues a stopped run.")
+    p.add_argument("trainer", choices=TRAINERS, help="what to train (the -tiny variants through the configuration)")
     p.add_argument("-c", "--config", help="TOML file of settings (see train/configs/); defaults otherwise")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one setting")
     p.add_argument("-o", "--out", help="run directory (default: runs/<model>)")
@@ -71,7 +76,9 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def add_eval_parser(subparsers) -> None:
-    p = subparsers.add_parser("eval", help="evaluate a model: SRCC/PLCC/KRCC on a MOS dataset, or synthetic ranking")
+    p = subparsers.add_parser("eval", help="evaluate a model: SRCC/PLCC/KRCC on a MOS dataset, or synthetic ranking",
+                              description="Evaluate a zoo model: SRCC, PLCC and KRCC against the MOS of a dataset, "
+                                          "or how well its scores rank the 5 levels of each synthetic degradation.")
     p.add_argument("model", help="zoo model name")
     p.add_argument("-w", "--weights", help="weight file (default: demo or official weights)")
     source = p.add_mutually_exclusive_group(required=True)
@@ -81,12 +88,13 @@ def add_eval_parser(subparsers) -> None:
     p.add_argument("--root", help="the dataset's folder (with --dataset)")
     p.add_argument("--split", choices=("test", "all"), default="test",
                    help="test split (within-dataset) or every image (cross-dataset)")
-    p.add_argument("--split-seed", type=int, default=0)
+    p.add_argument("--split-seed", type=int, default=0, help="seed of the train/test split (default 0)")
     p.add_argument("--images", default="skimage", help="pristine images for --synthetic (folder or skimage[:names])")
     p.add_argument("--holdout-types", default="", help="comma-separated types to mark as held out from training")
-    p.add_argument("--crop", type=int, default=224)
-    p.add_argument("--crops-per-image", type=int, default=4)
-    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--crop", type=int, default=224, help="side of the crops scored, in pixels (default 224)")
+    p.add_argument("--crops-per-image", type=int, default=4,
+                   help="--synthetic: crops taken from each pristine image (default 4)")
+    p.add_argument("--seed", type=int, default=1, help="--synthetic: seed of the crops and degradations (default 1)")
     p.add_argument("--json", help="also write the results to this JSON file")
     p.set_defaults(run=run_eval)
 

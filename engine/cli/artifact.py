@@ -7,8 +7,8 @@ import argparse
 import time
 
 from iqart.engine.backends.plan_cache import DEFAULT_MAX_SIDE, GRAPHS
-from iqart.engine.cli.quantize import add_int8_arguments, quantize_and_report
-from iqart.engine.cli.usage import UsageError
+from iqart.engine.cli.quantize import add_int8_arguments, check_image_sources, quantize_and_report
+from iqart.engine.cli.usage import UsageError, require_existing, require_output_folder, user_input
 from iqart.engine.pipeline.images import find_images
 from iqart.train.zoo import get_card, list_models
 
@@ -17,10 +17,15 @@ ATTENTION_MODES = tuple(GRAPHS)  # plugin, native: as iqart.engine.backends.tens
 
 def add_export_parser(subparsers) -> None:
     p = subparsers.add_parser("export", help="write a model's artifact: ONNX graphs (fp32, fp16, two TensorRT flavours) "
-                                             "+ spec.json")
+                                             "+ spec.json",
+                              description="Write a model's artifact directory: model.onnx (fp32), model.fp16.onnx, the "
+                                          "two TensorRT graphs and spec.json, the contract the engine and C++ users "
+                                          "read. `iqart score` exports into its cache on first use; this writes one "
+                                          "where you choose.")
     p.add_argument("-m", "--model", required=True, help=f"model name: {', '.join(list_models())}")
-    p.add_argument("-w", "--weights", help="local weight file (default: demo or official weights)")
-    p.add_argument("-o", "--out", required=True, help="artifact directory to write (replaced atomically)")
+    p.add_argument("-w", "--weights", metavar="FILE", help="local weight file (default: demo or official weights)")
+    p.add_argument("-o", "--out", required=True, metavar="DIR",
+                   help="artifact directory to write (replaced atomically)")
     p.add_argument("--int8", action="store_true", help="also write model.int8.onnx and its parity report "
                                                        "(as `iqart quantize` does)")
     add_int8_arguments(p)
@@ -30,6 +35,12 @@ def add_export_parser(subparsers) -> None:
 def run_export(args: argparse.Namespace) -> int:
     from iqart.export.artifact import export_artifact, read_spec
 
+    with user_input():
+        get_card(args.model)
+    require_existing(("--weights", args.weights))
+    require_output_folder(args.out, "--out")
+    if args.int8:
+        check_image_sources(args)
     started = time.perf_counter()
     out = export_artifact(args.model, args.out, args.weights)
     spec = read_spec(out)
@@ -40,10 +51,15 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def add_validate_parser(subparsers) -> None:
-    p = subparsers.add_parser("validate", help="parity of an artifact's graphs against the PyTorch reference")
+    p = subparsers.add_parser("validate", help="parity of an artifact's graphs against the PyTorch reference",
+                              description="Score images with each of an artifact's graphs (ONNX Runtime, and the "
+                                          "TensorRT graphs through onnx.reference) and with the PyTorch reference, "
+                                          "and print the differences against their tolerances; exit 1 when one fails.")
     p.add_argument("artifact", help="artifact directory written by `iqart export`")
-    p.add_argument("-w", "--weights", help="weight file the artifact was exported from (default: as export resolves it)")
-    p.add_argument("--images", nargs="*", help="real images or folders to validate on (default: examples/images)")
+    p.add_argument("-w", "--weights", metavar="FILE",
+                   help="weight file the artifact was exported from (default: as export resolves it)")
+    p.add_argument("--images", nargs="*", metavar="PATH",
+                   help="real images or folders to validate on (default: examples/images)")
     p.add_argument("--skip-trt-reference", action="store_true", help="skip the slow onnx.reference run of model.trt.onnx "
                                                                     "(model.trt-native.onnx is always checked)")
     p.set_defaults(run=run_validate)
@@ -54,8 +70,10 @@ def run_validate(args: argparse.Namespace) -> int:
     from iqart.export.validate import default_images, format_table, validate_artifact
     from iqart.train.zoo import load_model, resolve_weights
 
-    spec = read_spec(args.artifact)
-    card = get_card(spec["name"])
+    require_existing((None, args.artifact), ("--weights", args.weights), *((None, path) for path in args.images or ()))
+    with user_input():
+        spec = read_spec(args.artifact)
+        card = get_card(spec["name"])
     weights = resolve_weights(card.name, args.weights)
     if spec["sha256"]["weights"] not in (None, sha256_file(weights)):
         raise UsageError(f"{weights} is not the weight file {args.artifact} was exported from (sha256 differs)")
@@ -66,13 +84,17 @@ def run_validate(args: argparse.Namespace) -> int:
 
 
 def add_build_parser(subparsers) -> None:
-    p = subparsers.add_parser("build", help="build TensorRT plans for an artifact ahead of time")
+    p = subparsers.add_parser("build", help="build TensorRT plans for an artifact ahead of time",
+                              description="Build a TensorRT plan for an artifact and one batch/size profile into its "
+                                          "plans/ cache, so that the first `iqart score --backend tensorrt` does not "
+                                          "wait for a build.")
     p.add_argument("artifact", help="artifact directory written by `iqart export`")
     p.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 8, 32], metavar="N",
                    help="the profile's batch range: MIN OPT MAX, or one N for 1 N N (default: 1 8 32)")
-    p.add_argument("--max-side", type=int, default=DEFAULT_MAX_SIDE,
-                   help="native-resolution models: the largest image side the plan accepts")
-    p.add_argument("--device", help="CUDA device (default: the current one)")
+    p.add_argument("--max-side", type=int, default=DEFAULT_MAX_SIDE, metavar="PIXELS",
+                   help=f"native-resolution models: the largest image side the plan accepts "
+                        f"(default {DEFAULT_MAX_SIDE})")
+    p.add_argument("--device", help="CUDA device, cuda or cuda:N (default: the current one)")
     add_attention_argument(p)
     p.set_defaults(run=run_build)
 
@@ -90,11 +112,14 @@ def run_build(args: argparse.Namespace) -> int:
     from iqart.engine.backends.tensorrt_backend import build_plan, choose_attention, import_tensorrt
     from iqart.export.artifact import read_spec
 
-    spec = read_spec(args.artifact)
+    require_existing((None, args.artifact))
+    with user_input():
+        spec = read_spec(args.artifact)
     sizes = args.batch_sizes
     if len(sizes) not in (1, 3):
         raise UsageError("--batch-sizes takes MIN OPT MAX, or one N")
-    profile = profile_for(spec, (1, sizes[0], sizes[0]) if len(sizes) == 1 else tuple(sizes), args.max_side)
+    with user_input():
+        profile = profile_for(spec, (1, sizes[0], sizes[0]) if len(sizes) == 1 else tuple(sizes), args.max_side)
     import_tensorrt()  # says clearly when TensorRT is missing, before any work
     attention, why = choose_attention(args.attention, args.artifact)
     print(f"{spec['name']}: {attention} attention ({why})")

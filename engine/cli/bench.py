@@ -35,6 +35,14 @@ from iqart.engine.bench.runners import (
     bench_weights,
     build_runner,
 )
+from iqart.engine.cli.usage import (
+    UsageError,
+    non_negative_int,
+    positive_int,
+    require_existing,
+    require_output_folder,
+    user_input,
+)
 from iqart.engine.hardware import default_workers, physical_cores, usable_cpus
 from iqart.engine.pipeline.images import find_images, load_image
 from iqart.engine.pipeline.jobs import ScoreJob
@@ -83,26 +91,32 @@ def _backend_list(text: str) -> list[str]:
 
 def add_bench_parser(subparsers) -> None:
     p = subparsers.add_parser("bench", help="images/s and latency per backend against torch eager fp32, same run",
-                              description=__doc__.splitlines()[0].replace("`", ""))
+                              description="Images/s and latency of each backend against PyTorch eager fp32, measured "
+                                          "in the same run with the backends interleaved, for every model, input size "
+                                          "and batch size; --end-to-end times decoding files too. Writes the records "
+                                          "as JSON and a PNG chart.")
     p.add_argument("-m", "--model", action="append", dest="models", metavar="NAME",
                    help=f"model (repeatable; default qualiclip): {', '.join(list_models())}")
-    p.add_argument("-w", "--weights", help="weight file (one --model only; default: demo/official weights if at hand, "
-                                           "else random weights)")
-    p.add_argument("--backends", type=_backend_list, default=["torch", "onnxruntime"],
+    p.add_argument("-w", "--weights", metavar="FILE",
+                   help="weight file (one --model only; default: demo/official weights if at hand, else random "
+                        "weights)")
+    p.add_argument("--backends", type=_backend_list, default=["torch", "onnxruntime"], metavar="LIST",
                    help=f"comma-separated, from: {', '.join(VARIANTS)} (default: torch,onnxruntime)")
-    p.add_argument("--batch-sizes", type=_int_list, default=[1, 8, 32], help="comma-separated (default 1,8,32)")
-    p.add_argument("--sizes", type=_size_list, default=[(224, 224)],
+    p.add_argument("--batch-sizes", type=_int_list, default=[1, 8, 32], metavar="LIST",
+                   help="comma-separated batch sizes (default 1,8,32)")
+    p.add_argument("--sizes", type=_size_list, default=[(224, 224)], metavar="LIST",
                    help="input sizes in pixels: N for N x N, or WxH such as 1024x768 (default 224)")
-    p.add_argument("--images", help="folder of images: the batch content, and the files of --end-to-end "
-                                    "(default: random pixels)")
+    p.add_argument("--images", metavar="DIR",
+                   help="folder of images: the batch content, and the files of --end-to-end (default: random pixels)")
     p.add_argument("--end-to-end", action="store_true", help="time the pipeline from files (needs --images)")
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: CUDA when available)")
-    p.add_argument("--threads", type=int, default=physical_cores(), help="CPU threads for torch and ONNX Runtime "
-                                                                         "(default: physical cores)")
-    p.add_argument("--warmup", type=int, default=3, help="untimed calls per backend (default 3)")
-    p.add_argument("--iters", type=int, default=10, help="timed calls (end-to-end: passes) per backend (default 10)")
-    p.add_argument("--json", default="bench.json", help="records to write (default bench.json)")
-    p.add_argument("--chart", help="PNG chart to write (default: the --json path with .png)")
+    p.add_argument("--threads", type=positive_int, default=physical_cores(),
+                   help="CPU threads for torch and ONNX Runtime (default: physical cores)")
+    p.add_argument("--warmup", type=non_negative_int, default=3, help="untimed calls per backend (default 3)")
+    p.add_argument("--iters", type=positive_int, default=10,
+                   help="timed calls (end-to-end: passes) per backend (default 10)")
+    p.add_argument("--json", default="bench.json", metavar="FILE", help="records to write (default bench.json)")
+    p.add_argument("--chart", metavar="FILE", help="PNG chart to write (default: the --json path with .png)")
     p.set_defaults(run=run_bench)
 
 
@@ -151,12 +165,19 @@ def busy_warning(threads: int) -> str | None:
 def run_bench(args: argparse.Namespace) -> int:
     models = args.models or ["qualiclip"]
     if args.weights and len(models) > 1:
-        raise ValueError("--weights applies to one --model")
+        raise UsageError("--weights applies to one --model")
+    with user_input():
+        for name in models:
+            get_card(name)
+    require_existing(("--weights", args.weights), ("--images", args.images))
+    chart = args.chart or str(Path(args.json).with_suffix(".png"))
+    require_output_folder(args.json, "--json")
+    require_output_folder(chart, "--chart")
     files = [path for path, _ in find_images([args.images])] if args.images else []
     if args.images and not files:
-        raise ValueError(f"no images found under {args.images}")
+        raise UsageError(f"no images found under {args.images}")
     if args.end_to_end and not files:
-        raise ValueError("--end-to-end needs --images DIR")
+        raise UsageError("--end-to-end needs --images DIR")
     torch.set_num_threads(args.threads)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     cuda = device.startswith("cuda")
@@ -213,7 +234,6 @@ def run_bench(args: argparse.Namespace) -> int:
         del built  # free this model's sessions before loading the next
     print(markdown_table(records))
     write_json(records, args.json)
-    chart = args.chart or str(Path(args.json).with_suffix(".png"))
     if records:
         plot(records, chart)
     print(f"wrote {args.json}" + (f" and {chart}" if records else ""))

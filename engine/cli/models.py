@@ -8,7 +8,9 @@ from iqart.train.zoo import MODELS, ModelCard, weights_status
 
 
 def add_list_parser(subparsers) -> None:
-    p = subparsers.add_parser("list", help="list the models: task, input policy, score range, weights available")
+    p = subparsers.add_parser("list", help="list the models: task, input policy, score range, weights available",
+                              description="List the zoo's models, one a line: task (no- or full-reference), input "
+                                          "size policy, score range and direction, and where its weights come from.")
     p.set_defaults(run=run_list)
 
 

@@ -8,12 +8,13 @@ import sys
 
 from tqdm import tqdm
 
+from iqart.engine.cli.usage import UsageError
 from iqart.engine.pipeline.jobs import ScoreJob, ScoreRow
 from iqart.train.zoo import ModelCard
 
 
 def add_ray_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("distributed scoring (pip install 'iqart[ray]')")
+    group = parser.add_argument_group("distributed", "score on a Ray cluster (pip install 'iqart[ray]')")
     group.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
                        help="score on Ray: join the cluster at ADDRESS (auto, HOST:PORT, ray://HOST:10001); with no "
                             "ADDRESS, the one in RAY_ADDRESS or started here by `ray start`, else a local Ray "
@@ -33,9 +34,9 @@ def run_score_on_ray(args: argparse.Namespace, card: ModelCard, jobs: list[Score
 
         from iqart.engine.distributed import score_distributed
     except ImportError as exc:
-        raise ValueError(f"--ray needs Ray Data: pip install 'iqart[ray]' ({exc})") from None
+        raise UsageError(f"--ray needs Ray Data: pip install 'iqart[ray]' ({exc})") from None
     if args.ray_actors is not None and args.ray_actors < 1:
-        raise ValueError(f"--ray-actors must be at least 1, not {args.ray_actors}")
+        raise UsageError(f"--ray-actors must be at least 1, not {args.ray_actors}")
     ray.data.DataContext.get_current().enable_progress_bars = False  # the bar below counts rows
     options = {"backend": args.backend, "device": args.device, "batch_size": args.batch_size, "weights": args.weights,
                "precision": args.precision, "fused_attention": args.fused_attention, "max_side": args.max_side,

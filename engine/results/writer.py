@@ -2,7 +2,9 @@
 back for `--resume`.
 
 Paths that are not valid UTF-8 are kept byte for byte (surrogateescape) both ways, so a row
-read back names the same file it was written for.
+read back names the same file it was written for. JSONL escapes U+0085, U+2028 and U+2029 (NEXT
+LINE, LINE and PARAGRAPH SEPARATOR, all legal in file names): a reader that splits lines with
+str.splitlines() (or by JavaScript's line terminators) would otherwise cut such a row in two.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ class AtomicResultWriter(CommitOnSuccess):
         if self.format == "csv":
             self._csv.writerow({k: "" if row.get(k) is None else row[k] for k in self.columns})
         else:
-            self._file.write(json.dumps({k: row.get(k) for k in self.columns}, ensure_ascii=False) + "\n")
+            self._file.write(jsonl_line({k: row.get(k) for k in self.columns}))
 
     def commit(self) -> None:
         self._file.flush()
@@ -66,6 +68,15 @@ class AtomicResultWriter(CommitOnSuccess):
             self._file.close()
         if os.path.exists(self._tmp):
             os.unlink(self._tmp)
+
+
+LINE_BREAKS_JSON_KEEPS = {0x85: "\\u0085", 0x2028: "\\u2028", 0x2029: "\\u2029"}  # splitlines() breaks on them
+
+
+def jsonl_line(row: dict) -> str:
+    """One JSONL line: UTF-8 text as is, except the line breaks json.dumps leaves raw (it escapes
+    only those below U+0020), written as JSON escapes so the line stays one line for any reader."""
+    return json.dumps(row, ensure_ascii=False).translate(LINE_BREAKS_JSON_KEEPS) + "\n"
 
 
 def result_format(path: str | os.PathLike) -> str:
