@@ -12,7 +12,7 @@ from iqart.engine.cli.usage import UsageError, require_existing, require_output_
 from iqart.engine.pipeline.images import find_images
 from iqart.train.zoo import get_card, list_models
 
-ATTENTION_MODES = tuple(GRAPHS)  # plugin, native: as iqart.engine.backends.tensorrt_backend (not imported here: torch)
+ATTENTION_MODES = tuple(GRAPHS)  # as the TensorRT backends' (not imported here: torch)
 
 
 def add_export_parser(subparsers) -> None:
@@ -87,14 +87,19 @@ def add_build_parser(subparsers) -> None:
     p = subparsers.add_parser("build", help="build TensorRT plans for an artifact ahead of time",
                               description="Build a TensorRT plan for an artifact and one batch/size profile into its "
                                           "plans/ cache, so that the first `iqart score --backend tensorrt` does not "
-                                          "wait for a build.")
+                                          "wait for a build. TensorRT builds on the GPU it will run on; TensorRT for "
+                                          "RTX (--backend tensorrt-rtx) builds on any machine, a CPU-only one "
+                                          "included, for Ampere, Ada and Blackwell RTX GPUs.")
     p.add_argument("artifact", help="artifact directory written by `iqart export`")
+    p.add_argument("--backend", choices=("tensorrt", "tensorrt-rtx"), default="tensorrt",
+                   help="which TensorRT writes the plan: tensorrt (TensorRT 11, on this GPU) or tensorrt-rtx "
+                        "(TensorRT for RTX, ahead of time, no GPU needed) (default: tensorrt)")
     p.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 8, 32], metavar="N",
                    help="the profile's batch range: MIN OPT MAX, or one N for 1 N N (default: 1 8 32)")
     p.add_argument("--max-side", type=int, default=DEFAULT_MAX_SIDE, metavar="PIXELS",
                    help=f"native-resolution models: the largest image side the plan accepts "
                         f"(default {DEFAULT_MAX_SIDE})")
-    p.add_argument("--device", help="CUDA device, cuda or cuda:N (default: the current one)")
+    p.add_argument("--device", help="tensorrt: CUDA device, cuda or cuda:N (default: the current one)")
     add_attention_argument(p)
     p.set_defaults(run=run_build)
 
@@ -102,14 +107,16 @@ def add_build_parser(subparsers) -> None:
 def add_attention_argument(parser) -> None:
     """--attention for the commands that build or run TensorRT plans (build, score)."""
     parser.add_argument("--attention", choices=ATTENTION_MODES,
-                        help="tensorrt: attention through iqart's plugin (model.trt.onnx) or TensorRT's native fused "
-                             "attention (model.trt-native.onnx; needs only pip's tensorrt). Default: the plugin when "
-                             "its library is built or can be built here, else native")
+                        help="TensorRT backends: which graph carries attention, "
+                             f"{', '.join(f'{mode} ({graph})' for mode, graph in GRAPHS.items())}: plugin is iqart's "
+                             "fused kernel, native TensorRT's fused attention (needs only pip's TensorRT). Default: "
+                             "the plugin when its library is built or can be built here, else native")
 
 
 def run_build(args: argparse.Namespace) -> int:
     from iqart.engine.backends.plan_cache import profile_for
-    from iqart.engine.backends.tensorrt_backend import build_plan, choose_attention, import_tensorrt
+    from iqart.engine.backends.tensorrt_build import build_plan, choose_attention
+    from iqart.engine.backends.tensorrt_import import LIBRARIES
     from iqart.export.artifact import read_spec
 
     require_existing((None, args.artifact))
@@ -120,11 +127,12 @@ def run_build(args: argparse.Namespace) -> int:
         raise UsageError("--batch-sizes takes MIN OPT MAX, or one N")
     with user_input():
         profile = profile_for(spec, (1, sizes[0], sizes[0]) if len(sizes) == 1 else tuple(sizes), args.max_side)
-    import_tensorrt()  # says clearly when TensorRT is missing, before any work
+    library = LIBRARIES[args.backend]
+    library.load()  # says clearly when TensorRT is missing, before any work
     attention, why = choose_attention(args.attention, args.artifact)
     print(f"{spec['name']}: {attention} attention ({why})")
     started = time.perf_counter()
-    path = build_plan(args.artifact, profile, args.device, attention)
+    path, _ = build_plan(args.artifact, profile, args.device, attention, library)
     print(f"{spec['name']}: plan {path} ({path.stat().st_size / 2**20:.1f} MiB) for profile {profile.to_json()}, "
           f"ready in {time.perf_counter() - started:.1f} s")
     return 0
