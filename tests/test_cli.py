@@ -113,6 +113,14 @@ def test_a_scorer_argument_check_is_a_usage_error_without_traceback(weights, tmp
     assert "Traceback" not in err and not out.exists()
 
 
+def test_a_training_configuration_mistake_is_a_usage_error(capsys, tmp_path):
+    code = main(["train", "qualiclip", "--set", "no_such_setting=1", "-o",
+                 str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2 and "bad override 'no_such_setting=1'" in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize("argv", [["-b", "0"], ["-j", "-1"], ["--model"]])
 def test_bad_option_values_are_usage_errors(argv):
     with pytest.raises(SystemExit) as stopped:

@@ -5,8 +5,9 @@ A scripted pipeline retries or fixes its command line on 2 and reports a bug on 
 every ValueError or OSError to 2 would make a bug read as a usage error. An exception is the
 user's when it is one of USER_ERRORS, when it is a ValueError (or an ImportError naming an
 optional extra) raised by a module that checks what the user gave (CHECKING_MODULES: scorer
-and backend arguments, path lists, configuration files, dataset folders), or when it is an
-OSError about a path the command line names (or a file in a folder it names).
+and backend arguments, path lists, configuration files, dataset folders; judged by the innermost
+frame, so one raised inside NumPy, ONNX Runtime or another library is not the user's), or when it
+is an OSError about a path the command line names (or a file in a folder it names).
 """
 
 from __future__ import annotations
