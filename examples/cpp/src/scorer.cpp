@@ -83,7 +83,8 @@ Scorer::Scorer(std::string const& artifact_dir, Runtime runtime, ScorerOptions c
 {
     if (options_.max_batch < 1)
         throw Error("max_batch must be at least 1, not " + std::to_string(options_.max_batch));
-    engine_ = runtime == Runtime::OpenVINO ? make_openvino_engine(spec_, options_) : make_tensorrt_engine(spec_, options_);
+    engine_ = runtime == Runtime::OpenVINO ? make_openvino_engine(spec_, options_)
+                                           : make_tensorrt_engine(spec_, options_);
 }
 
 Scorer::~Scorer() = default;
@@ -99,8 +100,8 @@ std::vector<float> Scorer::score(std::vector<ImageView> const& images, std::vect
 {
     bool const fr = spec_.full_reference();
     if (fr && references.size() != images.size())
-        throw Error(spec_.name + " is a full-reference model: it needs one reference per image (" + std::to_string(images.size())
-            + " images, " + std::to_string(references.size()) + " references)");
+        throw Error(spec_.name + " is a full-reference model: it needs one reference per image ("
+            + std::to_string(images.size()) + " images, " + std::to_string(references.size()) + " references)");
     if (!fr && !references.empty())
         throw Error(spec_.name + " is a no-reference model: references do not apply");
 

@@ -135,7 +135,7 @@ public:
         rejected_.insert(rejected_.end(), unreadable.begin(), unreadable.end());
         if (usable_.empty())
             throw Error(explain("no TensorRT plan fits this machine"));
-        // Plugin plans first when the plugin is loaded (as the Python backend prefers them), then the narrowest profile.
+        // Plugin plans first when the plugin is loaded (the Python backend prefers them), then the narrowest profile.
         std::stable_sort(usable_.begin(), usable_.end(), [](PlanRecord const& a, PlanRecord const& b) {
             return std::make_pair(a.plugin == "none", a.batch[2]) < std::make_pair(b.plugin == "none", b.batch[2]);
         });
@@ -178,8 +178,8 @@ public:
 
     std::string describe() const override
     {
-        return "TensorRT " + environment_.tensorrt + " on " + environment_.gpu + " (sm " + environment_.sm + "), plans in "
-            + directory_ + (plugin_library_.empty() ? "" : ", plugin " + plugin_library_);
+        return "TensorRT " + environment_.tensorrt + " on " + environment_.gpu + " (sm " + environment_.sm
+            + "), plans in " + directory_ + (plugin_library_.empty() ? "" : ", plugin " + plugin_library_);
     }
 
 private:

@@ -147,7 +147,10 @@ bool decode_png(FILE* file, Decoded* out)
         {
             unsigned const alpha = out->rgb[4 * i + 3];
             for (int c = 0; c < 3; ++c)
-                out->rgb[3 * i + c] = static_cast<uint8_t>((out->rgb[4 * i + c] * alpha + 255 * (255 - alpha) + 127) / 255);
+            {
+                unsigned const blended = out->rgb[4 * i + c] * alpha + 255 * (255 - alpha);
+                out->rgb[3 * i + c] = static_cast<uint8_t>((blended + 127) / 255);
+            }
         }
         out->rgb.resize(pixels * 3);
     }

@@ -14,6 +14,7 @@
 #include "iqart/scorer.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
@@ -60,7 +61,8 @@ std::vector<std::pair<std::string, std::string>> expand(std::string const& argum
 int usage(char const* program)
 {
     std::cerr << "usage: " << program
-              << " [--ref DIR] [--runtime openvino|tensorrt] [--plugin LIB] [--batch N] [--threads N] ARTIFACT IMAGE...\n";
+              << " [--ref DIR] [--runtime openvino|tensorrt] [--plugin LIB] [--batch N] [--threads N]"
+                 " ARTIFACT IMAGE...\n";
     return 2;
 }
 
@@ -108,7 +110,8 @@ bool score_round(iqart::Scorer& scorer, std::vector<Job> const& jobs)
     {
         try
         {
-            float const score = reference_views.empty() ? scorer.score(views[i]) : scorer.score(views[i], reference_views[i]);
+            float const score
+                = reference_views.empty() ? scorer.score(views[i]) : scorer.score(views[i], reference_views[i]);
             std::printf("%s\t%.9g\n", kept[i].path.c_str(), score);
         }
         catch (iqart::Error const& e)
@@ -167,7 +170,8 @@ int run(int argc, char** argv)
     bool all = true;
     for (std::size_t start = 0; start < jobs.size(); start += kImagesPerRound)
     {
-        std::vector<Job> const round(jobs.begin() + start, jobs.begin() + std::min(jobs.size(), start + kImagesPerRound));
+        std::size_t const end = std::min(jobs.size(), start + kImagesPerRound);
+        std::vector<Job> const round(jobs.begin() + start, jobs.begin() + end);
         all = score_round(scorer, round) && all;
     }
     return all ? 0 : 1;
