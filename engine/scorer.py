@@ -19,12 +19,9 @@ import numpy as np
 from PIL import Image
 
 from iqart.engine.artifacts import cached_artifact, cached_int8_graph
-from iqart.engine.backends.onnxruntime_backend import GRAPHS, OnnxRuntimeBackend
-from iqart.engine.backends.openvino_backend import GRAPHS as OPENVINO_GRAPHS
-from iqart.engine.backends.openvino_backend import OpenVinoBackend
 from iqart.engine.backends.plan_cache import DEFAULT_MAX_SIDE
-from iqart.engine.backends.tensorrt_backend import TensorRTBackend, cuda_device, import_tensorrt
-from iqart.engine.backends.torch_backend import PRECISIONS, TorchBackend
+from iqart.engine.backends.registry import BACKENDS as BACKEND_TABLE
+from iqart.engine.backends.registry import BackendOptions
 from iqart.engine.hardware import default_workers
 from iqart.engine.pipeline.gpu_decode import GpuDecoder, gpu_decoder_for
 from iqart.engine.pipeline.images import as_array, find_images
@@ -33,19 +30,18 @@ from iqart.engine.pipeline.jobs import ScoreJob, ScoreRow, pair_with_references
 from iqart.engine.pipeline.scoring import DECODE_TIMEOUT_S, PipelineStats, score_jobs
 from iqart.train.zoo import get_card, load_model
 
-BACKENDS = ("onnxruntime", "openvino", "torch", "tensorrt")
-PRECISION_CHOICES = {"torch": tuple(PRECISIONS), "onnxruntime": tuple(GRAPHS), "openvino": tuple(OPENVINO_GRAPHS),
-                     "tensorrt": ("fp16",)}
+BACKENDS = tuple(BACKEND_TABLE)
+PRECISION_CHOICES = {name: entry.precisions for name, entry in BACKEND_TABLE.items()}
 
 
 class Scorer:
-    """Scores images with `model` on `backend` ("onnxruntime", "openvino", "torch" or "tensorrt").
+    """Scores images with `model` on `backend` ("onnxruntime", "openvino", "torch", "tensorrt" or "tensorrt-rtx").
 
     `device=None` uses a CUDA GPU when the backend can, else the CPU. `precision`: torch fp32
     (default), fp16 or bf16 autocast; onnxruntime fp32 (model.onnx, default), fp16, or int8 (CPU;
     calibrated on first use, see iqart.export.int8_artifact); openvino (CPU) fp32, bf16 or int8 (the
-    same int8 graph); tensorrt fp16 only. `max_side` bounds
-    native-resolution images for TensorRT's profile; `attention` ("plugin" or "native") picks the TensorRT
+    same int8 graph); tensorrt and tensorrt-rtx fp16 only. `max_side` bounds
+    native-resolution images for TensorRT's profile; `attention` ("plugin", "native" or "unfused") picks the TensorRT
     graph (default: the plugin when its library is built or buildable here, else native). `threads`: ONNX Runtime's intra-op threads
     (default: one per physical core), for processes that share the cores with others.
     """
@@ -62,29 +58,24 @@ class Scorer:
             raise ValueError(f"the {backend} backend runs {', '.join(PRECISION_CHOICES[backend])}, not {precision!r}")
         if fused_attention and backend != "torch":
             raise ValueError("fused_attention applies to the torch backend (the tensorrt backend always fuses)")
-        if attention is not None and backend != "tensorrt":
-            raise ValueError("attention= picks the tensorrt backend's graph (plugin or native)")
+        if attention is not None and not backend.startswith("tensorrt"):
+            raise ValueError("attention= picks the tensorrt backends' graph (plugin, native or unfused)")
         if batch_size < 1:
             raise ValueError(f"batch size must be at least 1, not {batch_size}")
         self.batch_size = batch_size
         self.workers = workers or default_workers()
         self._decoders: dict[tuple, GpuDecoder | None] = {}
         self.artifact = None
-        if backend == "tensorrt":  # say what is missing before spending time on an export
-            import_tensorrt()
-            cuda_device(device)
-        if backend == "torch":
-            self.backend = TorchBackend(load_model(model, weights), device, precision, fused_attention)
-        else:
+        entry = BACKEND_TABLE[backend]
+        entry.preflight(device)  # say what is missing before spending time on an export
+        options = BackendOptions(batch_size, max_side, attention, threads, fused_attention)
+        if entry.runs_artifact:
             self.artifact = cached_artifact(model, weights)
             if precision == "int8":
                 cached_int8_graph(self.artifact)
-            if backend == "onnxruntime":
-                self.backend = OnnxRuntimeBackend(self.artifact, device, precision, threads)
-            elif backend == "openvino":
-                self.backend = OpenVinoBackend(self.artifact, device, precision, threads)
-            else:
-                self.backend = TensorRTBackend(self.artifact, device, batch_size, max_side, attention=attention)
+            self.backend = entry.create(self.artifact, device, precision, options)
+        else:
+            self.backend = entry.create(load_model(model, weights), device, precision, options)
 
     name = property(lambda self: self.card.name)
     task = property(lambda self: self.card.task, doc='"nr" (no-reference) or "fr" (full-reference)')

@@ -23,7 +23,10 @@ from iqart.engine.backends.plan_cache import (
     profile_for,
 )
 
-H100 = Environment("a" * 64, "NVIDIA H100 80GB HBM3", "9.0", "11.0.0", TRT_GRAPH, "0123456789abcdef")
+H100 = Environment("a" * 64, "NVIDIA H100 80GB HBM3", "9.0", "11.0.0", TRT_GRAPH, "0123456789abcdef",
+                   settings="5e77135e77135e77")
+RTX = Environment("a" * 64, "any GPU of its targets", "8.0,8.6,8.9,12.0", "1.7.1.116", NATIVE_GRAPH, NO_PLUGIN,
+                  library="tensorrt-rtx", settings="5e77135e77135e77")
 NATIVE_SPEC = {"inputs": [{"name": "image", "shape": ["N", "H", "W", 3]}]}
 FIXED_SPEC = {"inputs": [{"name": "image", "shape": ["N", 224, 224, 3]}, {"name": "reference", "shape": ["N", 224, 224, 3]}]}
 
@@ -72,11 +75,34 @@ def test_key_round_trips_and_names_its_file():
         PlanKey(replace(H100, graph=NATIVE_GRAPH, plugin=NO_PLUGIN), key.profile),
         PlanKey(H100, Profile((1, 8, 16), (32, 512, 1024))),
         PlanKey(H100, Profile((1, 8, 32), (32, 512, 2048))),
+        PlanKey(replace(H100, settings="0000000000000000"), key.profile),
+        PlanKey(replace(H100, library="tensorrt-rtx"), key.profile),
     ]
-    assert len({key.digest, *(v.digest for v in variants)}) == 8  # every part of the key counts
+    assert len({key.digest, *(v.digest for v in variants)}) == 10  # every part of the key counts
     assert variants[4].stem.startswith("model.trt-native-sm90-")
-    with pytest.raises(ValueError, match="plan record version"):
-        PlanKey.from_json({**key.to_json(), "key_version": 99})
+    rtx = PlanKey(RTX, key.profile)
+    assert rtx.stem == f"model.trt-native-sm80+sm86+sm89+sm120-trtrtx1.7.1.116-{rtx.digest}"
+    assert PlanKey.from_json(json.loads(json.dumps(rtx.to_json()))) == rtx
+    older = {k: v for k, v in key.to_json().items() if k != "settings"}  # a record from before build settings
+    with pytest.raises(KeyError, match="settings"):
+        PlanKey.from_json(older)
+
+
+def test_plan_of_other_build_settings_or_library_is_refused(tmp_path):
+    """Changing how plans are built (workspace, flags, targets, profile shapes) changes the
+    settings digest, and the old plan is rebuilt, not reused; as is one of the other TensorRT."""
+    cache = PlanCache(tmp_path)
+    key = PlanKey(H100, Profile((1, 8, 8)))
+    cache.store(key, b"plan")
+    changed = replace(H100, settings="0123012301230123")
+    assert cache.select(changed, key.profile) is None
+    assert "built with other build settings" in mismatch(key, changed, key.profile)
+    assert mismatch(key, replace(H100, library="tensorrt-rtx"), key.profile) == (
+        "built with tensorrt, this backend is tensorrt-rtx")
+    record = json.loads(cache.record_path(key).read_text())
+    del record["settings"]
+    cache.record_path(key).write_text(json.dumps(record))
+    assert "no field 'settings' (written by an older iqart: rebuild)" in cache.explain_missing(H100, key.profile)
 
 
 def test_store_select_and_load(tmp_path):

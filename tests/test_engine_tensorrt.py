@@ -11,7 +11,8 @@ import torch
 
 from iqart.engine.backends.plan_cache import NATIVE_GRAPH, PlanCache, PlanMismatchError
 from iqart.engine.backends.tensorrt_backend import choose_attention
-from iqart.engine.backends.tensorrt_import import TensorRTUnavailableError, import_tensorrt
+from iqart.engine.backends.tensorrt_build import RTX_TARGETS, target_capabilities
+from iqart.engine.backends.tensorrt_import import TENSORRT_RTX, TensorRTUnavailableError, import_tensorrt
 from iqart.engine.cli.main import main
 from iqart.engine.pipeline.images import load_image
 from iqart.engine.pipeline.jobs import ScoreJob
@@ -26,6 +27,21 @@ HAS_TRT = any(importlib.util.find_spec(m) is not None for m in ("tensorrt", "ten
 needs_trt = pytest.mark.skipif(not HAS_TRT, reason="TensorRT is not installed (pip install 'iqart[trt]' on a GPU machine)")
 needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 without_trt = pytest.mark.skipif(HAS_TRT, reason="TensorRT is installed")
+needs_rtx = pytest.mark.skipif(not TENSORRT_RTX.installed(), reason="TensorRT for RTX is not installed "
+                               "(pip install 'iqart[trt-rtx]')")
+
+
+def rtx_gpu_reason() -> str | None:
+    """Why TensorRT-RTX plans cannot run here, or None: they need a GPU of its targets (no Hopper)."""
+    if not torch.cuda.is_available():
+        return "needs a CUDA GPU"
+    major, minor = torch.cuda.get_device_capability()
+    if f"{major}.{minor}" not in target_capabilities(RTX_TARGETS).split(","):
+        return f"TensorRT for RTX does not run on compute capability {major}.{minor} (its targets: {RTX_TARGETS})"
+    return None
+
+
+needs_rtx_gpu = pytest.mark.skipif(rtx_gpu_reason() is not None, reason=str(rtx_gpu_reason()))
 
 
 @pytest.fixture(scope="module")
@@ -157,7 +173,7 @@ def test_attention_defaults_to_native_without_a_usable_plugin(artifact, tmp_path
 def test_attention_is_a_tensorrt_option(artifact):
     from iqart.engine.scorer import Scorer
 
-    with pytest.raises(ValueError, match="attention= picks the tensorrt backend's graph"):
+    with pytest.raises(ValueError, match="attention= picks the tensorrt backends' graph"):
         Scorer("qualiclip-tiny", "onnxruntime", weights=artifact[1], attention="native")
 
 
@@ -182,3 +198,35 @@ def test_both_attention_graphs_score_like_the_fp16_graph(artifact, tmp_path, att
     images = np.stack([load_image(EXAMPLE_IMAGES / name, policy)[:200, :200] for name in ("chelsea.png", "coffee.png")])
     expected = OnnxRuntimeBackend(directory, "cpu", precision="fp16")(images)
     assert np.abs(backend(images) - expected).max() <= FP16_ABS_TOL
+
+
+@needs_rtx
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without a GPU")
+def test_tensorrt_rtx_scoring_without_a_gpu_says_how_to_build_instead(artifact, tmp_path, monkeypatch, capsys):
+    _, weights = artifact
+    monkeypatch.setenv("IQART_HOME", str(tmp_path / "home"))
+    assert main(["score", str(EXAMPLE_IMAGES / "chelsea.png"), "--model", "qualiclip-tiny", "-w", str(weights),
+                 "--backend", "tensorrt-rtx", "--out", str(tmp_path / "o.csv")]) == 2
+    err = capsys.readouterr().err
+    assert "the tensorrt-rtx backend runs plans on a CUDA GPU" in err and "iqart build --backend tensorrt-rtx" in err
+    assert not (tmp_path / "home").exists() and not (tmp_path / "o.csv").exists()
+
+
+@pytest.mark.trt
+@needs_rtx_gpu
+@needs_rtx
+def test_tensorrt_rtx_plan_built_ahead_of_time_scores_like_the_fp16_graph(artifact, tmp_path, capsys):
+    """Built as a CPU build server would, then run JIT-specialised; its runtime cache is kept."""
+    from iqart.engine.backends.onnxruntime_backend import OnnxRuntimeBackend
+    from iqart.engine.backends.tensorrt_rtx_backend import TensorRTRTXBackend
+
+    directory = shutil.copytree(artifact[0], tmp_path / "a")
+    assert main(["build", str(directory), "--backend", "tensorrt-rtx", "--attention", "native",
+                 "--batch-sizes", "2", "--max-side", "256"]) == 0
+    backend = TensorRTRTXBackend(directory, batch_size=2, max_side=256, build=False, attention="native")
+    policy = get_card("qualiclip-tiny").resize
+    images = np.stack([load_image(EXAMPLE_IMAGES / name, policy)[:200, :200] for name in ("chelsea.png", "coffee.png")])
+    expected = OnnxRuntimeBackend(directory, "cpu", precision="fp16")(images)
+    got = backend(images)
+    assert np.isfinite(got).all() and np.abs(got - expected).max() <= FP16_ABS_TOL
+    assert backend.runtime_cache_path.is_file() and backend.runtime_cache_path.stat().st_size > 0

@@ -40,11 +40,15 @@ def toolkit_problem() -> str | None:
     return None
 
 
-@functools.cache
-def _load_op():
-    """Builds (once per torch/CUDA version; cpp_extension rebuilds when sources change) and loads the op."""
-    if not torch.cuda.is_available():
-        raise RuntimeError("iqart fused attention op needs a CUDA GPU; torch.cuda.is_available() is False")
+def build_directory() -> Path:
+    """Where the op is built and cached: one folder per torch and CUDA version."""
+    return iqart_home() / "torch_ext" / f"torch{torch.__version__}-cuda{torch.version.cuda}"
+
+
+def compile_op(build_dir: Path | None = None) -> None:
+    """Compiles the op with torch's extension flags (cpp_extension rebuilds only when sources
+    change) and loads it into this process. Needs the toolkit, not a GPU: a CPU machine with nvcc
+    compiles exactly what a GPU machine would (tests/test_fused_op_compile.py)."""
     from torch.utils import cpp_extension
 
     problem = toolkit_problem()
@@ -53,18 +57,25 @@ def _load_op():
     missing = missing_sources()
     if missing:
         raise RuntimeError(f"iqart fused attention op: kernel sources missing (needs a source checkout): {missing}")
-    sources = [KERNELS_DIR / name for name in _SOURCES]
-    build_dir = iqart_home() / "torch_ext" / f"torch{torch.__version__}-cuda{torch.version.cuda}"
+    build_dir = build_dir or build_directory()
     build_dir.mkdir(parents=True, exist_ok=True)
     cpp_extension.load(
         name="iqart_fused_attention",
-        sources=[str(path) for path in sources],
+        sources=[str(KERNELS_DIR / name) for name in _SOURCES],
         extra_include_paths=[str(KERNELS_DIR)],
         extra_cflags=["-O3"],
         extra_cuda_cflags=["-O3"],
         build_directory=str(build_dir),
         is_python_module=False,
     )
+
+
+@functools.cache
+def _load_op():
+    """Builds (once per torch/CUDA version) and loads the op, on a machine with a CUDA GPU."""
+    if not torch.cuda.is_available():
+        raise RuntimeError("iqart fused attention op needs a CUDA GPU; torch.cuda.is_available() is False")
+    compile_op()
     return torch.ops.iqart.fused_cross_attention
 
 

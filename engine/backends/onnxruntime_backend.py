@@ -64,6 +64,7 @@ class OnnxRuntimeBackend:
     """Scores uint8 RGB NHWC batches with one of an artifact's graphs."""
 
     name = "onnxruntime"
+    takes_cuda_tensors = False  # host arrays: the session copies them itself
 
     def __init__(self, artifact: str | os.PathLike, device: str | None = None, precision: str = "fp32",
                  threads: int | None = None, spinning: bool = True):

@@ -64,6 +64,7 @@ class OpenVinoBackend:
     """Scores uint8 RGB NHWC batches with an artifact's graph on OpenVINO's CPU plugin."""
 
     name = "openvino"
+    takes_cuda_tensors = False  # host arrays: the session copies them itself
     _said: set[str] = set()
 
     def __init__(self, artifact: str | os.PathLike, device: str | None = None, precision: str = "fp32",

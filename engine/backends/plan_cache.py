@@ -1,10 +1,13 @@
 """TensorRT plans cached in an artifact's plans/ directory, and the key that says when one fits.
 
-A plan is only valid for the graph it was built from, the GPU architecture it was tuned on and
-the TensorRT version that wrote it, and for the plugin graph only for the plugin library it was
-built with (the plan stores the plugin's serialized fields and the workspace size the plugin's
-code asked for: a plan from an older plugin could let the new kernel write past that workspace).
-It also only accepts shapes inside its optimisation profile. All of that is the PlanKey. Each plan `X.plan` has a sidecar `X.json` holding its key and the
+A plan is only valid for the graph it was built from, the library (TensorRT or TensorRT for RTX)
+and version that wrote it, the GPU architecture it was tuned on (TensorRT) or the compute
+capabilities it targets (TensorRT for RTX, built ahead of time), the build settings (workspace,
+builder flags, targets, profile shapes: hashed, so a change to how plans are built retires the
+old ones without anyone bumping a version), and for the plugin graph only for the plugin library
+it was built with (the plan stores the plugin's serialized fields and the workspace size the
+plugin's code asked for: a plan from an older plugin could let the new kernel write past that
+workspace). It also only accepts shapes inside its optimisation profile. All of that is the PlanKey. Each plan `X.plan` has a sidecar `X.json` holding its key and the
 plan's sha256, written after the plan (the sidecar's presence means the plan is complete).
 Before a plan is deserialised its sidecar is checked against this machine, so a plan copied
 from another GPU or TensorRT version gives a message saying so rather than TensorRT's error.
@@ -16,17 +19,18 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from iqart.export.native_attention import NATIVE_GRAPH  # attention as ONNX Attention ops, TensorRT's own fused kernels
+from iqart.engine.backends.tensorrt_import import LIBRARIES
 from iqart.export.plugin_node import TRT_GRAPH  # attention as FusedCrossAttention plugin nodes
 from iqart.train.atomic import write_atomic, write_json_atomic
 
 PLANS_DIR = "plans"
-GRAPHS = {"plugin": TRT_GRAPH, "native": NATIVE_GRAPH}
+UNFUSED_GRAPH = "model.fp16.onnx"  # attention as the fp16 graph's MatMul-Softmax-MatMul
+GRAPHS = {"plugin": TRT_GRAPH, "native": NATIVE_GRAPH, "unfused": UNFUSED_GRAPH}
 NO_PLUGIN = "none"  # Environment.plugin of a plan built without our plugin library
-KEY_VERSION = 2  # 2: the key names the graph file and the plugin build
 DEFAULT_MAX_SIDE = 1024  # native resolution: larger images need a plan built with --max-side
 OPT_SIDE = 512  # the size TensorRT tunes kernels for, within the range
 
@@ -115,21 +119,28 @@ class Environment:
     """What a plan is specific to, apart from its profile."""
 
     graph_sha256: str
-    gpu: str  # e.g. "NVIDIA H100 80GB HBM3"
-    sm: str  # compute capability, e.g. "9.0"
-    tensorrt: str  # e.g. "11.0.0"
+    gpu: str  # e.g. "NVIDIA H100 80GB HBM3"; TensorRT-RTX plans: AHEAD_OF_TIME (any GPU of `sm`)
+    sm: str  # compute capability, e.g. "9.0"; TensorRT-RTX plans: the targets, e.g. "8.0,8.6,8.9,12.0"
+    tensorrt: str  # the library's version, e.g. "11.0.0" or "1.7.1.116"
     graph: str = TRT_GRAPH  # which of the artifact's TensorRT graphs
     plugin: str = NO_PLUGIN  # iqart.engine.backends.plugin.build_key() of the library loaded, or NO_PLUGIN
+    library: str = "tensorrt"  # or "tensorrt-rtx"
+    settings: str = ""  # digest of the build settings (iqart.engine.backends.tensorrt_build.BuildSettings)
 
     @property
     def arch(self) -> str:
-        """The compute capability as nvcc names it: "9.0" -> "sm_90"."""
-        return "sm_" + self.sm.replace(".", "")
+        """The compute capabilities as nvcc names them: "9.0" -> "sm_90", "8.0,8.6" -> "sm_80+sm_86"."""
+        return "+".join("sm_" + sm.replace(".", "") for sm in self.sm.split(","))
+
+    @property
+    def library_tag(self) -> str:
+        """Short name in file names: "trt" (TensorRT) or "trtrtx" (TensorRT for RTX)."""
+        return self.library.replace("tensorrt", "trt").replace("-", "")
 
     def describe(self) -> str:
         plugin = "no plugin" if self.plugin == NO_PLUGIN else f"plugin build {self.plugin}"
-        return (f"{self.gpu} ({self.arch}) with TensorRT {self.tensorrt}, {self.graph} {self.graph_sha256[:12]}, "
-                f"{plugin}")
+        return (f"{self.gpu} ({self.arch}) with {LIBRARIES[self.library].title} {self.tensorrt}, {self.graph} "
+                f"{self.graph_sha256[:12]}, {plugin}")
 
 
 @dataclass(frozen=True)
@@ -138,13 +149,12 @@ class PlanKey:
     profile: Profile
 
     def to_json(self) -> dict:
-        return {"key_version": KEY_VERSION, **asdict(self.environment), "profile": self.profile.to_json()}
+        return {**asdict(self.environment), "profile": self.profile.to_json()}
 
     @classmethod
     def from_json(cls, data: dict) -> "PlanKey":
-        if data.get("key_version") != KEY_VERSION:
-            raise ValueError(f"plan record version {data.get('key_version')!r}, expected {KEY_VERSION}")
-        environment = Environment(**{f: str(data[f]) for f in ("graph_sha256", "gpu", "sm", "tensorrt", "graph", "plugin")})
+        """The key a record holds; KeyError for a record without every field (an older iqart's)."""
+        environment = Environment(**{f.name: str(data[f.name]) for f in fields(Environment)})
         return cls(environment, Profile.from_json(data["profile"]))
 
     @property
@@ -155,8 +165,8 @@ class PlanKey:
     def stem(self) -> str:
         """File name without suffix: readable parts first, the digest keeps it unique."""
         env = self.environment
-        flavour = "native" if env.graph == NATIVE_GRAPH else "plugin"
-        return f"model.trt-{flavour}-{env.arch.replace('_', '')}-trt{env.tensorrt}-{self.digest}"
+        flavour = next((mode for mode, graph in GRAPHS.items() if graph == env.graph), "graph")
+        return f"model.trt-{flavour}-{env.arch.replace('_', '')}-{env.library_tag}{env.tensorrt}-{self.digest}"
 
 
 class PlanCache:
@@ -173,7 +183,16 @@ class PlanCache:
 
     def timing_cache_path(self, environment: Environment) -> Path:
         """One timing cache per GPU architecture and TensorRT version, shared by all profiles."""
-        return self.directory / f"timing-{environment.arch.replace('_', '')}-trt{environment.tensorrt}.cache"
+        env = environment
+        return self.directory / f"timing-{env.arch.replace('_', '')}-{env.library_tag}{env.tensorrt}.cache"
+
+    def runtime_cache_path(self, key: PlanKey, sm: str) -> Path:
+        """TensorRT-RTX's runtime cache of one plan on one GPU architecture: the kernels its JIT
+        compiled there, kept so that the next process starts without compiling them again."""
+        return self.directory / f"{key.stem}.runtime-sm{sm.replace('.', '')}.cache"
+
+    def store_runtime_cache(self, key: PlanKey, sm: str, data: bytes) -> None:
+        write_atomic(self.runtime_cache_path(key, sm), data)
 
     def store_timing_cache(self, environment: Environment, data: bytes) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -185,7 +204,9 @@ class PlanCache:
         for record in sorted(self.directory.glob("*.json")):
             try:
                 found.append((record, PlanKey.from_json(json.loads(record.read_text()))))
-            except (OSError, ValueError, KeyError, TypeError) as exc:
+            except KeyError as exc:
+                found.append((record, f"unreadable record: no field {exc} (written by an older iqart: rebuild)"))
+            except (OSError, ValueError, TypeError) as exc:
                 found.append((record, f"unreadable record: {exc}"))
         return found
 
@@ -208,12 +229,14 @@ class PlanCache:
         lines.append("build one with `iqart build DIR` (or let the tensorrt backend build it)")
         return "\n".join(lines)
 
-    def store(self, key: PlanKey, plan: bytes) -> Path:
-        """Write plan then record, each atomically: a record always describes a whole plan."""
+    def store(self, key: PlanKey, plan: bytes, io: list[dict] | None = None) -> Path:
+        """Write plan then record, each atomically: a record always describes a whole plan.
+        `io`: the plan's inputs and outputs (iqart.engine.backends.tensorrt_build.network_io)."""
         self.directory.mkdir(parents=True, exist_ok=True)
         path = self.plan_path(key)
         write_atomic(path, plan)
-        record = {**key.to_json(), "plan_sha256": hashlib.sha256(plan).hexdigest(), "plan_bytes": len(plan)}
+        record = {**key.to_json(), "plan_sha256": hashlib.sha256(plan).hexdigest(), "plan_bytes": len(plan),
+                  "io": io or []}
         write_json_atomic(self.record_path(key), record)
         return path
 
@@ -238,6 +261,8 @@ class PlanCache:
 def mismatch(key: PlanKey, environment: Environment, needed: Profile) -> str | None:
     """Why the plan described by `key` cannot serve `environment` and `needed`, or None."""
     built = key.environment
+    if built.library != environment.library:
+        return f"built with {built.library}, this backend is {environment.library}"
     if built.graph != environment.graph:
         return f"built from {built.graph}, this backend runs {environment.graph}"
     if built.graph_sha256 != environment.graph_sha256:
@@ -245,10 +270,14 @@ def mismatch(key: PlanKey, environment: Environment, needed: Profile) -> str | N
     if (built.gpu, built.sm) != (environment.gpu, environment.sm):
         return f"built for {built.gpu} ({built.arch}), this GPU is {environment.gpu} ({environment.arch})"
     if built.tensorrt != environment.tensorrt:
-        return f"built with TensorRT {built.tensorrt}, this is TensorRT {environment.tensorrt}"
+        title = LIBRARIES[built.library].title
+        return f"built with {title} {built.tensorrt}, this is {title} {environment.tensorrt}"
     if built.plugin != environment.plugin:
         return (f"built with plugin build {built.plugin}, the plugin library loaded now is {environment.plugin} "
                 f"(the plugin changed: the plan must be rebuilt)")
+    if built.settings != environment.settings:
+        return (f"built with other build settings ({built.settings}, this iqart's are {environment.settings}: "
+                f"workspace, builder flags, targets or profile shapes changed)")
     if not key.profile.covers(needed):
         return f"its profile {key.profile.to_json()} does not cover {needed.to_json()}"
     return None

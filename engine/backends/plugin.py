@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import importlib.metadata
 import os
 import shutil
 import subprocess
@@ -29,16 +28,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from iqart.engine.backends.fused_op import KERNELS_DIR
-from iqart.engine.backends.tensorrt_import import import_tensorrt
+from iqart.engine.backends.tensorrt_import import TENSORRT, TensorRTLibrary
 from iqart.train.home import iqart_home
 
 LIBRARY_NAME = "libiqart_plugins.so"
 LIBRARY_ENV = "IQART_PLUGIN_LIBRARY"
 
-# Distributions that install TensorRT's Python bindings: the `tensorrt` metapackage and its
-# CUDA-versioned frontend (module `tensorrt`), or the bindings wheel alone (module `tensorrt_bindings`).
-TENSORRT_DISTRIBUTIONS = ("tensorrt", "tensorrt-cu13", "tensorrt-cu12", "tensorrt-cu13-bindings",
-                          "tensorrt-cu12-bindings")
 # Where CMakeLists.txt's find_path looks without TRT_ROOT (system packages such as libnvinfer-dev).
 SYSTEM_INCLUDE_DIRS = ("/usr/include/x86_64-linux-gnu", "/usr/include/aarch64-linux-gnu", "/usr/include",
                        "/usr/local/include", "/usr/local/tensorrt/include")
@@ -52,12 +47,7 @@ class PluginLibrary:
 
 def tensorrt_version() -> str:
     """The installed TensorRT Python bindings' version (package metadata: no import), or "none"."""
-    for dist in TENSORRT_DISTRIBUTIONS:
-        try:
-            return importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return "none"
+    return TENSORRT.version()
 
 
 def build_key() -> str:
@@ -175,10 +165,15 @@ def build_plugin() -> PluginLibrary:
 
 
 @functools.cache
-def load_plugin() -> PluginLibrary:
-    """Finds or builds the library and registers it with TensorRT's plugin registry (once)."""
-    trt = import_tensorrt()
-    library = build_plugin()
-    if trt.get_plugin_registry().load_library(str(library.path)) is None:
-        raise RuntimeError(f"TensorRT could not load the plugin library {library.path}")
-    return library
+def load_plugin(library: TensorRTLibrary = TENSORRT) -> PluginLibrary:
+    """Finds or builds the library and registers it with `library`'s plugin registry (once).
+
+    The plugin is compiled against TensorRT's headers (the TensorRT 11 API); TensorRT for RTX
+    loads the same library through the same IPluginV3 interfaces (tests/test_tensorrt_build.py
+    builds a plugin graph with it)."""
+    trt = library.load()
+    plugin = build_plugin()
+    library.link_core_library()  # the ONNX parser dlopens it for plugin nodes
+    if trt.get_plugin_registry().load_library(str(plugin.path)) is None:
+        raise RuntimeError(f"{library.title} could not load the plugin library {plugin.path}")
+    return plugin
