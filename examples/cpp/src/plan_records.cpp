@@ -11,8 +11,6 @@ namespace iqart
 namespace
 {
 
-constexpr int kKeyVersion = 2; // iqart.engine.backends.plan_cache.KEY_VERSION
-
 std::string field(json::Value const& record, char const* key)
 {
     json::Value const* value = record.find(key);
@@ -38,9 +36,6 @@ Range range(json::Value const& value, char const* what)
 PlanRecord parse_record(std::string const& path)
 {
     json::Value const root = json::parse(read_text_file(path));
-    json::Value const* version = root.find("key_version");
-    if (version == nullptr || version->type != json::Value::Type::Number || version->number != kKeyVersion)
-        throw std::runtime_error("plan record version is not " + std::to_string(kKeyVersion));
     PlanRecord record;
     record.record_path = path;
     record.plan_path = path.substr(0, path.size() - 5) + ".plan";
@@ -50,6 +45,8 @@ PlanRecord parse_record(std::string const& path)
     record.sm = field(root, "sm");
     record.tensorrt = field(root, "tensorrt");
     record.plugin = field(root, "plugin");
+    record.library = field(root, "library");
+    field(root, "settings"); // present in every record of this format (the build settings' digest)
     record.plan_sha256 = field(root, "plan_sha256");
     json::Value const* profile = root.find("profile");
     if (profile == nullptr || profile->type != json::Value::Type::Object || profile->find("batch") == nullptr)
@@ -99,6 +96,8 @@ std::string plan_mismatch(PlanRecord const& record, PlanEnvironment const& envir
     if (record.graph_sha256 != recorded->second)
         return "built from another " + record.graph + " (" + record.graph_sha256.substr(0, 12) + ", spec.json records "
             + recorded->second.substr(0, 12) + ")";
+    if (record.library != "tensorrt")
+        return "built with " + record.library + ", this runtime runs TensorRT (tensorrt) plans";
     if (record.gpu != environment.gpu || record.sm != environment.sm)
         return "built for " + record.gpu + " (sm " + record.sm + "), this GPU is " + environment.gpu + " (sm "
             + environment.sm + ")";

@@ -25,6 +25,7 @@ struct PlanRecord
     std::string sm;       // compute capability, "9.0"
     std::string tensorrt; // e.g. "11.1.0.106"
     std::string plugin;   // "none", or the key of the plugin build it was built with
+    std::string library;  // "tensorrt" (TensorRT 11) or "tensorrt-rtx" (TensorRT for RTX, not run here)
     std::string plan_sha256;
     Range batch{};
     std::optional<Range> side; // image sides, for native-resolution models
