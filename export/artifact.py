@@ -1,6 +1,6 @@
 """`iqart export`: write a model's artifact directory (graphs + spec.json), atomically.
 
-The directory is the contract between export, engine and C++ users (DESIGN.md): everything is
+The directory is the contract between export, engine and C++ users (docs/design.md): everything is
 written into a temporary sibling and renamed into place, so a failed export leaves nothing.
 """
 

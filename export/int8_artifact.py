@@ -32,7 +32,7 @@ CALIBRATION_SEED = 0
 # Kept in fp32 by default for full-reference models (unless keep_fp32 names others): an FR score
 # rests on small differences between the image's and the reference's deep features, which int8
 # rounding of the last stages blurs. Measured on bpclip-fr-tiny's demo weights, 176 parity images
-# (2026-11-30), SRCC against fp32 on ONNX Runtime / OpenVINO: layer4 kept 0.992 / 0.991, layer3
+# (benchmarks/RESULTS.md), SRCC against fp32 on ONNX Runtime / OpenVINO: layer4 kept 0.992 / 0.991, layer3
 # and layer4 kept 0.996 / 0.997 (the NR models pass with everything quantised: 0.997 and 0.999).
 FR_KEEP_FP32 = ("^/layer3/", "^/layer4/")
 

@@ -5,7 +5,7 @@ its scores differ from ONNX Runtime's and are measured, not assumed).
 The set is real photos (by default the ones scikit-image ships) plus degraded copies made with
 degradation types the calibration never saw, and another seed, so the report is not measured on
 the calibration inputs. What matters for IQA is the ranking: SRCC of int8 scores against fp32
-scores (target >= 0.99, issue 7), with |delta score| statistics beside it. SRCC says nothing
+scores (target >= 0.99), with |delta score| statistics beside it. SRCC says nothing
 when the fp32 scores barely spread (as with random weights): the row is then marked n/a, as
 `iqart validate` does for fp16.
 """
@@ -26,7 +26,7 @@ from iqart.export.validate import SRCC_MIN_SPAN, ParityRow
 from iqart.train.metrics import srcc
 
 INT8_MIN_SRCC = 0.99
-OPENVINO_INT8_MIN_SRCC = 0.995  # OpenVINO int8 is the CPU speed path: it must rank closer (issue 16)
+OPENVINO_INT8_MIN_SRCC = 0.995  # OpenVINO int8 is the CPU speed path: it must rank closer
 PARITY_DEGRADATIONS = [(kind, level) for kind in ("lens_blur", "jpeg2000", "impulse_noise", "darken",
                                                    "quantization", "color_shift", "high_sharpen")
                        for level in (0, 2, 4)]

@@ -1,7 +1,7 @@
 """`iqart validate`: parity of an artifact's graphs against the PyTorch reference.
 
 Inputs are real images (examples/ or --images) and fresh random ones, never zeros. Tolerances
-(DESIGN.md, issue "Export"):
+(docs/design.md):
 - model.onnx on ONNX Runtime vs torch fp32: relative score error <= 1e-5;
 - model.fp16.onnx on ONNX Runtime vs torch fp32: |delta score| <= 2e-3 and SRCC >= 0.999;
 - model.trt.onnx run by onnx.reference with the NumPy FusedCrossAttention vs model.fp16.onnx:

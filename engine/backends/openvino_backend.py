@@ -9,7 +9,7 @@ in `runtime_precision`.
 int8 runs our static QDQ graph (model.int8.onnx, iqart.export.int8): OpenVINO turns its
 QuantizeLinear/DequantizeLinear pairs into int8 kernels and keeps the fp32 islands we chose
 for accuracy; NNCF's own quantisation of model.onnx measured faster but ranked worse than
-SRCC 0.995 on qualiclip-tiny (issue 16), so it is not used.
+SRCC 0.995 on qualiclip-tiny (benchmarks/RESULTS.md, CPU int8), so it is not used.
 
 OpenVINO is fastest on static shapes, so each input shape is compiled once and kept (the
 pipeline's size buckets make shapes repeat). Threads: one per physical core. A batch that

@@ -1,4 +1,4 @@
-// An artifact's spec.json, as the C++ library needs it (the contract is DESIGN.md's "model artifact").
+// An artifact's spec.json, as the C++ library needs it (the contract: docs/design.md, "The model artifact").
 #pragma once
 
 #include <map>
