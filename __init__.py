@@ -24,7 +24,7 @@ def __getattr__(name: str):
 
         return create_metric
     if name == "list_models":
-        from iqart.train.zoo import list_models
+        from iqart.train.models.zoo import list_models
 
         return list_models
     if name == "__version__":

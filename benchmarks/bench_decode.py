@@ -27,10 +27,10 @@ from iqart.engine.bench.runners import bench_weights
 from iqart.engine.hardware import default_workers
 from iqart.engine.pipeline.images import as_array, open_image
 from iqart.engine.pipeline.jobs import ScoreJob
-from iqart.engine.pipeline.scoring import score_jobs
+from iqart.engine.pipeline.batch_scoring import score_jobs
 from iqart.engine.scorer import Scorer
 from iqart.train.metrics import srcc
-from iqart.train.zoo import ResizePolicy
+from iqart.train.models.zoo import ResizePolicy
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "images"
 POLICY = ResizePolicy("fixed", (224, 224))

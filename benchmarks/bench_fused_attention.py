@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from iqart.engine.backends import fused_op
-from iqart.train.attention import merge_heads, split_heads
+from iqart.train.models.attention import merge_heads, split_heads
 
 HEAD_DIM = 64
 REPS, TRIALS = 20, 15

@@ -6,7 +6,7 @@
 Writes `--count` 4000x3000 JPEGs (quality 90; the example photos upscaled, with noise so that
 they are not smoother than a camera's, a quarter of them EXIF-rotated) to a temporary folder,
 then measures, on the model's resize policy (bpclip-nr: fixed 224x224):
-1. decode images/s: the CPU path (iqart.engine.pipeline.scoring.decode_job on `--workers`
+1. decode images/s: the CPU path (iqart.engine.pipeline.batch_scoring.decode_job on `--workers`
    threads: PIL, DCT-reduced for a fixed size, as `iqart score` decodes) against nvJPEG (the
    GPU path's batched decode, orientation and resize; bytes already read), and nvJPEG including
    the file reads and header parses on one thread;
@@ -45,9 +45,9 @@ from iqart.engine.hardware import default_workers
 from iqart.engine.pipeline.gpu_decode import GpuDecoder, GpuJob, prepare_job
 from iqart.engine.pipeline.images import as_array, open_image
 from iqart.engine.pipeline.jobs import ScoreJob
-from iqart.engine.pipeline.scoring import PipelineStats, decode_job
+from iqart.engine.pipeline.batch_scoring import PipelineStats, decode_job
 from iqart.engine.scorer import BACKENDS
-from iqart.train.zoo import ResizePolicy, get_card
+from iqart.train.models.zoo import ResizePolicy, get_card
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "images"
 SOURCES = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.png")

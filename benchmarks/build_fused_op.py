@@ -15,7 +15,7 @@ import torch
 from torch.utils import cpp_extension
 
 from iqart.engine.backends import fused_op
-from iqart.train.attention import reference_cross_attention
+from iqart.train.models.attention import reference_cross_attention
 
 
 def build_parser() -> argparse.ArgumentParser:

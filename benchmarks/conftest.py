@@ -19,7 +19,7 @@ import torch
 
 from iqart.engine.bench.runners import VARIANTS, Runner, Unavailable, bench_weights, build_runner
 from iqart.engine.hardware import physical_cores
-from iqart.train.zoo import get_card
+from iqart.train.models.zoo import get_card
 
 DEFAULTS = {
     "models": "qualiclip,bpclip-nr,bpclip-fr",

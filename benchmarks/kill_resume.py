@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from iqart.engine.results.files import read_result_file
+from iqart.engine.results.formats import read_result_file
 from iqart.engine.results.journal import journal_path
 
 SIZES = [(96, 96), (112, 80), (80, 112), (128, 96)]

@@ -14,7 +14,7 @@ import sys
 import torch
 
 from iqart.engine.backends import fused_op
-from iqart.train.attention import reference_cross_attention
+from iqart.train.models.attention import reference_cross_attention
 
 # (batch, q_len, kv_len, heads, head_dim)
 CASES = [

@@ -7,7 +7,7 @@ into a temporary folder, makes sure the model's artifact is cached (in a separat
 export is not counted), then runs `iqart score` on the folder as a child process and reports the
 child's peak resident memory (ru_maxrss from wait4) and wall time. Native-resolution models
 (QualiCLIP) score the photos at full size, so memory is what batching decides: the pixel budget
-per batch (iqart.engine.pipeline.scoring) is what keeps it near one image's worth.
+per batch (iqart.engine.pipeline.batch_scoring) is what keeps it near one image's worth.
 """
 
 from __future__ import annotations

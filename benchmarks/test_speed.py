@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from iqart.train.zoo import get_card
+from iqart.train.models.zoo import get_card
 
 WARMUP_ROUNDS = 2
 

@@ -47,12 +47,12 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(f"distributed scoring needs Ray Data: pip install 'iqart[ray]' ({exc})") from None
 
-from iqart.engine.artifacts import weights_sha256
+from iqart.engine.artifact_cache import weights_sha256
 from iqart.engine.pipeline.images import find_images
 from iqart.engine.pipeline.jobs import ScoreJob, ScoreRow, pair_with_references
-from iqart.engine.pipeline.scoring import DECODE_TIMEOUT_S
+from iqart.engine.pipeline.batch_scoring import DECODE_TIMEOUT_S
 from iqart.engine.results.output import ResultOutput
-from iqart.train.zoo import ModelCard, get_card
+from iqart.train.models.zoo import ModelCard, get_card
 
 BLOCK_BATCHES = 4  # rows per Ray block, in batches: lost work on a crash vs. per-block overhead
 BLOCK_RETRIES = 3  # retries of a block whose actor died, before its jobs become error rows

@@ -5,7 +5,7 @@
     for row in scorer.score_files(["photos/"]): ...    # streaming rows; bad files are error rows
 
 The ONNX Runtime and TensorRT backends run the model's artifact, exported once per weight file
-into the cache (iqart.engine.artifacts); the torch backend runs the PyTorch reference directly.
+into the cache (iqart.engine.artifact_cache); the torch backend runs the PyTorch reference directly.
 Weights default to what the zoo resolves (in-repo demo weights, or the official release).
 """
 
@@ -18,7 +18,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 from PIL import Image
 
-from iqart.engine.artifacts import cached_artifact, cached_int8_graph
+from iqart.engine.artifact_cache import cached_artifact, cached_int8_graph
 from iqart.engine.backends.plan_cache import DEFAULT_MAX_SIDE
 from iqart.engine.backends.registry import BACKENDS as BACKEND_TABLE
 from iqart.engine.backends.registry import BackendOptions
@@ -27,8 +27,8 @@ from iqart.engine.pipeline.gpu_decode import GpuDecoder, gpu_decoder_for
 from iqart.engine.pipeline.images import as_array, find_images
 from iqart.engine.pipeline.inputs import as_rgb_images
 from iqart.engine.pipeline.jobs import ScoreJob, ScoreRow, pair_with_references
-from iqart.engine.pipeline.scoring import DECODE_TIMEOUT_S, PipelineStats, score_jobs
-from iqart.train.zoo import get_card, load_model
+from iqart.engine.pipeline.batch_scoring import DECODE_TIMEOUT_S, PipelineStats, score_jobs
+from iqart.train.models.zoo import get_card, load_model
 
 BACKENDS = tuple(BACKEND_TABLE)
 PRECISION_CHOICES = {name: entry.precisions for name, entry in BACKEND_TABLE.items()}

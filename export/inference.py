@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from iqart.train.preprocess import uint8_nhwc_to_model_input
+from iqart.train.models.preprocess import uint8_nhwc_to_model_input
 
 
 class InferenceModule(nn.Module):

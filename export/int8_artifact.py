@@ -21,7 +21,7 @@ from iqart.export.artifact import INT8_GRAPH, read_spec, sha256_file
 from iqart.export.int8 import QUANTISED_OPS, BatchReader, quantize_graph
 from iqart.export.int8_parity import Int8Parity, int8_parity, openvino_available, parity_set
 from iqart.export.quality_images import DEFAULT_PARITY_SOURCE, default_calibration_source, load_source, quality_set
-from iqart.train.atomic import write_json_atomic
+from iqart.train.storage import write_json_atomic
 
 REPORT = "int8.json"
 # Degradations (type, level 0..4) seen during calibration: one per KADID group, mild and strong.

@@ -13,8 +13,8 @@ from iqart.export.fp16 import convert_to_fp16, drop_unused_initializers
 from iqart.export.inference import InferenceModule
 from iqart.export.native_attention import NATIVE_GRAPH, to_native_attention
 from iqart.export.plugin_node import PLUGIN_DOMAIN, plugin_attention
-from iqart.train.attention import attention_implementation
-from iqart.train.zoo import ModelCard
+from iqart.train.models.attention import attention_implementation
+from iqart.train.models.zoo import ModelCard
 
 OPSET = 18
 FEATURES = "features"  # the boundary output the fp16 pass keeps fp32 after, then drops

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from onnx.reference.op_run import OpRun
 
-from iqart.train.attention import reference_cross_attention
+from iqart.train.models.attention import reference_cross_attention
 
 PLUGIN_NAME = "FusedCrossAttention"
 PLUGIN_NAMESPACE = "iqart"

@@ -3,8 +3,8 @@ report feed the graphs.
 
 An IQA model sees pristine and damaged pictures alike, so int8 activation ranges must be
 calibrated on both, and int8 is judged by whether it ranks both like fp32 does. Images come from
-a source as `iqart.train.pristine` reads it: a folder of image files, or `skimage[:name,...]` (the
-photos scikit-image ships). Degradations come from `iqart.train.degradations`, seeded.
+a source as `iqart.train.data.pristine` reads it: a folder of image files, or `skimage[:name,...]` (the
+photos scikit-image ships). Degradations come from `iqart.train.data.degradations`, seeded.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from iqart.train.degradations import degrade
-from iqart.train.pristine import load_pristine
+from iqart.train.data.degradations import degrade
+from iqart.train.data.pristine import load_pristine
 
 SIZE = 224  # native-resolution models are calibrated and judged at the size they are benchmarked at
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "images"

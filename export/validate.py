@@ -29,7 +29,7 @@ from PIL import Image, ImageOps
 from iqart.export.inference import InferenceModule
 from iqart.export.native_attention import NATIVE_GRAPH
 from iqart.export.plugin_node import FusedCrossAttention
-from iqart.train.zoo import ModelCard
+from iqart.train.models.zoo import ModelCard
 
 FP32_REL_TOL = 1e-5
 FP16_ABS_TOL = 2e-3

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from iqart.engine.bench.runners import randomise_batchnorm
-from iqart.train.zoo import build_model
+from iqart.train.models.zoo import build_model
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE_IMAGES = REPO / "examples" / "images"
@@ -35,7 +35,7 @@ def scramble(model: nn.Module, seed: int) -> nn.Module:
 
 def write_scrambled_weights(folder: Path, name: str, seed: int) -> Path:
     """A weight file of a scrambled tiny model (scores that move with the input), in `folder`."""
-    from iqart.train.checkpoints import save_checkpoint
+    from iqart.train.models.checkpoints import save_checkpoint
 
     path = folder / f"{name}-scrambled-{seed}.pt"
     save_checkpoint(path, name, scramble(build_model(name, seed=seed), seed).state_dict())

@@ -7,11 +7,11 @@ import os
 
 import pytest
 
-from iqart.engine.artifacts import artifact_dir, cached_artifact, cached_int8_graph, weights_sha256
+from iqart.engine.artifact_cache import artifact_dir, cached_artifact, cached_int8_graph, weights_sha256
 from iqart.engine.cli.main import main
 from iqart.export.artifact import read_spec, sha256_file
-from iqart.train.checkpoints import save_checkpoint
-from iqart.train.zoo import build_model
+from iqart.train.models.checkpoints import save_checkpoint
+from iqart.train.models.zoo import build_model
 from tests.conftest import EXAMPLE_IMAGES, scramble
 
 MODEL = "qualiclip-tiny"

@@ -4,8 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from iqart.train.attention import cross_attention
-from iqart.train.clip_backbone import attention_pool, build_clip
+from iqart.train.models.attention import cross_attention
+from iqart.train.models.clip_backbone import attention_pool, build_clip
 
 
 @pytest.mark.parametrize("nq,nk,heads", [(1, 50, 8), (7, 7, 2), (49, 13, 4)])

@@ -14,8 +14,8 @@ from PIL import Image
 
 from iqart.engine.cli.main import main
 from iqart.engine.pipeline.images import MAX_PIXELS, find_images, load_image, open_image, scan_images
-from iqart.train.checkpoints import save_checkpoint
-from iqart.train.zoo import build_model, get_card
+from iqart.train.models.checkpoints import save_checkpoint
+from iqart.train.models.zoo import build_model, get_card
 from tests.conftest import EXAMPLE_IMAGES, scramble
 
 NATIVE = get_card("qualiclip-tiny").resize

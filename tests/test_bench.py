@@ -12,17 +12,17 @@ import pytest
 import torch
 from torch import nn
 
-import iqart.train.zoo
-from iqart.engine.artifacts import cached_artifact
+import iqart.train.models.zoo
+from iqart.engine.artifact_cache import cached_artifact
 from iqart.engine.backends.torch_backend import TorchBackend
 from iqart.engine.bench.flops import matmul_peak_gflops, model_flops
 from iqart.engine.bench.harness import Timing, interleaved_timings, speedup
-from iqart.engine.bench.report import BenchRecord, markdown_table, plot, read_json, write_json
+from iqart.engine.bench.records import BenchRecord, markdown_table, plot, read_json, write_json
 from iqart.engine.bench.runners import Unavailable, bench_weights, build_runner
 from iqart.engine.cli.bench import add_bench_parser, batch_inputs, model_runners
 from iqart.engine.cli.main import main
 from iqart.export.int8_artifact import add_int8_graph
-from iqart.train.zoo import get_card, load_model
+from iqart.train.models.zoo import get_card, load_model
 from tests.conftest import EXAMPLE_IMAGES, REPO
 
 REQUIRED_KEYS = {"backend", "model", "batch_size", "size", "images_per_s", "p50_ms", "p95_ms", "peak_rss_mb",
@@ -90,7 +90,7 @@ def test_matmul_peak_is_plausible():
 
 def test_random_weights_are_written_once_and_load(tmp_path, monkeypatch):
     monkeypatch.setenv("IQART_HOME", str(tmp_path / "home"))
-    monkeypatch.setattr(iqart.train.zoo, "DEMO_WEIGHTS_DIR", tmp_path / "no-demo-weights")
+    monkeypatch.setattr(iqart.train.models.zoo, "DEMO_WEIGHTS_DIR", tmp_path / "no-demo-weights")
     first = bench_weights("qualiclip-tiny")
     assert first.random and first.path.is_file()
     mtime = first.path.stat().st_mtime_ns
@@ -171,7 +171,7 @@ def test_json_table_and_chart(tmp_path):
 def random_home(tmp_path, monkeypatch):
     """A fresh $IQART_HOME and no demo weights: bench falls back to random weights there."""
     monkeypatch.setenv("IQART_HOME", str(tmp_path / "home"))
-    monkeypatch.setattr(iqart.train.zoo, "DEMO_WEIGHTS_DIR", tmp_path / "no-demo-weights")
+    monkeypatch.setattr(iqart.train.models.zoo, "DEMO_WEIGHTS_DIR", tmp_path / "no-demo-weights")
     return tmp_path
 
 

@@ -1,11 +1,11 @@
 import pytest
 import torch
 
-from iqart.train.bpclip import BPCLIP, AttentionBlock, sinusoidal_2d
-from iqart.train.checkpoints import CheckpointError, save_checkpoint
-from iqart.train.clip_backbone import build_clip, encode_prompts
-from iqart.train.prompts import adjective_prompts
-from iqart.train.zoo import get_card, load_model
+from iqart.train.models.bpclip import BPCLIP, AttentionBlock, sinusoidal_2d
+from iqart.train.models.checkpoints import CheckpointError, save_checkpoint
+from iqart.train.models.clip_backbone import build_clip, encode_prompts
+from iqart.train.models.prompts import adjective_prompts
+from iqart.train.models.zoo import get_card, load_model
 
 
 @pytest.mark.parametrize("name", ["bpclip-nr-tiny", "bpclip-fr-tiny"])

@@ -11,10 +11,10 @@ import pytest
 
 from iqart.engine.cli import exits
 from iqart.engine.cli.main import build_parser, main
-from iqart.engine.results.writer import AtomicResultWriter, read_results
+from iqart.engine.results.text_writers import AtomicResultWriter, read_results
 from iqart.engine.scorer import BACKENDS
-from iqart.train.checkpoints import save_checkpoint
-from iqart.train.zoo import build_model
+from iqart.train.models.checkpoints import save_checkpoint
+from iqart.train.models.zoo import build_model
 from tests.conftest import EXAMPLE_IMAGES
 
 MODEL = "qualiclip-tiny"

@@ -14,9 +14,9 @@ from iqart.engine.backends.torch_backend import TorchBackend
 from iqart.engine.cli.main import main
 from iqart.engine.pipeline.images import load_image
 from iqart.export.validate import FP32_REL_TOL
-from iqart.train.checkpoints import save_checkpoint
-from iqart.train.preprocess import uint8_nhwc_to_model_input
-from iqart.train.zoo import build_model, get_card
+from iqart.train.models.checkpoints import save_checkpoint
+from iqart.train.models.preprocess import uint8_nhwc_to_model_input
+from iqart.train.models.zoo import build_model, get_card
 from tests.conftest import EXAMPLE_IMAGES, EXAMPLE_PAIRS, scramble
 
 pytestmark = pytest.mark.usefixtures("iqart_home")  # one artifact cache per module (tests/conftest.py)

@@ -20,9 +20,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from iqart.engine.artifacts import weights_sha256
+from iqart.engine.artifact_cache import weights_sha256
 from iqart.engine.pipeline.images import resize
-from iqart.train.zoo import ResizePolicy
+from iqart.train.models.zoo import ResizePolicy
 
 REPO = Path(__file__).resolve().parents[1]
 SOURCE = REPO / "examples" / "cpp"

@@ -10,7 +10,7 @@ import scipy.io
 import torch
 from PIL import Image
 
-from iqart.train.datasets import (
+from iqart.train.data.datasets import (
     DATASETS,
     LIVE,
     DatasetInfo,
@@ -197,7 +197,7 @@ def test_reader_returns_the_samples_of_the_layout(name, tmp_path):
 
 
 def test_every_dataset_documents_its_layout():
-    import iqart.train.datasets as module
+    import iqart.train.data.datasets as module
 
     assert set(DATASETS) == set(BUILDERS)
     for name, reader in DATASETS.items():

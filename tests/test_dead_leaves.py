@@ -1,4 +1,4 @@
-"""Dead-leaves images (train/dead_leaves.py), the bundled photos and the training content mix."""
+"""Dead-leaves images (train/data/dead_leaves.py), the bundled photos and the training content mix."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from iqart.train.dead_leaves import DeadLeavesPool, dead_leaves, power_law_radii
-from iqart.train.pristine import BUNDLED_PHOTOS, TrainingContent, load_pristine, random_rescale
+from iqart.train.data.dead_leaves import DeadLeavesPool, dead_leaves, power_law_radii
+from iqart.train.data.pristine import BUNDLED_PHOTOS, TrainingContent, load_pristine, random_rescale
 
 
 def test_same_seed_same_image_other_seed_other_image():

@@ -1,4 +1,4 @@
-"""Synthetic degradations (train/degradations.py): API contract, determinism and, on a real photo,
+"""Synthetic degradations (train/data/degradations.py): API contract, determinism and, on a real photo,
 that each type's intensity grows with its level."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import itertools
 import pytest
 import torch
 
-from iqart.train import degradations as D
+from iqart.train.data import degradations as D
 
 RANDOM_TYPES = {
     "motion_blur",

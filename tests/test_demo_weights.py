@@ -12,8 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
-from iqart.train.preprocess import normalize_float
-from iqart.train.zoo import get_card, load_model
+from iqart.train.models.preprocess import normalize_float
+from iqart.train.models.zoo import get_card, load_model
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "images"
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from iqart.engine.artifacts import weights_sha256
+from iqart.engine.artifact_cache import weights_sha256
 from iqart.engine.cli.main import main
 from iqart.engine.pipeline.jobs import ScoreRow
-from iqart.engine.results.files import ParquetResultWriter, read_result_file
+from iqart.engine.results.formats import ParquetResultWriter, read_result_file
 from iqart.engine.results.journal import journal_path
 from iqart.engine.results.output import ResultOutput
 from tests.conftest import write_scrambled_weights

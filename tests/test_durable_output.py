@@ -21,11 +21,11 @@ import pytest
 from PIL import Image
 
 from iqart.engine.cli.main import main
-from iqart.engine.results.files import read_result_file
+from iqart.engine.results.formats import read_result_file
 from iqart.engine.results.journal import journal_path
 from iqart.engine.results.output import OutputError, ResultOutput, merge_rows
-from iqart.train.checkpoints import save_checkpoint
-from iqart.train.zoo import build_model
+from iqart.train.models.checkpoints import save_checkpoint
+from iqart.train.models.zoo import build_model
 from tests.conftest import EXAMPLE_IMAGES, REPO, write_scrambled_weights
 
 pytestmark = pytest.mark.usefixtures("iqart_home")

@@ -11,16 +11,16 @@ import torch
 from PIL import Image
 
 import iqart
-from iqart.engine import artifacts
+from iqart.engine import artifact_cache
 from iqart.engine.backends.onnxruntime_backend import OnnxRuntimeBackend, cuda_available, providers_for
 from iqart.engine.hardware import physical_cores
 from iqart.engine.pipeline.images import ImageError, load_image
 from iqart.engine.pipeline.jobs import ScoreJob
-from iqart.engine.pipeline.scoring import PipelineStats, SizeBuckets, score_jobs
+from iqart.engine.pipeline.batch_scoring import PipelineStats, SizeBuckets, score_jobs
 from iqart.export.artifact import read_spec, sha256_file
 from iqart.export.validate import FP32_REL_TOL
-from iqart.train.checkpoints import save_checkpoint
-from iqart.train.zoo import build_model, get_card
+from iqart.train.models.checkpoints import save_checkpoint
+from iqart.train.models.zoo import build_model, get_card
 from tests.conftest import EXAMPLE_IMAGES, EXAMPLE_PAIRS, scramble
 
 TINY = ["qualiclip-tiny", "bpclip-nr-tiny", "bpclip-fr-tiny"]
@@ -151,39 +151,39 @@ def test_score_files_streams_rows_with_errors(scorers, tmp_path):
 
 def test_artifact_is_exported_once_per_weights_and_reused(weights, iqart_home):
     path = weights("qualiclip-tiny", seed=11)
-    first = artifacts.cached_artifact("qualiclip-tiny", path)
+    first = artifact_cache.cached_artifact("qualiclip-tiny", path)
     assert first == iqart_home / "artifacts" / f"qualiclip-tiny-{sha256_file(path)[:16]}"
     assert read_spec(first)["sha256"]["weights"] == sha256_file(path)
     stamp = (first / "model.onnx").stat().st_mtime_ns
-    assert artifacts.cached_artifact("qualiclip-tiny", path) == first
+    assert artifact_cache.cached_artifact("qualiclip-tiny", path) == first
     assert (first / "model.onnx").stat().st_mtime_ns == stamp  # reused, not re-exported
-    other = artifacts.cached_artifact("qualiclip-tiny", weights("qualiclip-tiny", seed=12))
+    other = artifact_cache.cached_artifact("qualiclip-tiny", weights("qualiclip-tiny", seed=12))
     assert other != first
 
 
 def test_damaged_artifact_is_exported_again(weights):
     path = weights("qualiclip-tiny", seed=13)
-    directory = artifacts.cached_artifact("qualiclip-tiny", path)
+    directory = artifact_cache.cached_artifact("qualiclip-tiny", path)
     (directory / "model.onnx").unlink()
-    assert artifacts.cached_artifact("qualiclip-tiny", path) == directory
+    assert artifact_cache.cached_artifact("qualiclip-tiny", path) == directory
     assert (directory / "model.onnx").is_file()
 
 
 def test_concurrent_first_use_exports_once(weights, monkeypatch):
     path = weights("qualiclip-tiny", seed=14)
     exports = []
-    real_export = artifacts.export_artifact
+    real_export = artifact_cache.export_artifact
 
     def counting_export(*args, **kwargs):
         exports.append(args)
         return real_export(*args, **kwargs)
 
-    monkeypatch.setattr(artifacts, "export_artifact", counting_export)
+    monkeypatch.setattr(artifact_cache, "export_artifact", counting_export)
     results, errors = [], []
 
     def use():
         try:
-            results.append(artifacts.cached_artifact("qualiclip-tiny", path))
+            results.append(artifact_cache.cached_artifact("qualiclip-tiny", path))
         except Exception as exc:  # surfaced by the assertion below
             errors.append(exc)
 
@@ -193,13 +193,13 @@ def test_concurrent_first_use_exports_once(weights, monkeypatch):
     for thread in threads:
         thread.join()
     assert not errors and len(set(results)) == 1 and len(exports) == 1
-    assert artifacts.is_complete(results[0], "qualiclip-tiny", sha256_file(path))
+    assert artifact_cache.is_complete(results[0], "qualiclip-tiny", sha256_file(path))
     assert not [p for p in results[0].parent.iterdir() if p.name.startswith(".")]  # no staging left behind
 
 
 def test_missing_weight_file_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="absent.pt: no such weight file"):
-        artifacts.cached_artifact("qualiclip-tiny", tmp_path / "absent.pt")
+        artifact_cache.cached_artifact("qualiclip-tiny", tmp_path / "absent.pt")
 
 
 # --- the ONNX Runtime backend -------------------------------------------------------------------

@@ -16,11 +16,11 @@ from iqart.engine.backends.tensorrt_import import TENSORRT_RTX, TensorRTUnavaila
 from iqart.engine.cli.main import main
 from iqart.engine.pipeline.images import load_image
 from iqart.engine.pipeline.jobs import ScoreJob
-from iqart.engine.pipeline.scoring import score_jobs
+from iqart.engine.pipeline.batch_scoring import score_jobs
 from iqart.export.artifact import export_artifact
 from iqart.export.validate import FP16_ABS_TOL
-from iqart.train.checkpoints import save_checkpoint
-from iqart.train.zoo import build_model, get_card
+from iqart.train.models.checkpoints import save_checkpoint
+from iqart.train.models.zoo import build_model, get_card
 from tests.conftest import EXAMPLE_IMAGES, scramble
 
 HAS_TRT = any(importlib.util.find_spec(m) is not None for m in ("tensorrt", "tensorrt_bindings"))

@@ -14,9 +14,9 @@ from iqart.export.fp16 import FP32_OPS
 from iqart.export.native_attention import NATIVE_GRAPH, NATIVE_OPSET, attention_nodes
 from iqart.export.plugin_node import PLUGIN_NAME, FusedCrossAttention, numpy_cross_attention
 from iqart.export.validate import FP16_ABS_TOL, FP32_REL_TOL, ort_session, validate_artifact
-from iqart.train.attention import reference_cross_attention
-from iqart.train.checkpoints import save_checkpoint
-from iqart.train.zoo import get_card
+from iqart.train.models.attention import reference_cross_attention
+from iqart.train.models.checkpoints import save_checkpoint
+from iqart.train.models.zoo import get_card
 from tests.conftest import EXAMPLE_IMAGES
 
 TINY = ["qualiclip-tiny", "bpclip-nr-tiny", "bpclip-fr-tiny"]
@@ -26,7 +26,7 @@ EXPECTED_PLUGIN_NODES = {"qualiclip": 1, "bpclip": 9}  # the pool; 5 self-attent
 @pytest.fixture(scope="module")
 def artifacts(tmp_path_factory):
     """name -> (artifact dir, model) for every tiny model, exported once for the module."""
-    from iqart.train.zoo import build_model
+    from iqart.train.models.zoo import build_model
     from tests.conftest import scramble
 
     root = tmp_path_factory.mktemp("artifacts")
@@ -265,7 +265,7 @@ def test_trt_graph_runs_on_the_reference_evaluator(artifacts):
 def test_rn50_export_and_parity(name, tmp_path):
     import time
 
-    from iqart.train.zoo import build_model
+    from iqart.train.models.zoo import build_model
     from tests.conftest import scramble
 
     model = scramble(build_model(name), 0)

@@ -33,8 +33,8 @@ from iqart.engine.pipeline.gpu_decode import (
 )
 from iqart.engine.pipeline.images import as_array, open_image, resize, resize_target
 from iqart.engine.pipeline.jobs import ScoreJob
-from iqart.engine.pipeline.scoring import PipelineStats, _stack, score_jobs
-from iqart.train.zoo import ResizePolicy
+from iqart.engine.pipeline.batch_scoring import PipelineStats, _stack, score_jobs
+from iqart.train.models.zoo import ResizePolicy
 from tests.conftest import EXAMPLE_IMAGES
 from tests.test_bad_input import DISPLAY_P3
 

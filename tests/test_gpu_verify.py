@@ -71,7 +71,7 @@ def test_dry_run_fails_naming_the_step_when_the_op_imports_the_model_zoo(tmp_pat
             (copy / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO / name, copy / name)
     fused_op = copy / "engine" / "backends" / "fused_op.py"
-    fused_op.write_text(fused_op.read_text().replace("import torch\n", "import torch\n\nimport iqart.train.zoo\n", 1))
+    fused_op.write_text(fused_op.read_text().replace("import torch\n", "import torch\n\nimport iqart.train.models.zoo\n", 1))
     result = dry_run(copy, tmp_path)
     assert result.returncode != 0
     rows = summary_rows(result.stdout)

@@ -10,7 +10,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from iqart.engine.artifacts import cached_artifact, cached_int8_graph
+from iqart.engine.artifact_cache import cached_artifact, cached_int8_graph
 from iqart.engine.backends.onnxruntime_backend import OnnxRuntimeBackend
 from iqart.engine.cli.main import main
 from iqart.engine.scorer import Scorer
@@ -20,8 +20,8 @@ from iqart.export.int8_artifact import CALIBRATION_DEGRADATIONS, REPORT, add_int
 from iqart.export.int8_parity import INT8_MIN_SRCC, OPENVINO_INT8_MIN_SRCC, PARITY_DEGRADATIONS, Int8Parity, parity_rows
 from iqart.export.quality_images import load_source, quality_set
 from iqart.export.validate import SRCC_MIN_SPAN, ort_session
-from iqart.train.checkpoints import save_checkpoint
-from iqart.train.zoo import build_model, get_card
+from iqart.train.models.checkpoints import save_checkpoint
+from iqart.train.models.zoo import build_model, get_card
 from tests.conftest import EXAMPLE_IMAGES, scramble
 
 CALIBRATION = "skimage:astronaut,coffee"  # small sets keep the tests fast; the defaults are larger

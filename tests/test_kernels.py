@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from iqart.engine.backends import fused_op
-from iqart.train.attention import cross_attention, merge_heads, split_heads
+from iqart.train.models.attention import cross_attention, merge_heads, split_heads
 
 KERNELS = Path(__file__).resolve().parents[1] / "kernels"
 GXX = shutil.which("g++")

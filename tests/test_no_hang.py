@@ -22,7 +22,7 @@ from PIL import Image
 
 from iqart.engine.cli.main import main
 from iqart.engine.pipeline.decode_workers import DecodeWorkers
-from iqart.engine.results.files import read_result_file
+from iqart.engine.results.formats import read_result_file
 from iqart.engine.results.journal import journal_path
 from tests.conftest import EXAMPLE_IMAGES, REPO, write_scrambled_weights
 

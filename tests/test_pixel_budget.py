@@ -10,8 +10,8 @@ from PIL import Image
 
 from iqart.engine.backends.torch_backend import TorchBackend
 from iqart.engine.pipeline.jobs import ScoreJob
-from iqart.engine.pipeline.scoring import PIXEL_BUDGET, SizeBuckets, score_jobs
-from iqart.train.zoo import build_model, get_card
+from iqart.engine.pipeline.batch_scoring import PIXEL_BUDGET, SizeBuckets, score_jobs
+from iqart.train.models.zoo import build_model, get_card
 
 
 def item(height, width):

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import iqart
-from iqart.train.attention import reference_cross_attention
+from iqart.train.models.attention import reference_cross_attention
 from iqart.train.metrics import srcc
 from tests.conftest import EXAMPLE_IMAGES
 

@@ -2,17 +2,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from iqart.train.checkpoints import CheckpointError, read_state_dict
-from iqart.train.clip_backbone import build_clip, encode_prompts
-from iqart.train.prompts import antonym_prompts
-from iqart.train.qualiclip import QualiCLIP
-from iqart.train.zoo import load_model
+from iqart.train.models.checkpoints import CheckpointError, read_state_dict
+from iqart.train.models.clip_backbone import build_clip, encode_prompts
+from iqart.train.models.prompts import antonym_prompts
+from iqart.train.models.qualiclip import QualiCLIP
+from iqart.train.models.zoo import load_model
 from tests.conftest import scramble
 from tests.test_attention import full_attention_pool_token0
 
 
 def official_score(visual, prompts_features, images):
-    """The official QualiCLIP formula, written independently of iqart.train.qualiclip."""
+    """The official QualiCLIP formula, written independently of iqart.train.models.qualiclip."""
     x = visual.stem(images)
     x = visual.layer4(visual.layer3(visual.layer2(visual.layer1(x))))
     features = F.normalize(full_attention_pool_token0(visual.attnpool, x), dim=-1)

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from iqart.engine.cli.main import main
-from iqart.engine.results.report import error_reason, summarise
+from iqart.engine.results.quality_report import error_reason, summarise
 from tests.conftest import EXAMPLE_IMAGES
 
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from iqart.engine.results.files import open_result_writer, read_result_file
+from iqart.engine.results.formats import open_result_writer, read_result_file
 
 pytest.importorskip("pyarrow", reason="Parquet output needs pyarrow, which comes with the ray extra: pip install -e '.[ray]'")
 

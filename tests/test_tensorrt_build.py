@@ -21,7 +21,7 @@ from iqart.engine.cli.main import main
 from iqart.export.artifact import export_artifact
 from iqart.export.plugin_node import PLUGIN_DOMAIN, PLUGIN_NAME, PLUGIN_NAMESPACE, PLUGIN_VERSION
 from iqart.export.spec_files import read_spec
-from iqart.train.zoo import build_model
+from iqart.train.models.zoo import build_model
 
 TINY = ["qualiclip-tiny", "bpclip-nr-tiny", "bpclip-fr-tiny"]
 RN50 = ["qualiclip", "bpclip-nr", "bpclip-fr"]

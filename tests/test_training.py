@@ -7,7 +7,7 @@ import itertools
 import pytest
 import torch
 
-from iqart.train.checkpoints import read_state_dict
+from iqart.train.models.checkpoints import read_state_dict
 from iqart.train.config import load_config
 from iqart.train.evaluate import (
     RankingResult,
@@ -16,8 +16,8 @@ from iqart.train.evaluate import (
     synthetic_ranking,
 )
 from iqart.train.losses import mos_loss, qualiclip_losses
-from iqart.train.preprocess import normalize_float
-from iqart.train.pristine import load_pristine, overlapping_crops, random_rescale
+from iqart.train.models.preprocess import normalize_float
+from iqart.train.data.pristine import load_pristine, overlapping_crops, random_rescale
 from iqart.train.runs import RunDirectory, calibrate_batchnorm, cosine_lr
 from iqart.train.train_bpclip import (
     BPCLIPTrainConfig,
@@ -35,7 +35,7 @@ from iqart.train.train_qualiclip import (
     train_qualiclip,
     training_content,
 )
-from iqart.train.zoo import load_model
+from iqart.train.models.zoo import load_model
 
 SMALL = {"images": "skimage:astronaut,chelsea", "crop": 64, "log_every": 1, "checkpoint_every": 5, "seed": 3}
 
@@ -185,7 +185,7 @@ def test_level_sets_hold_one_crop_clean_and_at_every_level():
 
 
 def test_init_encoder_takes_only_the_encoder_of_other_bpclip_weights(tmp_path):
-    from iqart.train.checkpoints import save_checkpoint
+    from iqart.train.models.checkpoints import save_checkpoint
 
     fr = build_bpclip(BPCLIPTrainConfig(model="bpclip-fr-tiny", seed=5))
     save_checkpoint(tmp_path / "fr.pt", "bpclip-fr-tiny", fr.state_dict())
@@ -204,7 +204,7 @@ def test_init_encoder_takes_only_the_encoder_of_other_bpclip_weights(tmp_path):
 
 def _save_fr_teacher(path, constant: float | None = None) -> None:
     """A random bpclip-fr-tiny checkpoint; with `constant`, one whose score is that for any input."""
-    from iqart.train.checkpoints import save_checkpoint
+    from iqart.train.models.checkpoints import save_checkpoint
 
     teacher = build_bpclip(BPCLIPTrainConfig(model="bpclip-fr-tiny", seed=4))
     if constant is not None:

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from iqart.train.zoo import MissingWeightsError, build_model, get_card, list_models, load_model, resolve_weights
+from iqart.train.models.zoo import MissingWeightsError, build_model, get_card, list_models, load_model, resolve_weights
 
 EXPECTED = {"qualiclip", "bpclip-nr", "bpclip-fr", "qualiclip-tiny", "bpclip-nr-tiny", "bpclip-fr-tiny"}
 

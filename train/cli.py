@@ -1,6 +1,6 @@
 """Training subcommands of the `iqart` command line: degrade, train, eval.
 
-They live with the training code (engine/cli.py only registers them) so that `train` stays free
+They live with the training code (iqart.engine.cli.main only registers them) so that `train` stays free
 of any import from `engine`.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from iqart.train.atomic import write_json_atomic
+from iqart.train.storage import write_json_atomic
 
 TRAINERS = ("qualiclip", "bpclip-nr", "bpclip-fr")
 
@@ -32,8 +32,8 @@ def add_degrade_parser(subparsers) -> None:
 
 
 def run_degrade(args: argparse.Namespace) -> int:
-    from iqart.train.degradations import degradation_grid
-    from iqart.train.pristine import fit_short_side, read_image
+    from iqart.train.data.degradations import degradation_grid
+    from iqart.train.data.pristine import fit_short_side, read_image
 
     image = fit_short_side(read_image(Path(args.image)), args.tile)
     grid = degradation_grid(image, seed=args.seed, tile=args.tile)
@@ -107,15 +107,15 @@ def run_eval(args: argparse.Namespace) -> int:
         summarize_ranking,
         synthetic_ranking,
     )
-    from iqart.train.zoo import get_card, load_model
+    from iqart.train.models.zoo import get_card, load_model
 
     card = get_card(args.model)
     model = load_model(card.name, args.weights)
     score = model_score_fn(model)
     full_reference = card.task == "fr"
     if args.synthetic:
-        from iqart.train.degradations import TYPES
-        from iqart.train.pristine import load_pristine
+        from iqart.train.data.degradations import TYPES
+        from iqart.train.data.pristine import load_pristine
 
         held_out = tuple(t.strip() for t in args.holdout_types.split(",") if t.strip())
         results = synthetic_ranking(score, load_pristine(args.images), TYPES, args.crop, args.crops_per_image,
@@ -130,7 +130,7 @@ def run_eval(args: argparse.Namespace) -> int:
             raise ValueError("--dataset needs --root (the dataset's folder)")
         from torch.utils.data import DataLoader
 
-        from iqart.train.datasets import MOSDataset, read_dataset, split
+        from iqart.train.data.datasets import MOSDataset, read_dataset, split
 
         info, samples = read_dataset(args.dataset, args.root)
         if full_reference and info.task != "fr":

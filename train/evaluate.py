@@ -17,9 +17,9 @@ import numpy as np
 import torch
 from scipy import stats
 
-from iqart.train.degradations import GROUPS, NUM_LEVELS, degrade_levels, group_of
+from iqart.train.data.degradations import GROUPS, NUM_LEVELS, degrade_levels, group_of
 from iqart.train.metrics import correlations
-from iqart.train.pristine import quantize, random_crop
+from iqart.train.data.pristine import quantize, random_crop
 
 # Scores a batch of float images in [0, 1] (N, 3, H, W), with references for FR models.
 ScoreFn = Callable[[torch.Tensor, "torch.Tensor | None"], torch.Tensor]
@@ -113,7 +113,7 @@ def mos_correlations(score: ScoreFn, loader, full_reference: bool) -> dict[str, 
 
 def model_score_fn(model: torch.nn.Module, batch_size: int = 32) -> ScoreFn:
     """A ScoreFn for a QualiCLIP or BPCLIP module: CLIP-normalises and scores in chunks."""
-    from iqart.train.preprocess import normalize_float
+    from iqart.train.models.preprocess import normalize_float
 
     @torch.no_grad()
     def score(images: torch.Tensor, reference: torch.Tensor | None = None) -> torch.Tensor:

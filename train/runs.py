@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from iqart.train.checkpoints import save_checkpoint
+from iqart.train.models.checkpoints import save_checkpoint
 
 
 def cosine_lr(step: int, total_steps: int, base_lr: float, warmup_steps: int, final_fraction: float = 0.0) -> float:

@@ -1,6 +1,6 @@
 """BPCLIP's opinion-aware training: regress normalised MOS with MSE + (1 − PLCC).
 
-Data comes from a MOS dataset (`data = "kadid10k"`, `root = ...`; readers in train/datasets.py,
+Data comes from a MOS dataset (`data = "kadid10k"`, `root = ...`; readers in train/data/datasets.py,
 official split where there is one, otherwise a seeded 80/20 split by content), or, for the demo
 weights, from `data = "synthetic"`: crops of pristine images degraded at a random level of a
 random type (or a composite of several groups), with the level-derived target
@@ -22,10 +22,10 @@ from dataclasses import dataclass
 
 import torch
 
-from iqart.train.bpclip import BPCLIP
-from iqart.train.checkpoints import check_fit, is_clip_state_dict, read_state_dict, select_prefix
+from iqart.train.models.bpclip import BPCLIP
+from iqart.train.models.checkpoints import check_fit, is_clip_state_dict, read_state_dict, select_prefix
 from iqart.train.config import config_dict
-from iqart.train.degradations import NUM_LEVELS, TYPES, composite, degrade, degrade_levels, draw_kind
+from iqart.train.data.degradations import NUM_LEVELS, TYPES, composite, degrade, degrade_levels, draw_kind
 from iqart.train.evaluate import (
     model_score_fn,
     mos_correlations,
@@ -33,10 +33,10 @@ from iqart.train.evaluate import (
     synthetic_ranking,
 )
 from iqart.train.losses import mos_loss
-from iqart.train.preprocess import normalize_float
-from iqart.train.pristine import TrainingContent, quantize, random_crop, split_pristine
+from iqart.train.models.preprocess import normalize_float
+from iqart.train.data.pristine import TrainingContent, quantize, random_crop, split_pristine
 from iqart.train.runs import RunDirectory, fit, seed_everything
-from iqart.train.zoo import build_model, get_card, load_model
+from iqart.train.models.zoo import build_model, get_card, load_model
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ class BPCLIPTrainConfig:
     composite_probability: float = 0.25  # synthetic: share of crops degraded by several groups
     crop: int = 224
     min_scale: float = 1.0  # synthetic: images are resized by a random factor in [min_scale, 1] (and flipped)
-    procedural_probability: float = 0.0  # synthetic: share of crops cut from dead leaves (train/dead_leaves.py)
+    procedural_probability: float = 0.0  # synthetic: share of crops cut from dead leaves (train/data/dead_leaves.py)
     level_sets: bool = False  # synthetic: a batch is whole sets (a crop undegraded and at all 5 levels of one draw)
     rank_weight: float = 0.0  # synthetic, level_sets: weight of a hinge that orders each set by level
     rank_margin: float = 0.02  # ... with this margin between consecutive targets' scores
@@ -205,7 +205,7 @@ def _endless(loader):
 
 def dataset_loaders(config: BPCLIPTrainConfig, task: str, generator: torch.Generator):
     """Train (endless, shuffled) and test loaders for a MOS dataset."""
-    from iqart.train.datasets import MOSDataset, read_dataset, split
+    from iqart.train.data.datasets import MOSDataset, read_dataset, split
 
     if not config.root:
         raise ValueError(f"data = {config.data!r} needs root = the dataset's folder")

@@ -18,16 +18,16 @@ from dataclasses import dataclass
 
 import torch
 
-from iqart.train.checkpoints import check_fit, read_state_dict, select_prefix
+from iqart.train.models.checkpoints import check_fit, read_state_dict, select_prefix
 from iqart.train.config import config_dict
-from iqart.train.degradations import NUM_LEVELS, TYPES, composite, degrade_levels, draw_kind
+from iqart.train.data.degradations import NUM_LEVELS, TYPES, composite, degrade_levels, draw_kind
 from iqart.train.evaluate import model_score_fn, summarize_ranking, synthetic_ranking
 from iqart.train.losses import qualiclip_losses
-from iqart.train.preprocess import normalize_float
-from iqart.train.pristine import TrainingContent, overlapping_crops, quantize, split_pristine
-from iqart.train.qualiclip import QualiCLIP
+from iqart.train.models.preprocess import normalize_float
+from iqart.train.data.pristine import TrainingContent, overlapping_crops, quantize, split_pristine
+from iqart.train.models.qualiclip import QualiCLIP
 from iqart.train.runs import RunDirectory, fit, seed_everything
-from iqart.train.zoo import build_model, get_card
+from iqart.train.models.zoo import build_model, get_card
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ class QualiCLIPTrainConfig:
     holdout_types: tuple[str, ...] = ()  # degradation types never trained on
     crop: int = 224  # paper
     min_scale: float = 1.0  # ours: images are resized by a random factor in [min_scale, 1] (and flipped)
-    procedural_probability: float = 0.0  # ours: share of images that are dead leaves (train/dead_leaves.py)
+    procedural_probability: float = 0.0  # ours: share of images that are dead leaves (train/data/dead_leaves.py)
     images_per_step: int = 4  # each gives 2 crops x 5 levels = 10 crops
     steps: int = 2000
     lr: float = 1e-5

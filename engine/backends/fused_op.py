@@ -1,5 +1,5 @@
 """Fused cross-attention for torch: the CUDA kernel of kernels/ on CUDA tensors, the reference
-math (iqart.train.attention.cross_attention) elsewhere.
+math (iqart.train.models.attention.cross_attention) elsewhere.
 
 The CUDA op is compiled on first use with torch.utils.cpp_extension (needs nvcc and a C++
 compiler) and cached under $IQART_HOME/torch_ext (default ~/.cache/iqart/torch_ext), one build
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import torch
 
-from iqart.train.attention import reference_cross_attention
-from iqart.train.home import iqart_home
+from iqart.train.models.attention import reference_cross_attention
+from iqart.train.storage import iqart_home
 
 # kernels/ sits beside engine/ in a checkout, and inside the package in a wheel (package data)
 KERNELS_DIR = Path(__file__).resolve().parents[2] / "kernels"
@@ -102,7 +102,7 @@ def fused_cross_attention(
     """O = softmax(scale * Q Kᵀ) V per head, Q (B, Nq, H*D), K and V (B, Nk, H*D) -> (B, Nq, H*D).
 
     scale defaults to 1/sqrt(D). CUDA tensors (fp16 or fp32, D in 32/64/128) run the fused kernel;
-    other tensors run iqart.train.attention.cross_attention.
+    other tensors run iqart.train.models.attention.cross_attention.
     """
     if scale is not None and not scale > 0:
         raise ValueError(f"scale must be > 0, got {scale}")

@@ -25,7 +25,7 @@ from pathlib import Path
 from iqart.export.native_attention import NATIVE_GRAPH  # attention as ONNX Attention ops, TensorRT's own fused kernels
 from iqart.engine.backends.tensorrt_import import LIBRARIES
 from iqart.export.plugin_node import TRT_GRAPH  # attention as FusedCrossAttention plugin nodes
-from iqart.train.atomic import write_atomic, write_json_atomic
+from iqart.train.storage import write_atomic, write_json_atomic
 
 PLANS_DIR = "plans"
 UNFUSED_GRAPH = "model.fp16.onnx"  # attention as the fp16 graph's MatMul-Softmax-MatMul

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from iqart.engine.backends.fused_op import KERNELS_DIR
 from iqart.engine.backends.tensorrt_import import TENSORRT, TensorRTLibrary
-from iqart.train.home import iqart_home
+from iqart.train.storage import iqart_home
 
 LIBRARY_NAME = "libiqart_plugins.so"
 LIBRARY_ENV = "IQART_PLUGIN_LIBRARY"

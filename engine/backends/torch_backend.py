@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from iqart.engine.backends.fused_op import fused_cross_attention
-from iqart.train.attention import attention_implementation
-from iqart.train.preprocess import uint8_nhwc_to_model_input
+from iqart.train.models.attention import attention_implementation
+from iqart.train.models.preprocess import uint8_nhwc_to_model_input
 
 PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 

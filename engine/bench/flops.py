@@ -13,7 +13,7 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from iqart.train.preprocess import uint8_nhwc_to_model_input
+from iqart.train.models.preprocess import uint8_nhwc_to_model_input
 
 PEAK_MATMUL_SIZE = 4096  # 2048² products read 58-88 GFLOP/s on a 2-core CPU that reaches ~180 at 4096²
 PEAK_REPEATS = 5

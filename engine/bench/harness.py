@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from iqart.engine.pipeline.jobs import ScoreJob
-from iqart.engine.pipeline.scoring import score_jobs
-from iqart.train.zoo import ResizePolicy
+from iqart.engine.pipeline.batch_scoring import score_jobs
+from iqart.train.models.zoo import ResizePolicy
 
 Runner = Callable[[np.ndarray, "np.ndarray | None"], np.ndarray]
 _STATUS = Path("/proc/self/status")

@@ -10,6 +10,7 @@
     openvino-bf16           the same with bf16 inference precision (runs fp32 where the CPU has no native bf16)
     openvino-int8           model.int8.onnx compiled by OpenVINO (CPU)
     tensorrt                model.trt.onnx built into a TensorRT FP16 plan (CUDA, TensorRT)
+    tensorrt-rtx            the same graphs as a TensorRT for RTX plan, JIT-specialised (Ampere, Ada, Blackwell RTX)
 
 A variant that cannot run here raises Unavailable with the reason; the harness reports it and
 goes on with the others.
@@ -26,21 +27,22 @@ import numpy as np
 import torch
 from torch import nn
 
-from iqart.engine.artifacts import cached_artifact, cached_int8_graph
+from iqart.engine.artifact_cache import cached_artifact, cached_int8_graph
 from iqart.engine.backends.fused_op import fused_cross_attention
 from iqart.engine.backends.fused_op import unavailable_reason as fused_op_unavailable
 from iqart.engine.backends.onnxruntime_backend import OnnxRuntimeBackend
 from iqart.engine.backends.torch_backend import TorchBackend
-from iqart.train.attention import attention_implementation
-from iqart.train.checkpoints import save_checkpoint
-from iqart.train.preprocess import uint8_nhwc_to_model_input
-from iqart.train.zoo import build_model, get_card, iqart_home, load_model
+from iqart.train.models.attention import attention_implementation
+from iqart.train.models.checkpoints import save_checkpoint
+from iqart.train.models.preprocess import uint8_nhwc_to_model_input
+from iqart.train.models.zoo import build_model, get_card, load_model
+from iqart.train.storage import iqart_home
 
 Runner = Callable[[np.ndarray, "np.ndarray | None"], np.ndarray]
 VARIANTS = ("torch", "torch-fp16", "torch-fp16-fused-graph", "onnxruntime", "onnxruntime-int8", "openvino",
-            "openvino-bf16", "openvino-int8", "tensorrt")
+            "openvino-bf16", "openvino-int8", "tensorrt", "tensorrt-rtx")
 BASELINE = "torch"
-PER_BATCH_SIZE = ("tensorrt",)  # built once per batch size (a plan is optimised for one); the others once per model
+PER_BATCH_SIZE = ("tensorrt", "tensorrt-rtx")  # built once per batch size (a plan is optimised for one); the others once per model
 
 
 class Unavailable(RuntimeError):
@@ -141,7 +143,7 @@ def _cuda_device(device: str | None, variant: str) -> torch.device:
 
 def build_runner(variant: str, name: str, weights: Path, device: str | None, batch_size: int, threads: int) -> Runner:
     """The callable for `variant` of model `name` with these weights, or Unavailable. Only
-    tensorrt depends on `batch_size` (its plan is optimised for it); the others take any batch."""
+    the TensorRT variants depend on `batch_size` (a plan is optimised for it); the others take any batch."""
     if variant in ("torch-fp16", "torch-fp16-fused-graph"):
         cuda = _cuda_device(device, variant)  # checked before any weights are read
         if variant == "torch-fp16":
@@ -152,18 +154,14 @@ def build_runner(variant: str, name: str, weights: Path, device: str | None, bat
         return CudaGraphRunner(load_model(name, weights), cuda)
     if variant == "torch":
         return TorchBackend(load_model(name, weights), device, "fp32")
-    if variant == "tensorrt":
-        from iqart.engine.backends.tensorrt_backend import (
-            TensorRTBackend,
-            TensorRTUnavailableError,
-            cuda_device,
-            import_tensorrt,
-        )
+    if variant in ("tensorrt", "tensorrt-rtx"):
+        from iqart.engine.backends.registry import BACKENDS, BackendOptions
+        from iqart.engine.backends.tensorrt_import import TensorRTUnavailableError
 
+        entry = BACKENDS[variant]
         try:  # before the export below: say what is missing without spending minutes first
-            import_tensorrt()
-            cuda_device(device)
-            return TensorRTBackend(cached_artifact(name, weights), device, batch_size)
+            entry.preflight(device)
+            return entry.create(cached_artifact(name, weights), device, "fp16", BackendOptions(batch_size))
         except TensorRTUnavailableError as exc:
             raise Unavailable(str(exc)) from None
     if variant == "onnxruntime":

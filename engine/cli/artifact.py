@@ -10,7 +10,7 @@ from iqart.engine.backends.plan_cache import DEFAULT_MAX_SIDE, GRAPHS
 from iqart.engine.cli.quantize import add_int8_arguments, check_image_sources, quantize_and_report
 from iqart.engine.cli.usage import UsageError, require_existing, require_output_folder, user_input
 from iqart.engine.pipeline.images import find_images
-from iqart.train.zoo import get_card, list_models
+from iqart.train.models.zoo import get_card, list_models
 
 ATTENTION_MODES = tuple(GRAPHS)  # as the TensorRT backends' (not imported here: torch)
 
@@ -68,7 +68,7 @@ def add_validate_parser(subparsers) -> None:
 def run_validate(args: argparse.Namespace) -> int:
     from iqart.export.artifact import read_spec, sha256_file
     from iqart.export.validate import default_images, format_table, validate_artifact
-    from iqart.train.zoo import load_model, resolve_weights
+    from iqart.train.models.zoo import load_model, resolve_weights
 
     require_existing((None, args.artifact), ("--weights", args.weights), *((None, path) for path in args.images or ()))
     with user_input():

@@ -25,7 +25,7 @@ import torch
 
 from iqart.engine.bench.flops import matmul_peak_gflops, model_flops
 from iqart.engine.bench.harness import end_to_end_timings, interleaved_timings, speedup
-from iqart.engine.bench.report import BenchRecord, machine_description, markdown_table, plot, write_json
+from iqart.engine.bench.records import BenchRecord, machine_description, markdown_table, plot, write_json
 from iqart.engine.bench.runners import (
     BASELINE,
     PER_BATCH_SIZE,
@@ -46,7 +46,7 @@ from iqart.engine.cli.usage import (
 from iqart.engine.hardware import default_workers, physical_cores, usable_cpus
 from iqart.engine.pipeline.images import find_images, load_image
 from iqart.engine.pipeline.jobs import ScoreJob
-from iqart.train.zoo import ModelCard, ResizePolicy, get_card, list_models, load_model
+from iqart.train.models.zoo import ModelCard, ResizePolicy, get_card, list_models, load_model
 
 
 def _int_list(text: str) -> list[int]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from iqart.train.zoo import MODELS, ModelCard, weights_status
+from iqart.train.models.zoo import MODELS, ModelCard, weights_status
 
 
 def add_list_parser(subparsers) -> None:

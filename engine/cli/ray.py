@@ -10,7 +10,7 @@ from tqdm import tqdm
 
 from iqart.engine.cli.usage import UsageError
 from iqart.engine.pipeline.jobs import ScoreJob, ScoreRow
-from iqart.train.zoo import ModelCard
+from iqart.train.models.zoo import ModelCard
 
 
 def add_ray_arguments(parser: argparse.ArgumentParser) -> None:

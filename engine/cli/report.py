@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from iqart.engine.cli.usage import UsageError, positive_int, require_existing, require_output_folder
-from iqart.engine.results.report import write_report
+from iqart.engine.results.quality_report import write_report
 
 REPORT_FORMATS = (".png", ".html")  # as write_report draws them
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from iqart.engine.artifacts import weights_sha256
+from iqart.engine.artifact_cache import weights_sha256
 from iqart.engine.backends.plan_cache import DEFAULT_MAX_SIDE
 from iqart.engine.cli.artifact import add_attention_argument
 from iqart.engine.cli.ray import add_ray_arguments, run_score_on_ray
@@ -19,10 +19,10 @@ from iqart.engine.pipeline.gpu_decode import DECODE_DEVICES, check_decode_device
 from iqart.engine.pipeline.images import DECODERS, scan_images
 from iqart.engine.pipeline.jobs import ScoreJob, pair_with_references, read_pairs
 from iqart.engine.pipeline.path_lists import read_path_list
-from iqart.engine.pipeline.scoring import DECODE_TIMEOUT_S, PipelineStats
+from iqart.engine.pipeline.batch_scoring import DECODE_TIMEOUT_S, PipelineStats
 from iqart.engine.results.output import ResultOutput, check_output_path
 from iqart.engine.scorer import BACKENDS, PRECISION_CHOICES, Scorer
-from iqart.train.zoo import ModelCard, get_card, list_models
+from iqart.train.models.zoo import ModelCard, get_card, list_models
 
 
 def precision_help() -> str:

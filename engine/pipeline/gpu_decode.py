@@ -49,7 +49,7 @@ from iqart.engine.pipeline.images import (
     to_srgb,
 )
 from iqart.engine.pipeline.jobs import ScoreJob
-from iqart.train.zoo import ResizePolicy
+from iqart.train.models.zoo import ResizePolicy
 
 DECODE_DEVICES = ("cpu", "cuda")
 GPU_FORMATS = {"JPEG", "MPO"}  # MPO: a JPEG with more frames after it (phones); nvJPEG and PIL decode the first

@@ -28,7 +28,7 @@ import sys
 from pathlib import Path
 
 from iqart.engine.pipeline.jobs import ScoreRow
-from iqart.engine.results.files import is_parquet, open_result_writer, read_result_file
+from iqart.engine.results.formats import is_parquet, open_result_writer, read_result_file
 from iqart.engine.results.journal import Journal, fsync_dir, journal_path
 
 PROVENANCE = ("model", "weights_sha256")

@@ -15,7 +15,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from iqart.train.atomic import honour_umask
+from iqart.train.storage import honour_umask
 
 
 class CommitOnSuccess:

@@ -1,8 +1,15 @@
-"""Atomic file writes: a reader (or a crash) never sees half a file.
+"""Where iqart keeps its files and how it writes them: the iqart home folder and atomic writes.
 
-The data goes to a temporary file in the target's folder, is flushed to disk, and is renamed
-over the target; on any failure the temporary file is removed and the target left as it was.
-Every package writes its outputs through here (engine -> export -> train may all import it).
+The bottom layer of the package (engine -> export -> train may all import it; it imports no
+iqart module), so that the kernel and plugin loaders find their build cache, and the plan cache
+and result writers write their files, without importing the model code (and so open_clip).
+
+`iqart_home()`: what iqart downloads, exports and builds lives under $IQART_HOME, else
+~/.cache/iqart.
+
+Atomic writes: a reader (or a crash) never sees half a file. The data goes to a temporary file in
+the target's folder, is flushed to disk, and is renamed over the target; on any failure the
+temporary file is removed and the target left as it was.
 
 `tempfile` creates its files 0600 and its folders 0700 whatever the umask (it guards secrets);
 our outputs are not secrets, so once written they get the mode an ordinary `open()` or `mkdir`
@@ -16,6 +23,10 @@ import json
 import os
 import tempfile
 from pathlib import Path
+
+
+def iqart_home() -> Path:
+    return Path(os.environ.get("IQART_HOME", Path.home() / ".cache" / "iqart"))
 
 
 def current_umask() -> int:

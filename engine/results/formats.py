@@ -1,4 +1,4 @@
-"""Result files by suffix: CSV and JSONL (iqart.engine.results.writer) or Parquet, written atomically and read
+"""Result files by suffix: CSV and JSONL (iqart.engine.results.text_writers) or Parquet, written atomically and read
 back for `--resume`.
 
 Parquet is what data pipelines that score millions of images read next (Spark, DuckDB, pandas),
@@ -13,8 +13,8 @@ import os
 import tempfile
 from pathlib import Path
 
-from iqart.engine.results.writer import AtomicResultWriter, CommitOnSuccess, read_results
-from iqart.train.atomic import honour_umask
+from iqart.engine.results.text_writers import AtomicResultWriter, CommitOnSuccess, read_results
+from iqart.train.storage import honour_umask
 
 ROW_GROUP = 8192  # rows buffered before a Parquet row group is written: flat memory, few groups
 
@@ -29,7 +29,7 @@ def open_result_writer(path: str | os.PathLike, columns: list[str]):
 
 
 def read_result_file(path: str | os.PathLike) -> list[dict]:
-    """Rows of a result file in any format, as iqart.engine.results.writer.read_results gives them."""
+    """Rows of a result file in any format, as iqart.engine.results.text_writers.read_results gives them."""
     return read_parquet_results(path) if is_parquet(path) else read_results(path)
 
 

@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 from iqart.engine.pipeline.images import ImageError, open_image
-from iqart.engine.results.files import read_result_file
+from iqart.engine.results.formats import read_result_file
 
 THUMB_SIDE = 160
 

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from iqart.engine.hardware import usable_cpus
-from iqart.train.atomic import write_json_atomic
+from iqart.train.storage import write_json_atomic
 
 
 @dataclass

@@ -11,7 +11,7 @@ choices marked OURS are ours, not the paper's:
    works without interpolation) and one pre-norm self-attention block: tokens G1..G5.
 3. Bottom-up cross-attention: h1 = G1; h_i = Block(query=G_i, key/value=h_{i-1}), i = 2..5:
    deep semantics query the accumulated distortion evidence.
-4. Text: 40 adjectives (train/prompts.py, OURS) through the frozen CLIP text tower give a
+4. Text: 40 adjectives (train/models/prompts.py, OURS) through the frozen CLIP text tower give a
    (40, embed_dim) buffer. The mean of h5 is projected to the CLIP space; cosine similarity x
    100 (CLIP's temperature) gives a 40-d attribute vector; LayerNorm([pooled h5, attributes])
    -> MLP -> sigmoid: a score in [0, 1], higher is better (OURS: LayerNorm and sigmoid head,
@@ -29,11 +29,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from iqart.train.attention import cross_attention
-from iqart.train.checkpoints import CheckpointError, check_fit, is_clip_state_dict, select_prefix
-from iqart.train.clip_backbone import backbone_config, build_clip, clip_from_state_dict, encode_prompts, stage_features
-from iqart.train.precision import fp32_head
-from iqart.train.prompts import adjective_prompts
+from iqart.train.models.attention import cross_attention
+from iqart.train.models.checkpoints import CheckpointError, check_fit, is_clip_state_dict, select_prefix
+from iqart.train.models.clip_backbone import backbone_config, build_clip, clip_from_state_dict, encode_prompts, stage_features
+from iqart.train.models.precision import fp32_head
+from iqart.train.models.prompts import adjective_prompts
 
 ATTRIBUTE_LOGIT_SCALE = 100.0
 

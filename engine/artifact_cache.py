@@ -20,8 +20,9 @@ from pathlib import Path
 
 from iqart.engine.filelock import exclusive_lock
 from iqart.export.artifact import GRAPH_FILES, INT8_GRAPH, SPEC_VERSION, export_artifact, read_spec, sha256_file
-from iqart.train.checkpoints import CheckpointError
-from iqart.train.zoo import iqart_home, resolve_weights
+from iqart.train.models.checkpoints import CheckpointError
+from iqart.train.models.zoo import resolve_weights
+from iqart.train.storage import iqart_home
 
 
 def artifact_dir(name: str, weights_sha256: str) -> Path:

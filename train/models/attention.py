@@ -16,7 +16,7 @@ from typing import Callable, Iterator
 
 import torch
 
-from iqart.train.precision import full_precision
+from iqart.train.models.precision import full_precision
 
 AttentionFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int, float], torch.Tensor]
 _implementation: AttentionFn | None = None

@@ -15,12 +15,12 @@ from pathlib import Path
 
 from torch import nn
 
-from iqart.train.bpclip import BPCLIP, BPCLIPConfig
-from iqart.train.checkpoints import read_state_dict
-from iqart.train.home import iqart_home
-from iqart.train.qualiclip import QualiCLIP
+from iqart.train.models.bpclip import BPCLIP, BPCLIPConfig
+from iqart.train.models.checkpoints import read_state_dict
+from iqart.train.storage import iqart_home
+from iqart.train.models.qualiclip import QualiCLIP
 
-DEMO_WEIGHTS_DIR = Path(__file__).parent / "weights"
+DEMO_WEIGHTS_DIR = Path(__file__).parents[1] / "weights"  # train/weights, package data of iqart.train
 QUALICLIP_URL = "https://github.com/miccunifi/QualiCLIP/releases/download/weights/qualiclip.pth"
 DOWNLOAD_TIMEOUT_S = 20
 

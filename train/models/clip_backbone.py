@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
 from open_clip.modified_resnet import AttentionPool2d, ModifiedResNet
 
-from iqart.train.attention import cross_attention
-from iqart.train.checkpoints import check_fit
+from iqart.train.models.attention import cross_attention
+from iqart.train.models.checkpoints import check_fit
 
 # OpenAI's released state dicts carry these scalars beside the weights.
 OPENAI_METADATA_KEYS = ("input_resolution", "context_length", "vocab_size")

@@ -7,7 +7,7 @@ sources may also use its greyscale photographs (SKIMAGE_GREY_PHOTOS, as three eq
 more distinct content and textures for the tiny demo models, whose colour photos are only eight.
 `bundled` is every photograph the installed packages ship (scikit-image's colour and greyscale
 ones, scikit-learn's `load_sample_images`, matplotlib's sample photo), again narrowable:
-`bundled:china,flower`. Training can mix in procedural dead-leaves images (train/dead_leaves.py)
+`bundled:china,flower`. Training can mix in procedural dead-leaves images (train/data/dead_leaves.py)
 through TrainingContent.
 """
 
@@ -189,7 +189,7 @@ class TrainingContent:
         self.procedural_probability = procedural_probability
         self.pool = None
         if procedural_probability > 0:
-            from iqart.train.dead_leaves import DeadLeavesPool
+            from iqart.train.data.dead_leaves import DeadLeavesPool
 
             self.pool = DeadLeavesPool(procedural_size, generator, capacity=pool_capacity)
 

@@ -13,16 +13,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from iqart.train.checkpoints import (
+from iqart.train.models.checkpoints import (
     CheckpointError,
     check_fit,
     is_clip_state_dict,
     is_official_qualiclip,
     select_prefix,
 )
-from iqart.train.clip_backbone import build_clip, clip_from_state_dict, encode_prompts, image_features
-from iqart.train.precision import fp32_head
-from iqart.train.prompts import ANTONYM_PAIRS, antonym_prompts
+from iqart.train.models.clip_backbone import build_clip, clip_from_state_dict, encode_prompts, image_features
+from iqart.train.models.precision import fp32_head
+from iqart.train.models.prompts import ANTONYM_PAIRS, antonym_prompts
 
 LOGIT_SCALE = 100.0  # CLIP's (and the paper's) fixed temperature
 

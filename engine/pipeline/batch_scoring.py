@@ -40,7 +40,7 @@ from iqart.engine.pipeline.decode_workers import DecodeWorkers, Task
 from iqart.engine.pipeline.gpu_decode import GPU_DECODE_PIXELS, GpuDecoder, GpuJob, prepare_job, takes_cuda_tensors
 from iqart.engine.pipeline.images import DECODERS, ImageError, as_array, open_image
 from iqart.engine.pipeline.jobs import ScoreJob, ScoreRow
-from iqart.train.zoo import ResizePolicy
+from iqart.train.models.zoo import ResizePolicy
 
 Backend = Callable[[np.ndarray, "np.ndarray | None"], np.ndarray]
 Decoded = tuple[ScoreJob, "np.ndarray | torch.Tensor", "np.ndarray | torch.Tensor | None"]
