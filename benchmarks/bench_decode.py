@@ -25,9 +25,9 @@ from PIL import Image
 
 from iqart.engine.bench.runners import bench_weights
 from iqart.engine.hardware import default_workers
+from iqart.engine.pipeline.batch_scoring import score_jobs
 from iqart.engine.pipeline.images import as_array, open_image
 from iqart.engine.pipeline.jobs import ScoreJob
-from iqart.engine.pipeline.batch_scoring import score_jobs
 from iqart.engine.scorer import Scorer
 from iqart.train.metrics import srcc
 from iqart.train.models.zoo import ResizePolicy

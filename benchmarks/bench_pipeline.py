@@ -23,9 +23,9 @@ from PIL import Image
 
 from iqart.engine.backends.onnxruntime_backend import OnnxRuntimeBackend
 from iqart.engine.hardware import default_workers, physical_cores
+from iqart.engine.pipeline.batch_scoring import PipelineStats, score_jobs
 from iqart.engine.pipeline.images import find_images
 from iqart.engine.pipeline.jobs import ScoreJob
-from iqart.engine.pipeline.batch_scoring import PipelineStats, score_jobs
 from iqart.export.artifact import export_artifact
 from iqart.train.models.zoo import build_model, get_card
 

@@ -20,9 +20,9 @@ from iqart.export.native_attention import NATIVE_GRAPH, NATIVE_OPSET, attention_
 from iqart.export.onnx_graphs import EXPORTER, OPSET, build_graphs, input_names
 from iqart.export.plugin_node import PLUGIN_DOMAIN, PLUGIN_NAME, PLUGIN_NAMESPACE, PLUGIN_VERSION, TRT_GRAPH
 from iqart.export.spec_files import read_spec, sha256_file
-from iqart.train.storage import honour_umask
 from iqart.train.models.prompts import adjective_prompts, antonym_prompts
 from iqart.train.models.zoo import ModelCard, get_card, load_model, resolve_weights
+from iqart.train.storage import honour_umask
 
 SPEC_VERSION = 1
 __all__ = ["GRAPH_FILES", "INT8_GRAPH", "SPEC_VERSION", "build_spec", "export_artifact", "read_spec", "sha256_file"]

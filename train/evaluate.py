@@ -18,8 +18,8 @@ import torch
 from scipy import stats
 
 from iqart.train.data.degradations import GROUPS, NUM_LEVELS, degrade_levels, group_of
-from iqart.train.metrics import correlations
 from iqart.train.data.pristine import quantize, random_crop
+from iqart.train.metrics import correlations
 
 # Scores a batch of float images in [0, 1] (N, 3, H, W), with references for FR models.
 ScoreFn = Callable[[torch.Tensor, "torch.Tensor | None"], torch.Tensor]

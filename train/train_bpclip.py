@@ -22,10 +22,9 @@ from dataclasses import dataclass
 
 import torch
 
-from iqart.train.models.bpclip import BPCLIP
-from iqart.train.models.checkpoints import check_fit, is_clip_state_dict, read_state_dict, select_prefix
 from iqart.train.config import config_dict
 from iqart.train.data.degradations import NUM_LEVELS, TYPES, composite, degrade, degrade_levels, draw_kind
+from iqart.train.data.pristine import TrainingContent, quantize, random_crop, split_pristine
 from iqart.train.evaluate import (
     model_score_fn,
     mos_correlations,
@@ -33,10 +32,11 @@ from iqart.train.evaluate import (
     synthetic_ranking,
 )
 from iqart.train.losses import mos_loss
+from iqart.train.models.bpclip import BPCLIP
+from iqart.train.models.checkpoints import check_fit, is_clip_state_dict, read_state_dict, select_prefix
 from iqart.train.models.preprocess import normalize_float
-from iqart.train.data.pristine import TrainingContent, quantize, random_crop, split_pristine
-from iqart.train.runs import RunDirectory, fit, seed_everything
 from iqart.train.models.zoo import build_model, get_card, load_model
+from iqart.train.runs import RunDirectory, fit, seed_everything
 
 
 @dataclass(frozen=True)

@@ -18,16 +18,16 @@ from dataclasses import dataclass
 
 import torch
 
-from iqart.train.models.checkpoints import check_fit, read_state_dict, select_prefix
 from iqart.train.config import config_dict
 from iqart.train.data.degradations import NUM_LEVELS, TYPES, composite, degrade_levels, draw_kind
+from iqart.train.data.pristine import TrainingContent, overlapping_crops, quantize, split_pristine
 from iqart.train.evaluate import model_score_fn, summarize_ranking, synthetic_ranking
 from iqart.train.losses import qualiclip_losses
+from iqart.train.models.checkpoints import check_fit, read_state_dict, select_prefix
 from iqart.train.models.preprocess import normalize_float
-from iqart.train.data.pristine import TrainingContent, overlapping_crops, quantize, split_pristine
 from iqart.train.models.qualiclip import QualiCLIP
-from iqart.train.runs import RunDirectory, fit, seed_everything
 from iqart.train.models.zoo import build_model, get_card
+from iqart.train.runs import RunDirectory, fit, seed_everything
 
 
 @dataclass(frozen=True)

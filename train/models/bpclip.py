@@ -31,7 +31,13 @@ from torch import nn
 
 from iqart.train.models.attention import cross_attention
 from iqart.train.models.checkpoints import CheckpointError, check_fit, is_clip_state_dict, select_prefix
-from iqart.train.models.clip_backbone import backbone_config, build_clip, clip_from_state_dict, encode_prompts, stage_features
+from iqart.train.models.clip_backbone import (
+    backbone_config,
+    build_clip,
+    clip_from_state_dict,
+    encode_prompts,
+    stage_features,
+)
 from iqart.train.models.precision import fp32_head
 from iqart.train.models.prompts import adjective_prompts
 

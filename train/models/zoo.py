@@ -17,8 +17,8 @@ from torch import nn
 
 from iqart.train.models.bpclip import BPCLIP, BPCLIPConfig
 from iqart.train.models.checkpoints import read_state_dict
-from iqart.train.storage import iqart_home
 from iqart.train.models.qualiclip import QualiCLIP
+from iqart.train.storage import iqart_home
 
 DEMO_WEIGHTS_DIR = Path(__file__).parents[1] / "weights"  # train/weights, package data of iqart.train
 QUALICLIP_URL = "https://github.com/miccunifi/QualiCLIP/releases/download/weights/qualiclip.pth"
