@@ -19,6 +19,7 @@ from PIL import Image, ImageCms
 from iqart.engine.backends.feeds import graph_feeds
 from iqart.engine.backends.torch_backend import TorchBackend
 from iqart.engine.cli.main import main
+from iqart.engine.pipeline.batch_scoring import PipelineStats, _stack, score_jobs
 from iqart.engine.pipeline.gpu_decode import (
     GpuDecoder,
     GpuJob,
@@ -33,7 +34,6 @@ from iqart.engine.pipeline.gpu_decode import (
 )
 from iqart.engine.pipeline.images import as_array, open_image, resize, resize_target
 from iqart.engine.pipeline.jobs import ScoreJob
-from iqart.engine.pipeline.batch_scoring import PipelineStats, _stack, score_jobs
 from iqart.train.models.zoo import ResizePolicy
 from tests.conftest import EXAMPLE_IMAGES
 from tests.test_bad_input import DISPLAY_P3
@@ -425,3 +425,41 @@ def test_cuda_resize_matches_pil_within_one_level():
 def test_nvjpeg_decodes_every_gpu_file_in_one_batch(folder):
     decoded = GpuDecoder("cuda").decode([gpu_readable(folder / name) for name in GPU_FILES])
     assert len(decoded) == len(GPU_FILES) and all(isinstance(d, torch.Tensor) and d.is_cuda for d in decoded)
+
+
+def distinct_photos(folder: Path, count: int) -> list[Path]:
+    """`count` JPEGs no two alike (four example photos, each shifted by its own offset, half of them
+    EXIF-rotated), so that an image overwritten by another shows as tens of levels off."""
+    paths = []
+    for index in range(count):
+        name = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.png")[index % 4]
+        with Image.open(EXAMPLE_IMAGES / name) as image:
+            base = np.asarray(image.convert("RGB").resize((400, 300), Image.Resampling.BICUBIC))
+        shifted = Image.fromarray(np.roll(base, 37 * index, axis=1))
+        paths.append(save_jpeg(shifted, folder / f"distinct{index}.jpg", orientation=(1, 6)[index % 2]))
+    return paths
+
+
+@needs_gpu
+def test_nvjpeg_batches_back_to_back_each_match_the_cpu_path(tmp_path):
+    """Batch after batch decoded and resized with nothing waited for in between, the results read
+    only at the end: decode_jpeg allocates its outputs on the current stream and writes them from
+    its own, so without GpuDecoder's wait for the current stream a block still read by the last
+    batch's resize could be decoded into. Every image is close to the CPU path's, none another's."""
+    paths = distinct_photos(tmp_path, 12)
+    expected = {path: as_array(open_image(path), SHORT).astype(np.int16) for path in paths}
+    others = [np.abs(expected[a] - expected[b]).mean() for a, b in zip(paths[:-2], paths[2:], strict=True)]
+    assert min(others) > 20  # a swapped or overwritten image would fail the bound below
+    decoder = GpuDecoder("cuda")
+    jobs = [prepare_job(ScoreJob(path)) for path in paths]
+    outputs = []
+    for round_index in range(24):
+        batch = [jobs[(5 * round_index + offset) % len(jobs)] for offset in range(6)]
+        for job, images in decoder.decode_jobs(batch, SHORT):
+            assert images is not None, f"nvJPEG did not decode {job.path.name}"
+            outputs.append((job.path, images[0]))
+    assert len(outputs) == 24 * 6
+    for path, image in outputs:
+        assert image.is_cuda
+        difference = np.abs(image.cpu().numpy().astype(np.int16) - expected[path])
+        assert difference.mean() < 3 and np.percentile(difference, 99) <= 16, (path.name, difference.mean())

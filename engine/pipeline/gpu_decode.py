@@ -206,17 +206,31 @@ class GpuDecoder:
         fails, one call per file, so that one file nvJPEG rejects costs only itself."""
         data = [torch.frombuffer(bytearray(f.data), dtype=torch.uint8) for f in files]
         try:
-            return list(self.decode_fn(data, self.device))
+            return list(self._decode_call(data))
         except Exception:
             if len(files) == 1:
                 raise
         results: list[torch.Tensor | Exception] = []
         for one in data:
             try:
-                results.append(self.decode_fn([one], self.device)[0])
+                results.append(self._decode_call([one])[0])
             except Exception as exc:
                 results.append(exc)
         return results
+
+    def _decode_call(self, data: list[torch.Tensor]) -> list[torch.Tensor]:
+        """One call of decode_fn, once the current stream has finished its work on a CUDA device.
+
+        torchvision's decode_jpeg allocates its outputs on the caller's current stream but decodes
+        into them on a private stream that does not wait for it (torchvision PR #9606; nvJPEG's
+        hardware engine on Hopper ignores stream order, torchcodec PR #1634). A block freed while
+        the previous batch's resize kernels are still queued can be handed out as an output and
+        overwritten under them. Waiting for the current stream first leaves no queued kernel on
+        any block the decoder can be given (tests/test_gpu_decode.py decodes many batches back to
+        back on a GPU and compares every image with the CPU path)."""
+        if self.device.type == "cuda":
+            torch.cuda.current_stream(self.device).synchronize()
+        return self.decode_fn(data, self.device)
 
     def model_input(self, decoded: torch.Tensor, file: JpegFile, policy: ResizePolicy) -> torch.Tensor:
         """uint8 (H, W, 3) upright and resized by `policy`, from nvJPEG's (3, H, W)."""
