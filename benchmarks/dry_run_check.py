@@ -1,13 +1,14 @@
 """Checks, without a GPU, the Python commands of benchmarks/gpu_verify.sh: `python3 dry_run_check.py
 ARGS...` checks what `python3 ARGS...` would import and parse on the device, and
 `python3 dry_run_check.py --commands FILE --rows ROWS` checks each command listed in FILE (JSON
-lines: name, env, argv) in this one process, in order but those given carried packages last (one start of torch instead of one per step,
-which keeps the dry run fast enough for the default test suite), appending a summary row per
-command to ROWS.
+lines: name, env, argv) in this one process, in order but those given carried packages last (one
+start of torch instead of one per step, which keeps the dry run fast enough for the default test
+suite), appending a summary row per command to ROWS.
 
 - `SCRIPT.py ARGS`: runs the script's top level (its imports) without its main, parses ARGS with
   its `build_parser()`, and calls its `dry_run(args)` if it has one (checks that need no GPU);
-- `-m pytest ARGS`: collects the tests with ARGS (imports, options, markers), runs none;
+- `-m pytest ARGS`: collects the tests with ARGS (imports, options, markers), runs none; pytest
+  plugins installed here that the device image lacks are left out, as they are there;
 - `-m iqart.engine.cli.entry bench ARGS` (the `iqart` command): parses ARGS with iqart's parser
   and builds each model
   named, on the CPU, which imports the model code (open_clip) the way the real run will.
@@ -33,13 +34,26 @@ def check_script(path: str, args: list[str]) -> None:
         namespace["dry_run"](parsed)
 
 
+def plugins_the_device_lacks() -> list[str]:
+    """`-p no:NAME` for each pytest plugin installed here whose module the device image lacks
+    (benchmarks/device_image blocks it): pytest there never sees it; here, loading it would stop
+    the collection."""
+    from importlib.metadata import entry_points
+
+    finder = next((f for f in sys.meta_path if type(f).__name__ == "DeviceImageFinder"), None)
+    if finder is None:
+        return []
+    return [arg for plugin in entry_points(group="pytest11") if finder.why_missing(plugin.module.partition(".")[0])
+            for arg in ("-p", f"no:{plugin.name}")]
+
+
 def check_pytest(args: list[str]) -> None:
     import pytest
 
     # `python3 -m pytest` puts the working directory (the checkout) first on sys.path, which is
     # how test modules import `tests.*`; collecting in this process must see the same path.
     sys.path.insert(0, os.getcwd())
-    code = pytest.main(["--collect-only", "-q", *args])
+    code = pytest.main(["--collect-only", "-q", *plugins_the_device_lacks(), *args])
     if code != 0:
         raise SystemExit(f"pytest {' '.join(args)}: collection failed (exit {int(code)})")
 
@@ -52,7 +66,7 @@ def check_iqart(args: list[str]) -> None:
         import torch
 
         from iqart.engine.bench.runners import build_runner  # noqa: F401  (the import the run makes)
-        from iqart.train.zoo import build_model, get_card
+        from iqart.train.models.zoo import build_model, get_card
 
         for name in parsed.models or ["qualiclip"]:
             card = get_card(name)
