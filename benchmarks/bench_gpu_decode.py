@@ -18,11 +18,11 @@ then measures, on the model's resize policy (bpclip-nr: fixed 224x224):
    difference between the two, and pure inference images/s on a decoded batch for scale.
 Prints a table; `--json PATH` writes every figure. Without a CUDA GPU it says so and exits 0.
 Needs the model code (open_clip) for step 3 and for iqart's pipeline imports (ResizePolicy lives
-in the model zoo): on the GPU machine, the wheels gpu_verify.sh carries in .whl/, as its bench
-steps. There (about a minute on 16 cores):
+in the model zoo): on the GPU machine, the wheels gpu_verify.sh carries in .whl/ for its steps
+that need the model code. gpu_verify.sh runs it last, as its decode-bench step:
 
-    STEP_ENV=("${BENCH_ENV[@]}")
-    py_step decode-bench 150 -- benchmarks/bench_gpu_decode.py --count 64 --batch 32 --json "$OUT_DIR/gpu_decode.json"
+    py_step decode-bench --model-code -- benchmarks/bench_gpu_decode.py --count 64 --batch 32 \
+        --json "$OUT_DIR/gpu_decode.json"
 """
 
 from __future__ import annotations
@@ -42,10 +42,10 @@ import torch
 from PIL import Image
 
 from iqart.engine.hardware import default_workers
+from iqart.engine.pipeline.batch_scoring import PipelineStats, decode_job
 from iqart.engine.pipeline.gpu_decode import GpuDecoder, GpuJob, prepare_job
 from iqart.engine.pipeline.images import as_array, open_image
 from iqart.engine.pipeline.jobs import ScoreJob
-from iqart.engine.pipeline.batch_scoring import PipelineStats, decode_job
 from iqart.engine.scorer import BACKENDS
 from iqart.train.models.zoo import ResizePolicy, get_card
 
@@ -142,8 +142,10 @@ def pixel_difference(decoder: GpuDecoder, paths: list[Path], policy: ResizePolic
         ours = ours.cpu().numpy().astype(np.int16)
         full.append(np.abs(ours - as_array(open_image(path), policy)))
         reduced.append(np.abs(ours - decode_job(ScoreJob(path), policy)[0]))
-    return {"vs_full_decode_mean": float(np.mean([d.mean() for d in full])), "vs_full_decode_max": int(max(d.max() for d in full)),
-            "vs_cpu_path_mean": float(np.mean([d.mean() for d in reduced])), "vs_cpu_path_max": int(max(d.max() for d in reduced))}
+    return {"vs_full_decode_mean": float(np.mean([d.mean() for d in full])),
+            "vs_full_decode_max": int(max(d.max() for d in full)),
+            "vs_cpu_path_mean": float(np.mean([d.mean() for d in reduced])),
+            "vs_cpu_path_max": int(max(d.max() for d in reduced))}
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
@@ -202,7 +204,8 @@ def table(results: dict) -> str:
     lines = [(f"{results['count']} JPEGs of {results['size']} ({results['megabytes_per_file']:.1f} MB each), "
               f"policy {results['policy']}, {results['gpu']}"),
              "| measure | CPU (PIL) | GPU (nvJPEG) | GPU / CPU |", "|---|---|---|---|",
-             (f"| decode images/s ({decode['workers']} threads; GPU: bytes in memory) | {decode['cpu_images_per_s']:.0f} | "
+             (f"| decode images/s ({decode['workers']} threads; GPU: bytes in memory) "
+              f"| {decode['cpu_images_per_s']:.0f} | "
               f"{decode['gpu_images_per_s']:.0f} | {decode['gpu_images_per_s'] / decode['cpu_images_per_s']:.1f}x |"),
              (f"| decode images/s, GPU with reads and header parses (1 thread) | {decode['cpu_images_per_s']:.0f} | "
               f"{decode['gpu_with_reads_images_per_s']:.0f} | "
@@ -212,10 +215,12 @@ def table(results: dict) -> str:
                      f"(pure inference {e2e['pure_inference_images_per_s']:.0f}) | {e2e['cpu_images_per_s']:.0f} | "
                      f"{e2e['cuda_images_per_s']:.0f} | {e2e['cuda_images_per_s'] / e2e['cpu_images_per_s']:.1f}x |")
     lines.append(f"model input, GPU vs CPU full decode: mean |d| {pixels['vs_full_decode_mean']:.3f}, max "
-                 f"{pixels['vs_full_decode_max']}; vs the CPU path (reduced decode): mean {pixels['vs_cpu_path_mean']:.3f}, "
+                 f"{pixels['vs_full_decode_max']}; vs the CPU path (reduced decode): mean "
+                 f"{pixels['vs_cpu_path_mean']:.3f}, "
                  f"max {pixels['vs_cpu_path_max']} (levels)")
     if e2e:
-        lines.append(f"scores, cuda vs cpu decode: max |d| {e2e['score_max_abs_difference']:.2g}, SRCC {e2e['score_srcc']}")
+        lines.append(f"scores, cuda vs cpu decode: max |d| {e2e['score_max_abs_difference']:.2g}, "
+                     f"SRCC {e2e['score_srcc']}")
     return "\n".join(lines)
 
 
@@ -263,7 +268,8 @@ def main(argv: list[str] | None = None) -> int:
         results["decode"] = {"workers": workers, "batch": args.batch, "cpu_images_per_s": cpu_rate,
                              "gpu_images_per_s": statistics.median(r[0] for r in gpu_rates),
                              "gpu_with_reads_images_per_s": statistics.median(r[1] for r in gpu_rates)}
-        print(f"decode: CPU {cpu_rate:.0f} images/s, GPU {results['decode']['gpu_images_per_s']:.0f} images/s", flush=True)
+        print(f"decode: CPU {cpu_rate:.0f} images/s, GPU {results['decode']['gpu_images_per_s']:.0f} images/s",
+              flush=True)
         results["pixels"] = pixel_difference(decoder, paths, policy)
         try:
             results["end_to_end"] = end_to_end(args, paths)
