@@ -42,8 +42,11 @@ def check_artifact(directory: Path, name: str, weights_sha256: str) -> str | Non
         spec = read_spec(directory)
     except (OSError, ValueError) as exc:
         return f"unreadable spec.json ({exc})"
-    if (spec.get("spec_version") != SPEC_VERSION or spec.get("name") != name
-            or spec.get("sha256", {}).get("weights") != weights_sha256):
+    if (
+        spec.get("spec_version") != SPEC_VERSION
+        or spec.get("name") != name
+        or spec.get("sha256", {}).get("weights") != weights_sha256
+    ):
         return "exported by another iqart version or for other weights"
     for graph in GRAPH_FILES:
         if not (directory / graph).is_file():
@@ -102,8 +105,11 @@ def cached_int8_graph(directory: Path) -> Path:
     with exclusive_lock(directory.with_name(directory.name + ".lock")):
         if not _int8_intact(directory):
             if graph.is_file():
-                print(f"iqart: {graph} does not match the sha256 in spec.json (truncated or damaged); calibrating it again",
-                      file=sys.stderr)
+                print(
+                    f"iqart: {graph} does not match the sha256 in spec.json (truncated or damaged); "
+                    "calibrating it again",
+                    file=sys.stderr,
+                )
             add_int8_graph(directory)
     return graph
 

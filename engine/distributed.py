@@ -48,16 +48,18 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     raise ImportError(f"distributed scoring needs Ray Data: pip install 'iqart[ray]' ({exc})") from None
 
 from iqart.engine.artifact_cache import weights_sha256
+from iqart.engine.pipeline.batch_scoring import DECODE_TIMEOUT_S
 from iqart.engine.pipeline.images import find_images
 from iqart.engine.pipeline.jobs import ScoreJob, ScoreRow, pair_with_references
-from iqart.engine.pipeline.batch_scoring import DECODE_TIMEOUT_S
 from iqart.engine.results.output import ResultOutput
 from iqart.train.models.zoo import ModelCard, get_card
 
 BLOCK_BATCHES = 4  # rows per Ray block, in batches: lost work on a crash vs. per-block overhead
 BLOCK_RETRIES = 3  # retries of a block whose actor died, before its jobs become error rows
-GIVEN_UP = (f"not scored: the Ray actor scoring this image's block died {BLOCK_RETRIES + 1} times (a file in the "
-            "block may crash the decoder or exhaust memory); --resume retries it")
+GIVEN_UP = (
+    f"not scored: the Ray actor scoring this image's block died {BLOCK_RETRIES + 1} times (a file in the "
+    "block may crash the decoder or exhaust memory); --resume retries it"
+)
 
 
 class ScoringActor:
@@ -67,7 +69,9 @@ class ScoringActor:
     it (ONNX Runtime would otherwise start one thread per core in every actor on the node).
     """
 
-    def __init__(self, model: str, scorer_options: dict, threads: int | None = None, pipeline_options: dict | None = None):
+    def __init__(
+        self, model: str, scorer_options: dict, threads: int | None = None, pipeline_options: dict | None = None
+    ):
         from iqart.engine.scorer import Scorer
 
         self.pipeline_options = pipeline_options or {}
@@ -80,7 +84,10 @@ class ScoringActor:
 
     def __call__(self, block: pa.Table) -> pa.Table:
         paths, references = block.column("path").to_pylist(), block.column("reference").to_pylist()
-        jobs = [ScoreJob(Path(_text(p)), None if r is None else Path(_text(r))) for p, r in zip(paths, references)]
+        jobs = [
+            ScoreJob(Path(_text(p)), None if r is None else Path(_text(r)))
+            for p, r in zip(paths, references, strict=True)
+        ]
         return rows_table(list(self.scorer.score_jobs(jobs, **self.pipeline_options)))
 
 
@@ -117,12 +124,24 @@ class DistributedSummary:
         return (self.scored + self.failed + self.duplicates - self.first_block) / busy if busy > 0 else 0.0
 
 
-def score_distributed(inputs: Sequence[str | os.PathLike | ScoreJob], out: str | os.PathLike, model: str = "qualiclip",
-                      *, references: str | os.PathLike | None = None, resume: bool = False, address: str | None = None,
-                      actors: int | None = None, cpus_per_actor: float = 1, gpus_per_actor: float = 0,
-                      on_row: Callable[[ScoreRow], None] | None = None, decode: str = "iqart",
-                      decode_timeout: float | None = DECODE_TIMEOUT_S, decode_device: str | None = None,
-                      actor_class: type = ScoringActor, **scorer_options) -> DistributedSummary:
+def score_distributed(
+    inputs: Sequence[str | os.PathLike | ScoreJob],
+    out: str | os.PathLike,
+    model: str = "qualiclip",
+    *,
+    references: str | os.PathLike | None = None,
+    resume: bool = False,
+    address: str | None = None,
+    actors: int | None = None,
+    cpus_per_actor: float = 1,
+    gpus_per_actor: float = 0,
+    on_row: Callable[[ScoreRow], None] | None = None,
+    decode: str = "iqart",
+    decode_timeout: float | None = DECODE_TIMEOUT_S,
+    decode_device: str | None = None,
+    actor_class: type = ScoringActor,
+    **scorer_options,
+) -> DistributedSummary:
     """Score `inputs` (files and folders, or ScoreJobs) on Ray and write `out` (.csv, .jsonl or
     .parquet) atomically, one row per job, error rows included.
 
@@ -157,13 +176,26 @@ def score_distributed(inputs: Sequence[str | os.PathLike | ScoreJob], out: str |
                 with warnings.catch_warnings():  # max_task_retries has no named parameter yet (Ray 2.60)
                     warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
                     dataset = ray.data.from_items(job_items(todo), override_num_blocks=blocks).map_batches(
-                        actor_class, fn_constructor_kwargs={
-                            "model": card.name, "scorer_options": scorer_options, "threads": threads,
-                            "pipeline_options": {"decode": decode, "decode_timeout": decode_timeout,
-                                                 "decode_device": decode_device}},
-                        batch_size=None, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(
-                            size=summary.actors, max_tasks_in_flight_per_actor=1),  # a dying actor takes one block
-                        num_cpus=cpus_per_actor, num_gpus=gpus_per_actor or None, **_bounded_retries())
+                        actor_class,
+                        fn_constructor_kwargs={
+                            "model": card.name,
+                            "scorer_options": scorer_options,
+                            "threads": threads,
+                            "pipeline_options": {
+                                "decode": decode,
+                                "decode_timeout": decode_timeout,
+                                "decode_device": decode_device,
+                            },
+                        },
+                        batch_size=None,
+                        batch_format="pyarrow",
+                        compute=ray.data.ActorPoolStrategy(
+                            size=summary.actors, max_tasks_in_flight_per_actor=1
+                        ),  # a dying actor takes one block
+                        num_cpus=cpus_per_actor,
+                        num_gpus=gpus_per_actor or None,
+                        **_bounded_retries(),
+                    )
                 _write_unique(dataset, writer, written, summary, on_row, started)
             finally:
                 context.max_errored_blocks = errored_blocks
@@ -245,22 +277,30 @@ def default_actors(cpus_per_actor: float, gpus_per_actor: float) -> int:
 
 def job_items(jobs: Sequence[ScoreJob]) -> list[dict]:
     """The jobs as Ray Data rows, path and reference as bytes."""
-    return [{"path": _bytes(path), "reference": None if reference is None else _bytes(reference)}
-            for path, reference in (job.key for job in jobs)]
+    return [
+        {"path": _bytes(path), "reference": None if reference is None else _bytes(reference)}
+        for path, reference in (job.key for job in jobs)
+    ]
 
 
 def rows_table(rows: Sequence[ScoreRow]) -> pa.Table:
     """Score rows as an Arrow table that survives any file name (text as bytes)."""
-    return pa.table({"path": pa.array([_bytes(r.path) for r in rows], pa.binary()),
-                     "reference": pa.array([None if r.reference is None else _bytes(r.reference) for r in rows], pa.binary()),
-                     "score": pa.array([r.score for r in rows], pa.float64()),
-                     "error": pa.array([None if r.error is None else _bytes(r.error) for r in rows], pa.binary())})
+    return pa.table(
+        {
+            "path": pa.array([_bytes(r.path) for r in rows], pa.binary()),
+            "reference": pa.array([None if r.reference is None else _bytes(r.reference) for r in rows], pa.binary()),
+            "score": pa.array([r.score for r in rows], pa.float64()),
+            "error": pa.array([None if r.error is None else _bytes(r.error) for r in rows], pa.binary()),
+        }
+    )
 
 
 def table_rows(table: pa.Table) -> list[ScoreRow]:
     columns = {name: table.column(name).to_pylist() for name in ("path", "reference", "score", "error")}
-    return [ScoreRow(_text(path), score, None if error is None else _text(error), None if ref is None else _text(ref))
-            for path, ref, score, error in zip(*columns.values())]
+    return [
+        ScoreRow(_text(path), score, None if error is None else _text(error), None if ref is None else _text(ref))
+        for path, ref, score, error in zip(*columns.values(), strict=True)
+    ]
 
 
 def _jobs(inputs: Sequence, references, card: ModelCard) -> list[ScoreJob]:

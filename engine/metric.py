@@ -39,17 +39,28 @@ class Metric:
         return scores.to(device) if device is not None else scores
 
     def __repr__(self) -> str:
-        return f"Metric({self.name!r}, lower_better={self.lower_better}, score_range={self.score_range}, {self.scorer!r})"
+        return (
+            f"Metric({self.name!r}, lower_better={self.lower_better}, score_range={self.score_range}, {self.scorer!r})"
+        )
 
 
-def create_metric(name: str, device: str | None = None, backend: str = "onnxruntime", *, as_loss: bool = False,
-                  weights: str | os.PathLike | None = None, **scorer_options) -> Metric:
+def create_metric(
+    name: str,
+    device: str | None = None,
+    backend: str = "onnxruntime",
+    *,
+    as_loss: bool = False,
+    weights: str | os.PathLike | None = None,
+    **scorer_options,
+) -> Metric:
     """The named zoo model (see `iqart.list_models()`) as a metric; an unknown name is a ValueError
     listing the models. `device`: "cpu", "cuda"... (default:
     a GPU when the backend can use one). Other keywords go to `Scorer` (precision, batch_size...)."""
     if as_loss:
-        raise ValueError(f"iqart metrics score images but are not differentiable, so {name!r} cannot be a loss "
-                         "(iqart.train has the training code for our models)")
+        raise ValueError(
+            f"iqart metrics score images but are not differentiable, so {name!r} cannot be a loss "
+            "(iqart.train has the training code for our models)"
+        )
     return Metric(Scorer(name, backend, device, weights=weights, **scorer_options))
 
 

@@ -12,8 +12,9 @@ Weights default to what the zoo resolves (in-repo demo weights, or the official 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -23,11 +24,11 @@ from iqart.engine.backends.plan_cache import DEFAULT_MAX_SIDE
 from iqart.engine.backends.registry import BACKENDS as BACKEND_TABLE
 from iqart.engine.backends.registry import BackendOptions
 from iqart.engine.hardware import default_workers
+from iqart.engine.pipeline.batch_scoring import DECODE_TIMEOUT_S, PipelineStats, score_jobs
 from iqart.engine.pipeline.gpu_decode import GpuDecoder, gpu_decoder_for
 from iqart.engine.pipeline.images import as_array, find_images
 from iqart.engine.pipeline.inputs import as_rgb_images
 from iqart.engine.pipeline.jobs import ScoreJob, ScoreRow, pair_with_references
-from iqart.engine.pipeline.batch_scoring import DECODE_TIMEOUT_S, PipelineStats, score_jobs
 from iqart.train.models.zoo import get_card, load_model
 
 BACKENDS = tuple(BACKEND_TABLE)
@@ -40,16 +41,27 @@ class Scorer:
     `device=None` uses a CUDA GPU when the backend can, else the CPU. `precision`: torch fp32
     (default), fp16 or bf16 autocast; onnxruntime fp32 (model.onnx, default), fp16, or int8 (CPU;
     calibrated on first use, see iqart.export.int8_artifact); openvino (CPU) fp32, bf16 or int8 (the
-    same int8 graph); tensorrt and tensorrt-rtx fp16 only. `max_side` bounds
-    native-resolution images for TensorRT's profile; `attention` ("plugin", "native" or "unfused") picks the TensorRT
-    graph (default: the plugin when its library is built or buildable here, else native). `threads`: ONNX Runtime's intra-op threads
-    (default: one per physical core), for processes that share the cores with others.
+    same int8 graph); tensorrt and tensorrt-rtx fp16 only. `max_side` bounds native-resolution images for
+    TensorRT's profile; `attention` ("plugin", "native" or "unfused") picks the TensorRT graph (default: the
+    plugin when its library is built or buildable here, else native). `threads`: the CPU engines' intra-op
+    threads (default: one per physical core), for processes that share the cores with others.
     """
 
-    def __init__(self, model: str = "qualiclip", backend: str = "onnxruntime", device: str | None = None,
-                 batch_size: int = 8, *, weights: str | os.PathLike | None = None, precision: str | None = None,
-                 workers: int | None = None, fused_attention: bool = False, max_side: int = DEFAULT_MAX_SIDE,
-                 threads: int | None = None, attention: str | None = None):
+    def __init__(
+        self,
+        model: str = "qualiclip",
+        backend: str = "onnxruntime",
+        device: str | None = None,
+        batch_size: int = 8,
+        *,
+        weights: str | os.PathLike | None = None,
+        precision: str | None = None,
+        workers: int | None = None,
+        fused_attention: bool = False,
+        max_side: int = DEFAULT_MAX_SIDE,
+        threads: int | None = None,
+        attention: str | None = None,
+    ):
         self.card = get_card(model)
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; available: {', '.join(BACKENDS)}")
@@ -85,8 +97,10 @@ class Scorer:
     resize = property(lambda self: self.card.resize)
 
     def __repr__(self) -> str:
-        return (f"Scorer({self.name!r}, backend={self.backend.name!r}, device={str(self.backend.device)!r}, "
-                f"precision={self.backend.precision!r}, batch_size={self.batch_size})")
+        return (
+            f"Scorer({self.name!r}, backend={self.backend.name!r}, device={str(self.backend.device)!r}, "
+            f"precision={self.backend.precision!r}, batch_size={self.batch_size})"
+        )
 
     def score(self, images: Any, references: Any = None) -> np.ndarray:
         """float32 scores, one per image, in input order. `images`: a path, PIL image, array,
@@ -101,7 +115,7 @@ class Scorer:
             by_shape.setdefault(image.shape, []).append(index)
         for indices in by_shape.values():
             for start in range(0, len(indices), self.batch_size):
-                chunk = indices[start:start + self.batch_size]
+                chunk = indices[start : start + self.batch_size]
                 batch_refs = None if refs is None else np.stack([refs[i] for i in chunk])
                 scores[chunk] = self.backend(np.stack([inputs[i] for i in chunk]), batch_refs)
         return scores
@@ -119,11 +133,15 @@ class Scorer:
             raise ValueError(f"{len(images)} images but {len(refs)} references")
         for index, (image, ref) in enumerate(zip(images, refs, strict=True)):
             if image.size != ref.size:
-                raise ValueError(f"pair {index}: image {image.width}x{image.height} and reference "
-                                 f"{ref.width}x{ref.height} differ in size")
+                raise ValueError(
+                    f"pair {index}: image {image.width}x{image.height} and reference "
+                    f"{ref.width}x{ref.height} differ in size"
+                )
         return [as_array(ref, self.resize) for ref in refs]
 
-    def jobs(self, paths: Sequence[str | os.PathLike], references: str | os.PathLike | Sequence | None = None) -> list[ScoreJob]:
+    def jobs(
+        self, paths: Sequence[str | os.PathLike], references: str | os.PathLike | Sequence | None = None
+    ) -> list[ScoreJob]:
         """Jobs for files and folders (searched recursively). Full-reference models pair each with
         `references`: a folder mirrored by relative path, or a list of files in the same order."""
         if self.task == "nr":
@@ -138,22 +156,50 @@ class Scorer:
             raise ValueError(f"{len(paths)} images but {len(references)} references")
         return [ScoreJob(Path(path), Path(reference)) for path, reference in zip(paths, references, strict=True)]
 
-    def score_files(self, paths: Sequence[str | os.PathLike], references: Any = None,
-                    stats: PipelineStats | None = None, *, decode: str = "iqart",
-                    decode_timeout: float | None = DECODE_TIMEOUT_S, decode_device: str | None = None) -> Iterator[ScoreRow]:
+    def score_files(
+        self,
+        paths: Sequence[str | os.PathLike],
+        references: Any = None,
+        stats: PipelineStats | None = None,
+        *,
+        decode: str = "iqart",
+        decode_timeout: float | None = DECODE_TIMEOUT_S,
+        decode_device: str | None = None,
+    ) -> Iterator[ScoreRow]:
         """Rows as batches finish (decoding overlaps inference); a bad file is a row with its error,
         and so is one whose decode takes over `decode_timeout` seconds. `decode="official"`
         decodes as the official QualiCLIP script does (iqart.engine.pipeline.images.open_image).
         `decode_device`: "cuda" decodes JPEGs with nvJPEG, "cpu" with PIL; default cuda for the
         backends on a GPU (torch on CUDA, tensorrt), else cpu (see decoder)."""
-        return self.score_jobs(self.jobs(paths, references), stats, decode=decode, decode_timeout=decode_timeout,
-                               decode_device=decode_device)
+        return self.score_jobs(
+            self.jobs(paths, references),
+            stats,
+            decode=decode,
+            decode_timeout=decode_timeout,
+            decode_device=decode_device,
+        )
 
-    def score_jobs(self, jobs: Iterable[ScoreJob], stats: PipelineStats | None = None, *, decode: str = "iqart",
-                   decode_timeout: float | None = DECODE_TIMEOUT_S, decode_device: str | None = None) -> Iterator[ScoreRow]:
+    def score_jobs(
+        self,
+        jobs: Iterable[ScoreJob],
+        stats: PipelineStats | None = None,
+        *,
+        decode: str = "iqart",
+        decode_timeout: float | None = DECODE_TIMEOUT_S,
+        decode_device: str | None = None,
+    ) -> Iterator[ScoreRow]:
         gpu = self.decoder(decode_device, decode)  # before the first row: a bad decode device fails at the call
-        return score_jobs(jobs, self.backend, self.resize, self.batch_size, self.workers, stats, decode=decode,
-                          decode_timeout=decode_timeout, gpu=gpu)
+        return score_jobs(
+            jobs,
+            self.backend,
+            self.resize,
+            self.batch_size,
+            self.workers,
+            stats,
+            decode=decode,
+            decode_timeout=decode_timeout,
+            gpu=gpu,
+        )
 
     def decoder(self, decode_device: str | None = None, decode: str = "iqart") -> GpuDecoder | None:
         """The GPU decoder that `decode_device` gives this scorer, or None (the CPU path):

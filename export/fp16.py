@@ -18,10 +18,20 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-FP32_OPS = frozenset({
-    "LayerNormalization", "Softmax", "ReduceMean", "ReduceSum", "ReduceL2", "ReduceMax", "ReduceMin",
-    "ReduceProd", "ReduceLogSumExp", "GlobalAveragePool",
-})
+FP32_OPS = frozenset(
+    {
+        "LayerNormalization",
+        "Softmax",
+        "ReduceMean",
+        "ReduceSum",
+        "ReduceL2",
+        "ReduceMax",
+        "ReduceMin",
+        "ReduceProd",
+        "ReduceLogSumExp",
+        "GlobalAveragePool",
+    }
+)
 COMPUTE_OPS = frozenset({"Conv", "MatMul", "Gemm", "FusedCrossAttention"})
 SHAPE_OPS = frozenset({"Shape", "Size"})  # read only the shape: any input type will do
 FLOAT, HALF = TensorProto.FLOAT, TensorProto.FLOAT16
@@ -130,7 +140,7 @@ def convert_to_fp16(model: onnx.ModelProto, boundary: str) -> tuple[onnx.ModelPr
             new_nodes.append(helper.make_node("Cast", [name], [casts[key]], name=f"{casts[key]}/Cast", to=elem_type))
         return casts[key]
 
-    for node, precision in zip(list(graph.node), precisions):
+    for node, precision in zip(list(graph.node), precisions, strict=True):
         follows_inputs = node.op_type == "Cast" or any(name in floats for name in node.input)
         if node.op_type in SHAPE_OPS or not follows_inputs:
             precision = FLOAT  # untouched: its float outputs (if any) keep their own type
@@ -157,8 +167,10 @@ def convert_to_fp16(model: onnx.ModelProto, boundary: str) -> tuple[onnx.ModelPr
     del graph.value_info[:]
     model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
     report = {
-        "fp16": "convolutions, matmuls/GEMMs, FusedCrossAttention and the elementwise work between them; weights stored in fp16",
-        "fp32": "preprocessing (cast, /255, CLIP mean/std), LayerNorm, softmax, reductions, feature normalisation and the score head",
+        "fp16": "convolutions, matmuls/GEMMs, FusedCrossAttention and the elementwise work between them; "
+        "weights stored in fp16",
+        "fp32": "preprocessing (cast, /255, CLIP mean/std), LayerNorm, softmax, reductions, feature normalisation "
+        "and the score head",
         "fp32_boundary": boundary,
         "fp32_node_counts": dict(sorted(fp32_ops.items())),
     }

@@ -57,9 +57,9 @@ class BatchReader(CalibrationDataReader):
         start = next(self._starts, None)
         if start is None:
             return None
-        feeds = {"image": np.ascontiguousarray(self._images[start:start + self._batch])}
+        feeds = {"image": np.ascontiguousarray(self._images[start : start + self._batch])}
         if self._references is not None:
-            feeds["reference"] = np.ascontiguousarray(self._references[start:start + self._batch])
+            feeds["reference"] = np.ascontiguousarray(self._references[start : start + self._batch])
         return feeds
 
 
@@ -73,13 +73,23 @@ def quantisable_nodes(model: onnx.ModelProto, keep_fp32: Sequence[str] = ()) -> 
     """Names of the nodes to quantise: a quantised op type, over feature maps, not the first
     convolution, and matched by none of the `keep_fp32` regular expressions."""
     kept = [re.compile(pattern) for pattern in keep_fp32]
-    return [node.name for node in model.graph.node
-            if node.op_type in QUANTISED_OPS and FEATURE_MAP_NODE.match(node.name) and not FIRST_CONV.match(node.name)
-            and not any(pattern.search(node.name) for pattern in kept)]
+    return [
+        node.name
+        for node in model.graph.node
+        if node.op_type in QUANTISED_OPS
+        and FEATURE_MAP_NODE.match(node.name)
+        and not FIRST_CONV.match(node.name)
+        and not any(pattern.search(node.name) for pattern in kept)
+    ]
 
 
-def quantize_graph(fp32_graph: str | os.PathLike, out_path: str | os.PathLike, reader: CalibrationDataReader,
-                   keep_fp32: Sequence[str] = (), method: CalibrationMethod = CalibrationMethod.MinMax) -> list[str]:
+def quantize_graph(
+    fp32_graph: str | os.PathLike,
+    out_path: str | os.PathLike,
+    reader: CalibrationDataReader,
+    keep_fp32: Sequence[str] = (),
+    method: CalibrationMethod = CalibrationMethod.MinMax,
+) -> list[str]:
     """Write the QDQ int8 version of `fp32_graph` to `out_path` (atomically); returns the names
     of the nodes it quantised."""
     out_path = Path(out_path)
@@ -90,13 +100,22 @@ def quantize_graph(fp32_graph: str | os.PathLike, out_path: str | os.PathLike, r
         quant_pre_process(str(fp32_graph), str(prepared), skip_symbolic_shape=True)
         nodes = quantisable_nodes(onnx.load(prepared), keep_fp32)
         if not nodes:
-            raise ValueError(f"{fp32_graph}: no feature-map convolutions left to quantise "
-                             f"(node names changed, or --keep-fp32 {list(keep_fp32)} matches them all)")
+            raise ValueError(
+                f"{fp32_graph}: no feature-map convolutions left to quantise "
+                f"(node names changed, or --keep-fp32 {list(keep_fp32)} matches them all)"
+            )
         staged = Path(tmp) / "int8.onnx"
         quantize_static(
-            str(prepared), str(staged), reader, quant_format=QuantFormat.QDQ, per_channel=True,
-            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=method,
-            op_types_to_quantize=list(QUANTISED_OPS), nodes_to_quantize=nodes,
+            str(prepared),
+            str(staged),
+            reader,
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=method,
+            op_types_to_quantize=list(QUANTISED_OPS),
+            nodes_to_quantize=nodes,
             extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
         )
         partial = out_path.with_name(f".{out_path.name}.part")

@@ -25,9 +25,11 @@ from iqart.train.storage import write_json_atomic
 
 REPORT = "int8.json"
 # Degradations (type, level 0..4) seen during calibration: one per KADID group, mild and strong.
-CALIBRATION_DEGRADATIONS = [(kind, level) for kind in ("gaussian_blur", "jpeg", "white_noise", "brighten",
-                                                        "pixelate", "hsv_saturation", "linear_contrast")
-                            for level in (1, 3)]
+CALIBRATION_DEGRADATIONS = [
+    (kind, level)
+    for kind in ("gaussian_blur", "jpeg", "white_noise", "brighten", "pixelate", "hsv_saturation", "linear_contrast")
+    for level in (1, 3)
+]
 CALIBRATION_SEED = 0
 # Kept in fp32 by default for full-reference models (unless keep_fp32 names others): an FR score
 # rests on small differences between the image's and the reference's deep features, which int8
@@ -57,8 +59,12 @@ class Int8Report:
         return data
 
 
-def add_int8_graph(artifact_dir: str | os.PathLike, calibration_source: str | None = None,
-                   parity_source: str | None = DEFAULT_PARITY_SOURCE, keep_fp32: Sequence[str] = ()) -> Int8Report:
+def add_int8_graph(
+    artifact_dir: str | os.PathLike,
+    calibration_source: str | None = None,
+    parity_source: str | None = DEFAULT_PARITY_SOURCE,
+    keep_fp32: Sequence[str] = (),
+) -> Int8Report:
     """Calibrate, write artifact_dir/model.int8.onnx, measure parity (unless `parity_source` is
     None), write int8.json and record both in spec.json. `keep_fp32` (regular expressions over
     node names) defaults to FR_KEEP_FP32 for full-reference models, to nothing otherwise."""
@@ -68,14 +74,23 @@ def add_int8_graph(artifact_dir: str | os.PathLike, calibration_source: str | No
     calibration_source = calibration_source or default_calibration_source()
     keep_fp32 = list(keep_fp32) or (list(FR_KEEP_FP32) if fr else [])
     images, references = quality_set(load_source(calibration_source), CALIBRATION_DEGRADATIONS, CALIBRATION_SEED, fr)
-    nodes = set(quantize_graph(artifact_dir / "model.onnx", artifact_dir / INT8_GRAPH, BatchReader(images, references),
-                               keep_fp32))
+    nodes = set(
+        quantize_graph(
+            artifact_dir / "model.onnx", artifact_dir / INT8_GRAPH, BatchReader(images, references), keep_fp32
+        )
+    )
     graph = onnx.load(artifact_dir / INT8_GRAPH, load_external_data=False)
     by_name = {node.name: node.op_type for node in graph.graph.node}
     quantised = Counter(by_name[name] for name in nodes if name in by_name)
     kept = sorted(name for name, op in by_name.items() if op == "Conv" and name not in nodes)
-    report = Int8Report(calibration_source, len(images), {op: quantised[op] for op in QUANTISED_OPS}, kept,
-                        list(keep_fp32), parity_source)
+    report = Int8Report(
+        calibration_source,
+        len(images),
+        {op: quantised[op] for op in QUANTISED_OPS},
+        kept,
+        list(keep_fp32),
+        parity_source,
+    )
     if parity_source:
         try:
             parity_images = parity_set(load_source(parity_source), fr)

@@ -27,9 +27,11 @@ from iqart.train.metrics import srcc
 
 INT8_MIN_SRCC = 0.99
 OPENVINO_INT8_MIN_SRCC = 0.995  # OpenVINO int8 is the CPU speed path: it must rank closer
-PARITY_DEGRADATIONS = [(kind, level) for kind in ("lens_blur", "jpeg2000", "impulse_noise", "darken",
-                                                   "quantization", "color_shift", "high_sharpen")
-                       for level in (0, 2, 4)]
+PARITY_DEGRADATIONS = [
+    (kind, level)
+    for kind in ("lens_blur", "jpeg2000", "impulse_noise", "darken", "quantization", "color_shift", "high_sharpen")
+    for level in (0, 2, 4)
+]
 PARITY_SEED = 1
 PARITY_BATCH = 8
 
@@ -85,17 +87,24 @@ def parity_set(real: np.ndarray, fr: bool) -> tuple[np.ndarray, np.ndarray | Non
     return quality_set(real, PARITY_DEGRADATIONS, PARITY_SEED, fr)
 
 
-def int8_parity(artifact_dir: str | os.PathLike, images: np.ndarray, references: np.ndarray | None,
-                runtime: str = "onnxruntime") -> Int8Parity:
+def int8_parity(
+    artifact_dir: str | os.PathLike, images: np.ndarray, references: np.ndarray | None, runtime: str = "onnxruntime"
+) -> Int8Parity:
     """Scores `images` (and `references`, FR) with model.int8.onnx on `runtime` and compares them
     with model.onnx's scores on ONNX Runtime (the fp32 reference of every int8 figure)."""
     artifact_dir = Path(artifact_dir)
     fp32 = _scores(artifact_dir / "model.onnx", images, references, "onnxruntime").astype(np.float64)
     int8 = _scores(artifact_dir / INT8_GRAPH, images, references, runtime).astype(np.float64)
     delta = np.abs(int8 - fp32)
-    return Int8Parity(images=len(images), srcc=srcc(int8, fp32), mean_abs_delta=float(delta.mean()),
-                      p95_abs_delta=float(np.percentile(delta, 95)), max_abs_delta=float(delta.max()),
-                      fp32_span=float(np.ptp(fp32)), runtime=runtime)
+    return Int8Parity(
+        images=len(images),
+        srcc=srcc(int8, fp32),
+        mean_abs_delta=float(delta.mean()),
+        p95_abs_delta=float(np.percentile(delta, 95)),
+        max_abs_delta=float(delta.max()),
+        fp32_span=float(np.ptp(fp32)),
+        runtime=runtime,
+    )
 
 
 def parity_rows(report: Int8Parity) -> list[ParityRow]:
@@ -103,9 +112,13 @@ def parity_rows(report: Int8Parity) -> list[ParityRow]:
     it is reported, not judged)."""
     check = f"model.int8.onnx on {report.runtime} vs model.onnx"
     return [
-        ParityRow(check, f"SRCC over {report.images} real + degraded images", report.srcc,
-                  f">= {report.min_srcc} (when scores span >= {SRCC_MIN_SPAN:g}; span {report.fp32_span:.3g})",
-                  (report.srcc >= report.min_srcc) if report.srcc_meaningful else None),
+        ParityRow(
+            check,
+            f"SRCC over {report.images} real + degraded images",
+            report.srcc,
+            f">= {report.min_srcc} (when scores span >= {SRCC_MIN_SPAN:g}; span {report.fp32_span:.3g})",
+            (report.srcc >= report.min_srcc) if report.srcc_meaningful else None,
+        ),
         ParityRow(check, "mean |delta score|", report.mean_abs_delta, "reported", None),
         ParityRow(check, "max |delta score|", report.max_abs_delta, "reported", None),
     ]

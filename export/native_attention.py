@@ -23,8 +23,9 @@ for, logits that stay inside fp16's range, is kept another way every runtime hon
 multiplied by the scale before the op (a separate Mul, exact for a power-of-two scale such as
 1/sqrt(64)) and the op's own `scale` is 1. The product Q·Kᵀ then never exists unscaled, where
 QualiCLIP's pool logits would exceed fp16's 65504; TensorRT's fused kernels accumulate in fp32
-anyway. The parser builds the layer not decomposable by default: TensorRT then has to find a fused kernel for each core's shapes (QualiCLIP: 1 query over HW+1 keys,
-32 heads of 64; BPCLIP: grid x grid, 4 heads of 64). tests/test_tensorrt_build.py builds it with
+anyway. The parser builds the layer not decomposable by default: TensorRT then has to find a
+fused kernel for each core's shapes (QualiCLIP: 1 query over HW+1 keys, 32 heads of 64; BPCLIP:
+grid x grid, 4 heads of 64). tests/test_tensorrt_build.py builds it with
 TensorRT for RTX; whether a GPU has the kernel is checked by building a plan there.
 
 Made by rewriting model.trt.onnx rather than by a third export, so that the two TensorRT graphs
@@ -56,8 +57,15 @@ def native_attention_nodes(plugin: onnx.NodeProto, dtype: int) -> tuple[list[onn
     factor = numpy_helper.from_array(np.array(scale, dtype=helper.tensor_dtype_to_np_dtype(dtype)), f"{name}/q_scale")
     scaled_q = f"{name}/q_scaled"
     mul = helper.make_node("Mul", [q, factor.name], [scaled_q], name=f"{name}/ScaleQ")
-    attention = helper.make_node("Attention", [scaled_q, k, v], list(plugin.output), name=plugin.name or None,
-                                 q_num_heads=heads, kv_num_heads=heads, scale=1.0)
+    attention = helper.make_node(
+        "Attention",
+        [scaled_q, k, v],
+        list(plugin.output),
+        name=plugin.name or None,
+        q_num_heads=heads,
+        kv_num_heads=heads,
+        scale=1.0,
+    )
     return [mul, attention], factor
 
 

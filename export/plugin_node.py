@@ -31,9 +31,14 @@ class _FusedCrossAttentionExport(torch.autograd.Function):
     @staticmethod
     def symbolic(g, q, k, v, num_heads: int, scale: float):
         out = g.op(
-            f"{PLUGIN_DOMAIN}::{PLUGIN_NAME}", q, k, v,
-            num_heads_i=num_heads, scale_f=scale,
-            plugin_version_s=PLUGIN_VERSION, plugin_namespace_s=PLUGIN_NAMESPACE,
+            f"{PLUGIN_DOMAIN}::{PLUGIN_NAME}",
+            q,
+            k,
+            v,
+            num_heads_i=num_heads,
+            scale_f=scale,
+            plugin_version_s=PLUGIN_VERSION,
+            plugin_namespace_s=PLUGIN_NAMESPACE,
         )
         out.setType(q.type())
         return out
@@ -48,7 +53,10 @@ def numpy_cross_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, num_heads
     """What the CUDA kernel computes: fp32 softmax and accumulation, output in the input dtype."""
     batch, nq, width = q.shape
     head_dim = width // num_heads
-    split = lambda t: t.astype(np.float32).reshape(batch, t.shape[1], num_heads, head_dim).transpose(0, 2, 1, 3)
+
+    def split(t: np.ndarray) -> np.ndarray:
+        return t.astype(np.float32).reshape(batch, t.shape[1], num_heads, head_dim).transpose(0, 2, 1, 3)
+
     qh, kh, vh = split(q), split(k), split(v)
     logits = (qh @ kh.transpose(0, 1, 3, 2)) * np.float32(scale)
     logits -= logits.max(axis=-1, keepdims=True)

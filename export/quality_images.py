@@ -38,8 +38,10 @@ def load_source(source: str, size: int = SIZE) -> np.ndarray:
             images = load_pristine(source)
     except ModuleNotFoundError as exc:  # skimage is a dev extra
         raise ValueError(f"{source}: {exc.msg} (pip install scikit-image, or pass a folder of images)") from None
-    resized = [F.interpolate(image[None], size=(size, size), mode="bicubic", antialias=True, align_corners=False)
-               for image in images.values()]
+    resized = [
+        F.interpolate(image[None], size=(size, size), mode="bicubic", antialias=True, align_corners=False)
+        for image in images.values()
+    ]
     return to_uint8(torch.cat(resized))
 
 
@@ -55,8 +57,9 @@ def degraded_copies(images: np.ndarray, degradations: Sequence[tuple[str, int]],
     return to_uint8(torch.cat([degrade(floats, kind, level, generator) for kind, level in degradations]))
 
 
-def quality_set(real: np.ndarray, degradations: Sequence[tuple[str, int]], seed: int,
-                fr: bool) -> tuple[np.ndarray, np.ndarray | None]:
+def quality_set(
+    real: np.ndarray, degradations: Sequence[tuple[str, int]], seed: int, fr: bool
+) -> tuple[np.ndarray, np.ndarray | None]:
     """(images, references or None): the real images, then their degraded copies. Full-reference
     models get every copy paired with its pristine source, and the real images paired with
     themselves (a perfect pair is part of what an FR model sees)."""

@@ -53,14 +53,18 @@ class ParityRow:
 
 
 def srcc(a: np.ndarray, b: np.ndarray) -> float:
-    rank = lambda x: np.argsort(np.argsort(x, kind="stable"), kind="stable").astype(np.float64)
+    def rank(x: np.ndarray) -> np.ndarray:
+        return np.argsort(np.argsort(x, kind="stable"), kind="stable").astype(np.float64)
+
     ra, rb = rank(a), rank(b)
     ra, rb = ra - ra.mean(), rb - rb.mean()
     denominator = math.sqrt((ra**2).sum() * (rb**2).sum())
     return float((ra * rb).sum() / denominator) if denominator else float("nan")
 
 
-def validation_inputs(card: ModelCard, image_paths: list[Path], seed: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+def validation_inputs(
+    card: ModelCard, image_paths: list[Path], seed: int | None = None
+) -> tuple[np.ndarray, np.ndarray | None]:
     """(image batch, reference batch or None) of one size: real images resized, then random ones."""
     size = card.resize.size if card.resize.kind == "fixed" else (NATIVE_VALIDATION_SIZE, NATIVE_VALIDATION_SIZE)
     real = [image for image in (_read_resized(path, size) for path in image_paths) if image is not None]
@@ -100,8 +104,14 @@ def ort_session(path: str | os.PathLike) -> ort.InferenceSession:
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
 
-def validate_artifact(artifact: str | os.PathLike, model: torch.nn.Module, card: ModelCard,
-                      image_paths: list[Path] = (), trt_check: bool = True, seed: int | None = None) -> list[ParityRow]:
+def validate_artifact(
+    artifact: str | os.PathLike,
+    model: torch.nn.Module,
+    card: ModelCard,
+    image_paths: list[Path] = (),
+    trt_check: bool = True,
+    seed: int | None = None,
+) -> list[ParityRow]:
     artifact = Path(artifact)
     images, references = validation_inputs(card, list(image_paths), seed)
     expected = _torch_scores(model, card, images, references)
@@ -115,11 +125,23 @@ def validate_artifact(artifact: str | os.PathLike, model: torch.nn.Module, card:
     span = float(expected.max() - expected.min())
     rank_corr = srcc(fp16, expected)
     rows = [
-        ParityRow("model.onnx (onnxruntime) vs torch", "max relative error", rel, f"<= {FP32_REL_TOL:g}", rel <= FP32_REL_TOL),
-        ParityRow("model.fp16.onnx (onnxruntime) vs torch", "max |delta score|", delta16, f"<= {FP16_ABS_TOL:g}", delta16 <= FP16_ABS_TOL),
-        ParityRow("model.fp16.onnx (onnxruntime) vs torch", f"SRCC over {len(expected)} images", rank_corr,
-                  f">= {FP16_MIN_SRCC} (when scores span >= {SRCC_MIN_SPAN:g}; span {span:.3g})",
-                  (rank_corr >= FP16_MIN_SRCC) if span >= SRCC_MIN_SPAN else None),
+        ParityRow(
+            "model.onnx (onnxruntime) vs torch", "max relative error", rel, f"<= {FP32_REL_TOL:g}", rel <= FP32_REL_TOL
+        ),
+        ParityRow(
+            "model.fp16.onnx (onnxruntime) vs torch",
+            "max |delta score|",
+            delta16,
+            f"<= {FP16_ABS_TOL:g}",
+            delta16 <= FP16_ABS_TOL,
+        ),
+        ParityRow(
+            "model.fp16.onnx (onnxruntime) vs torch",
+            f"SRCC over {len(expected)} images",
+            rank_corr,
+            f">= {FP16_MIN_SRCC} (when scores span >= {SRCC_MIN_SPAN:g}; span {span:.3g})",
+            (rank_corr >= FP16_MIN_SRCC) if span >= SRCC_MIN_SPAN else None,
+        ),
     ]
     rows.append(_native_row(artifact, card, images, references, expected))
     if trt_check:
@@ -136,12 +158,22 @@ def _native_row(artifact: Path, card: ModelCard, images, references, expected: n
         fp16 = ort_session(artifact / "model.fp16.onnx").run(None, feeds)[0]
         native = ReferenceEvaluator(str(artifact / NATIVE_GRAPH)).run(None, feeds)[0]
         delta = float(np.abs(native - fp16).max()) if np.isfinite(native).all() else float("nan")
-        return ParityRow(f"{NATIVE_GRAPH} (onnx.reference; onnxruntime refused it: {str(exc)[:80]}) vs model.fp16.onnx",
-                         "max |delta score|", delta, f"<= {FP16_ABS_TOL:g}", bool(delta <= FP16_ABS_TOL))
+        return ParityRow(
+            f"{NATIVE_GRAPH} (onnx.reference; onnxruntime refused it: {str(exc)[:80]}) vs model.fp16.onnx",
+            "max |delta score|",
+            delta,
+            f"<= {FP16_ABS_TOL:g}",
+            bool(delta <= FP16_ABS_TOL),
+        )
     native = session.run(None, _feeds(images, references))[0]
     delta = float(np.abs(native - expected).max()) if np.isfinite(native).all() else float("nan")
-    return ParityRow(f"{NATIVE_GRAPH} (onnxruntime) vs torch", "max |delta score|", delta, f"<= {FP16_ABS_TOL:g}",
-                     bool(delta <= FP16_ABS_TOL))
+    return ParityRow(
+        f"{NATIVE_GRAPH} (onnxruntime) vs torch",
+        "max |delta score|",
+        delta,
+        f"<= {FP16_ABS_TOL:g}",
+        bool(delta <= FP16_ABS_TOL),
+    )
 
 
 def _small_feeds(card: ModelCard, images, references) -> dict:
@@ -162,8 +194,13 @@ def _trt_reference_row(artifact: Path, card: ModelCard, images, references) -> P
     fp16 = ort_session(artifact / "model.fp16.onnx").run(None, feeds)[0]
     trt = ReferenceEvaluator(str(artifact / "model.trt.onnx"), new_ops=[FusedCrossAttention]).run(None, feeds)[0]
     delta = float(np.abs(trt - fp16).max()) if np.isfinite(trt).all() else float("nan")
-    return ParityRow("model.trt.onnx (onnx.reference + NumPy plugin) vs model.fp16.onnx", "max |delta score|",
-                     delta, f"<= {FP16_ABS_TOL:g}", bool(delta <= FP16_ABS_TOL))
+    return ParityRow(
+        "model.trt.onnx (onnx.reference + NumPy plugin) vs model.fp16.onnx",
+        "max |delta score|",
+        delta,
+        f"<= {FP16_ABS_TOL:g}",
+        bool(delta <= FP16_ABS_TOL),
+    )
 
 
 def format_table(rows: list[ParityRow]) -> str:

@@ -35,8 +35,10 @@ def toolkit_problem() -> str | None:
         return "nvcc not found; install the CUDA toolkit or set CUDA_HOME"
     if not (Path(cpp_extension.CUDA_HOME) / "include" / "cuda_runtime_api.h").is_file():
         # torch guesses CUDA_HOME from nvcc's folder, which a wrapper script (/usr/local/bin/nvcc) misleads
-        return (f"CUDA_HOME={cpp_extension.CUDA_HOME} has no include/cuda_runtime_api.h; set CUDA_HOME to the "
-                "CUDA toolkit's root (e.g. /usr/local/cuda)")
+        return (
+            f"CUDA_HOME={cpp_extension.CUDA_HOME} has no include/cuda_runtime_api.h; set CUDA_HOME to the "
+            "CUDA toolkit's root (e.g. /usr/local/cuda)"
+        )
     return None
 
 

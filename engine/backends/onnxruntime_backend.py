@@ -55,8 +55,10 @@ def providers_for(device: str | None) -> list:
     if kind != "cuda":
         raise ValueError(f"onnxruntime backend: unknown device {device!r} (cpu, cuda or cuda:N)")
     if not cuda_available():
-        raise ValueError(f"onnxruntime backend: device {device!r} needs onnxruntime-gpu and a CUDA GPU "
-                         f"(available providers: {', '.join(ort.get_available_providers())})")
+        raise ValueError(
+            f"onnxruntime backend: device {device!r} needs onnxruntime-gpu and a CUDA GPU "
+            f"(available providers: {', '.join(ort.get_available_providers())})"
+        )
     return [(CUDA_PROVIDER, {"device_id": int(index or 0)}), "CPUExecutionProvider"]
 
 
@@ -66,8 +68,14 @@ class OnnxRuntimeBackend:
     name = "onnxruntime"
     takes_cuda_tensors = False  # host arrays: the session copies them itself
 
-    def __init__(self, artifact: str | os.PathLike, device: str | None = None, precision: str = "fp32",
-                 threads: int | None = None, spinning: bool = True):
+    def __init__(
+        self,
+        artifact: str | os.PathLike,
+        device: str | None = None,
+        precision: str = "fp32",
+        threads: int | None = None,
+        spinning: bool = True,
+    ):
         if precision not in GRAPHS:
             raise ValueError(f"onnxruntime backend: precision must be one of {', '.join(GRAPHS)}, not {precision!r}")
         if precision == "int8":
@@ -78,8 +86,9 @@ class OnnxRuntimeBackend:
         if not self.graph.is_file():
             raise FileNotFoundError(f"{self.graph}: missing from the artifact (re-export it)")
         self.precision = precision
-        self.session = ort.InferenceSession(str(self.graph), sess_options=session_options(threads, spinning),
-                                            providers=providers_for(device))
+        self.session = ort.InferenceSession(
+            str(self.graph), sess_options=session_options(threads, spinning), providers=providers_for(device)
+        )
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.device = "cuda" if CUDA_PROVIDER in self.session.get_providers() else "cpu"
 

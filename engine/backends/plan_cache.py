@@ -7,7 +7,8 @@ builder flags, targets, profile shapes: hashed, so a change to how plans are bui
 old ones without anyone bumping a version), and for the plugin graph only for the plugin library
 it was built with (the plan stores the plugin's serialized fields and the workspace size the
 plugin's code asked for: a plan from an older plugin could let the new kernel write past that
-workspace). It also only accepts shapes inside its optimisation profile. All of that is the PlanKey. Each plan `X.plan` has a sidecar `X.json` holding its key and the
+workspace). It also only accepts shapes inside its optimisation profile. All of that is the PlanKey.
+Each plan `X.plan` has a sidecar `X.json` holding its key and the
 plan's sha256, written after the plan (the sidecar's presence means the plan is complete).
 Before a plan is deserialised its sidecar is checked against this machine, so a plan copied
 from another GPU or TensorRT version gives a message saying so rather than TensorRT's error.
@@ -22,8 +23,8 @@ import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from iqart.export.native_attention import NATIVE_GRAPH  # attention as ONNX Attention ops, TensorRT's own fused kernels
 from iqart.engine.backends.tensorrt_import import LIBRARIES
+from iqart.export.native_attention import NATIVE_GRAPH  # attention as ONNX Attention ops, TensorRT's own fused kernels
 from iqart.export.plugin_node import TRT_GRAPH  # attention as FusedCrossAttention plugin nodes
 from iqart.train.storage import write_atomic, write_json_atomic
 
@@ -63,7 +64,7 @@ class Profile:
         if self.side is not None:
             object.__setattr__(self, "side", _check_range("image sides", self.side, 1))
 
-    def covers(self, other: "Profile") -> bool:
+    def covers(self, other: Profile) -> bool:
         """Every shape `other` accepts, this profile accepts too."""
         if self.batch[0] > other.batch[0] or self.batch[2] < other.batch[2]:
             return False
@@ -76,8 +77,10 @@ class Profile:
         if not self.batch[0] <= batch <= self.batch[2]:
             return f"batch of {batch} is outside the plan's batch range {self.batch[0]}..{self.batch[2]}"
         if self.side is not None and not all(self.side[0] <= s <= self.side[2] for s in (height, width)):
-            return (f"{width}x{height} is outside the plan's image sides {self.side[0]}..{self.side[2]} "
-                    f"(build a plan for larger images with `iqart build DIR --max-side N`)")
+            return (
+                f"{width}x{height} is outside the plan's image sides {self.side[0]}..{self.side[2]} "
+                f"(build a plan for larger images with `iqart build DIR --max-side N`)"
+            )
         return None
 
     def input_shapes(self, fixed_size: tuple[int, int] | None) -> tuple[tuple[int, ...], ...]:
@@ -92,7 +95,7 @@ class Profile:
         return {"batch": list(self.batch), "side": None if self.side is None else list(self.side)}
 
     @classmethod
-    def from_json(cls, data: dict) -> "Profile":
+    def from_json(cls, data: dict) -> Profile:
         return cls(tuple(data["batch"]), None if data.get("side") is None else tuple(data["side"]))
 
 
@@ -139,8 +142,10 @@ class Environment:
 
     def describe(self) -> str:
         plugin = "no plugin" if self.plugin == NO_PLUGIN else f"plugin build {self.plugin}"
-        return (f"{self.gpu} ({self.arch}) with {LIBRARIES[self.library].title} {self.tensorrt}, {self.graph} "
-                f"{self.graph_sha256[:12]}, {plugin}")
+        return (
+            f"{self.gpu} ({self.arch}) with {LIBRARIES[self.library].title} {self.tensorrt}, {self.graph} "
+            f"{self.graph_sha256[:12]}, {plugin}"
+        )
 
 
 @dataclass(frozen=True)
@@ -152,7 +157,7 @@ class PlanKey:
         return {**asdict(self.environment), "profile": self.profile.to_json()}
 
     @classmethod
-    def from_json(cls, data: dict) -> "PlanKey":
+    def from_json(cls, data: dict) -> PlanKey:
         """The key a record holds; KeyError for a record without every field (an older iqart's)."""
         environment = Environment(**{f.name: str(data[f.name]) for f in fields(Environment)})
         return cls(environment, Profile.from_json(data["profile"]))
@@ -213,9 +218,14 @@ class PlanCache:
     def select(self, environment: Environment, needed: Profile) -> PlanKey | None:
         """The cached plan for this environment whose profile covers `needed`; the narrowest
         such profile (TensorRT tunes for the range it is given)."""
-        fitting = [key for _, key in self.records()
-                   if isinstance(key, PlanKey) and key.environment == environment and key.profile.covers(needed)
-                   and self.plan_path(key).is_file()]
+        fitting = [
+            key
+            for _, key in self.records()
+            if isinstance(key, PlanKey)
+            and key.environment == environment
+            and key.profile.covers(needed)
+            and self.plan_path(key).is_file()
+        ]
         return min(fitting, key=lambda k: (k.profile.batch[2], k.profile.side or ()), default=None)
 
     def explain_missing(self, environment: Environment, needed: Profile) -> str:
@@ -225,7 +235,9 @@ class PlanCache:
             if isinstance(key, str):
                 lines.append(f"  {record.name}: {key}")
             else:
-                lines.append(f"  {record.name}: {mismatch(key, environment, needed) or 'fits, but its .plan file is missing'}")
+                lines.append(
+                    f"  {record.name}: {mismatch(key, environment, needed) or 'fits, but its .plan file is missing'}"
+                )
         lines.append("build one with `iqart build DIR` (or let the tensorrt backend build it)")
         return "\n".join(lines)
 
@@ -235,8 +247,12 @@ class PlanCache:
         self.directory.mkdir(parents=True, exist_ok=True)
         path = self.plan_path(key)
         write_atomic(path, plan)
-        record = {**key.to_json(), "plan_sha256": hashlib.sha256(plan).hexdigest(), "plan_bytes": len(plan),
-                  "io": io or []}
+        record = {
+            **key.to_json(),
+            "plan_sha256": hashlib.sha256(plan).hexdigest(),
+            "plan_bytes": len(plan),
+            "io": io or [],
+        }
         write_json_atomic(self.record_path(key), record)
         return path
 
@@ -253,8 +269,10 @@ class PlanCache:
             raise PlanMismatchError(f"{self.plan_path(key)}: {problem}; rebuild it with `iqart build DIR`")
         plan = self.plan_path(key).read_bytes()
         if hashlib.sha256(plan).hexdigest() != record.get("plan_sha256"):
-            raise PlanMismatchError(f"{self.plan_path(key)}: contents do not match its record (damaged or "
-                                    f"replaced); delete it and rebuild with `iqart build DIR`")
+            raise PlanMismatchError(
+                f"{self.plan_path(key)}: contents do not match its record (damaged or "
+                f"replaced); delete it and rebuild with `iqart build DIR`"
+            )
         return plan
 
 
@@ -266,18 +284,24 @@ def mismatch(key: PlanKey, environment: Environment, needed: Profile) -> str | N
     if built.graph != environment.graph:
         return f"built from {built.graph}, this backend runs {environment.graph}"
     if built.graph_sha256 != environment.graph_sha256:
-        return f"built from another graph ({built.graph_sha256[:12]}, this artifact's is {environment.graph_sha256[:12]})"
+        return (
+            f"built from another graph ({built.graph_sha256[:12]}, this artifact's is {environment.graph_sha256[:12]})"
+        )
     if (built.gpu, built.sm) != (environment.gpu, environment.sm):
         return f"built for {built.gpu} ({built.arch}), this GPU is {environment.gpu} ({environment.arch})"
     if built.tensorrt != environment.tensorrt:
         title = LIBRARIES[built.library].title
         return f"built with {title} {built.tensorrt}, this is {title} {environment.tensorrt}"
     if built.plugin != environment.plugin:
-        return (f"built with plugin build {built.plugin}, the plugin library loaded now is {environment.plugin} "
-                f"(the plugin changed: the plan must be rebuilt)")
+        return (
+            f"built with plugin build {built.plugin}, the plugin library loaded now is {environment.plugin} "
+            f"(the plugin changed: the plan must be rebuilt)"
+        )
     if built.settings != environment.settings:
-        return (f"built with other build settings ({built.settings}, this iqart's are {environment.settings}: "
-                f"workspace, builder flags, targets or profile shapes changed)")
+        return (
+            f"built with other build settings ({built.settings}, this iqart's are {environment.settings}: "
+            f"workspace, builder flags, targets or profile shapes changed)"
+        )
     if not key.profile.covers(needed):
         return f"its profile {key.profile.to_json()} does not cover {needed.to_json()}"
     return None

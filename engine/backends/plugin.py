@@ -35,8 +35,13 @@ LIBRARY_NAME = "libiqart_plugins.so"
 LIBRARY_ENV = "IQART_PLUGIN_LIBRARY"
 
 # Where CMakeLists.txt's find_path looks without TRT_ROOT (system packages such as libnvinfer-dev).
-SYSTEM_INCLUDE_DIRS = ("/usr/include/x86_64-linux-gnu", "/usr/include/aarch64-linux-gnu", "/usr/include",
-                       "/usr/local/include", "/usr/local/tensorrt/include")
+SYSTEM_INCLUDE_DIRS = (
+    "/usr/include/x86_64-linux-gnu",
+    "/usr/include/aarch64-linux-gnu",
+    "/usr/include",
+    "/usr/local/include",
+    "/usr/local/tensorrt/include",
+)
 
 
 @dataclass(frozen=True)
@@ -107,8 +112,10 @@ def build_requirements_missing() -> list[str]:
     if _nvcc() is None:
         missing.append("nvcc (install the CUDA toolkit or set CUDA_HOME)")
     if tensorrt_headers() is None:
-        missing.append("TensorRT's headers (NvInferRuntime.h; pip's tensorrt ships none: set TRT_ROOT to a "
-                       "TensorRT root with include/, or install libnvinfer-dev)")
+        missing.append(
+            "TensorRT's headers (NvInferRuntime.h; pip's tensorrt ships none: set TRT_ROOT to a "
+            "TensorRT root with include/, or install libnvinfer-dev)"
+        )
     if not (KERNELS_DIR / "CMakeLists.txt").is_file():
         missing.append(f"the kernel sources ({KERNELS_DIR})")
     return missing
@@ -124,8 +131,10 @@ def plugin_status() -> tuple[bool, str]:
         return True, f"plugin library {library.path}"
     missing = build_requirements_missing()
     if missing:
-        return False, (f"the plugin library is not built and cannot be built here: needs {'; '.join(missing)} "
-                       f"(or {LIBRARY_ENV}=<a prebuilt {LIBRARY_NAME}>)")
+        return False, (
+            f"the plugin library is not built and cannot be built here: needs {'; '.join(missing)} "
+            f"(or {LIBRARY_ENV}=<a prebuilt {LIBRARY_NAME}>)"
+        )
     return True, f"plugin library built on first use with TensorRT headers in {tensorrt_headers()}"
 
 
@@ -148,15 +157,25 @@ def build_plugin() -> PluginLibrary:
     target.parent.mkdir(parents=True, exist_ok=True)
     # A private build directory per call, so concurrent builds never share one.
     with tempfile.TemporaryDirectory(dir=target.parent, prefix="build-") as build_dir:
-        configure = [shutil.which("cmake"), "-S", str(KERNELS_DIR), "-B", build_dir, "-DCMAKE_BUILD_TYPE=Release",
-                     f"-DCMAKE_CUDA_COMPILER={_nvcc()}", f"-DPython3_EXECUTABLE={sys.executable}"]
+        configure = [
+            shutil.which("cmake"),
+            "-S",
+            str(KERNELS_DIR),
+            "-B",
+            build_dir,
+            "-DCMAKE_BUILD_TYPE=Release",
+            f"-DCMAKE_CUDA_COMPILER={_nvcc()}",
+            f"-DPython3_EXECUTABLE={sys.executable}",
+        ]
         if os.environ.get("TRT_ROOT"):
             configure.append(f"-DTRT_ROOT={os.environ['TRT_ROOT']}")
         _run(configure)
         cache = (Path(build_dir) / "CMakeCache.txt").read_text()
         if "TRT_INCLUDE_DIR:PATH=" not in cache or "TRT_INCLUDE_DIR-NOTFOUND" in cache:
-            raise RuntimeError("cmake found no TensorRT headers (NvInferRuntime.h): set TRT_ROOT to a TensorRT root "
-                               "with include/, or install TensorRT's development headers")
+            raise RuntimeError(
+                "cmake found no TensorRT headers (NvInferRuntime.h): set TRT_ROOT to a TensorRT root "
+                "with include/, or install TensorRT's development headers"
+            )
         _run([shutil.which("cmake"), "--build", build_dir, "--target", "iqart_plugins", "--parallel", "2"])
         staged = target.with_suffix(".so.tmp")
         shutil.copy2(Path(build_dir) / LIBRARY_NAME, staged)

@@ -74,8 +74,7 @@ def _tensorrt(artifact, device, precision, options) -> Backend:
 
 
 def _tensorrt_rtx(artifact, device, precision, options) -> Backend:
-    return TensorRTRTXBackend(artifact, device, options.batch_size, options.max_side,
-                              attention=options.attention)
+    return TensorRTRTXBackend(artifact, device, options.batch_size, options.max_side, attention=options.attention)
 
 
 def _needs_gpu_and(library_name: str) -> Callable[[str | None], None]:

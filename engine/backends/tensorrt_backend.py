@@ -32,8 +32,15 @@ from iqart.engine.backends.tensorrt_build import (
 from iqart.engine.backends.tensorrt_import import TENSORRT, TensorRTUnavailableError, import_tensorrt
 from iqart.export.spec_files import read_spec
 
-__all__ = ["ATTENTION_MODES", "TensorRTBackend", "TensorRTUnavailableError", "build_plan", "choose_attention",
-           "cuda_device", "import_tensorrt"]
+__all__ = [
+    "ATTENTION_MODES",
+    "TensorRTBackend",
+    "TensorRTUnavailableError",
+    "build_plan",
+    "choose_attention",
+    "cuda_device",
+    "import_tensorrt",
+]
 
 
 class TensorRTBackend:
@@ -47,8 +54,15 @@ class TensorRTBackend:
     library = TENSORRT
     takes_cuda_tensors = True  # a GPU-decoded batch is fed where it lies (no trip through host memory)
 
-    def __init__(self, artifact: str | os.PathLike, device: str | None = None, batch_size: int = 8,
-                 max_side: int = DEFAULT_MAX_SIDE, build: bool = True, attention: str | None = None):
+    def __init__(
+        self,
+        artifact: str | os.PathLike,
+        device: str | None = None,
+        batch_size: int = 8,
+        max_side: int = DEFAULT_MAX_SIDE,
+        build: bool = True,
+        attention: str | None = None,
+    ):
         trt = self.library.load()
         self.artifact = Path(artifact)
         self.device = cuda_device(device, self.name)
@@ -56,8 +70,9 @@ class TensorRTBackend:
         print(f"{self.name}: {self.attention} attention ({self.attention_reason})", file=sys.stderr)
         spec = read_spec(self.artifact)
         self.profile = profile_for(spec, (1, batch_size, batch_size), max_side)
-        env = environment(self.artifact, self.library, self.attention, settings_for(self.library, spec, self.profile),
-                          self.device)
+        env = environment(
+            self.artifact, self.library, self.attention, settings_for(self.library, spec, self.profile), self.device
+        )
         cache = PlanCache(self.artifact)
         key = cache.select(env, self.profile)
         if key is None:
@@ -85,7 +100,9 @@ class TensorRTBackend:
     def create_context(self):
         return self.engine.create_execution_context()
 
-    def __call__(self, images: np.ndarray | torch.Tensor, references: np.ndarray | torch.Tensor | None = None) -> np.ndarray:
+    def __call__(
+        self, images: np.ndarray | torch.Tensor, references: np.ndarray | torch.Tensor | None = None
+    ) -> np.ndarray:
         batch, height, width = images.shape[:3]
         problem = self.profile.accepts(batch, height, width)
         if problem:

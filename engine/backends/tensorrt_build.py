@@ -74,8 +74,9 @@ class BuildSettings:
 def settings_for(library: TensorRTLibrary, spec: dict, profile: Profile) -> BuildSettings:
     shapes = profile.input_shapes(fixed_size(spec))
     if library is TENSORRT_RTX:
-        return BuildSettings(WORKSPACE_BYTES, tuple(shapes for _ in spec["inputs"]), compute_capabilities=RTX_TARGETS,
-                             timing_cache=False)
+        return BuildSettings(
+            WORKSPACE_BYTES, tuple(shapes for _ in spec["inputs"]), compute_capabilities=RTX_TARGETS, timing_cache=False
+        )
     return BuildSettings(WORKSPACE_BYTES, tuple(shapes for _ in spec["inputs"]))
 
 
@@ -100,9 +101,15 @@ def cuda_device(device: str | None, backend: str = TENSORRT.name):
     import torch
 
     if not torch.cuda.is_available():
-        raise TensorRTUnavailableError(f"the {backend} backend runs plans on a CUDA GPU; torch.cuda.is_available() "
-                                       f"is False" + (" (`iqart build --backend tensorrt-rtx` builds one without a GPU)"
-                                                      if backend == TENSORRT_RTX.name else ""))
+        raise TensorRTUnavailableError(
+            f"the {backend} backend runs plans on a CUDA GPU; torch.cuda.is_available() "
+            f"is False"
+            + (
+                " (`iqart build --backend tensorrt-rtx` builds one without a GPU)"
+                if backend == TENSORRT_RTX.name
+                else ""
+            )
+        )
     device = torch.device(device or "cuda")
     if device.type != "cuda":
         raise ValueError(f"the {backend} backend runs on CUDA devices, not {device}")
@@ -117,8 +124,9 @@ def gpu_identity(device) -> tuple[str, str]:
     return torch.cuda.get_device_name(device), f"{major}.{minor}"
 
 
-def environment(artifact: Path, library: TensorRTLibrary, attention: str, settings: BuildSettings,
-                device=None) -> Environment:
+def environment(
+    artifact: Path, library: TensorRTLibrary, attention: str, settings: BuildSettings, device=None
+) -> Environment:
     """What a plan for this artifact's `attention` graph is specific to. TensorRT: the GPU
     `device`; TensorRT-RTX: its targets (no GPU). For the plugin graph this loads the plugin
     library, whose build key is part of the plan's key."""
@@ -129,8 +137,9 @@ def environment(artifact: Path, library: TensorRTLibrary, attention: str, settin
         gpu, sm = gpu_identity(device)
     graph = GRAPHS[attention]
     plugin = load_plugin(library).key if attention == "plugin" else NO_PLUGIN
-    return Environment(sha256_file(artifact / graph), gpu, sm, trt.__version__, graph, plugin, library.name,
-                       settings.digest())
+    return Environment(
+        sha256_file(artifact / graph), gpu, sm, trt.__version__, graph, plugin, library.name, settings.digest()
+    )
 
 
 class _Logger:
@@ -145,8 +154,13 @@ class _Logger:
         return cls.instances[trt.__name__]
 
 
-def build_plan(artifact: str | os.PathLike, profile: Profile, device: str | None = None,
-               attention: str | None = None, library: TensorRTLibrary = TENSORRT) -> tuple[Path, PlanKey]:
+def build_plan(
+    artifact: str | os.PathLike,
+    profile: Profile,
+    device: str | None = None,
+    attention: str | None = None,
+    library: TensorRTLibrary = TENSORRT,
+) -> tuple[Path, PlanKey]:
     """Build (or find already built) the plan for `profile`; returns its path and key.
     TensorRT builds on the GPU `device`; TensorRT-RTX on any machine."""
     trt = library.load()
@@ -226,8 +240,15 @@ def network_io(network, settings: BuildSettings) -> list[dict]:
     io = []
     for index in range(network.num_inputs):
         tensor = network.get_input(index)
-        io.append({"name": tensor.name, "mode": "input", "dtype": tensor.dtype.name, "shape": list(tensor.shape),
-                   "profile": [list(shape) for shape in settings.input_shapes[index]]})
+        io.append(
+            {
+                "name": tensor.name,
+                "mode": "input",
+                "dtype": tensor.dtype.name,
+                "shape": list(tensor.shape),
+                "profile": [list(shape) for shape in settings.input_shapes[index]],
+            }
+        )
     for index in range(network.num_outputs):
         tensor = network.get_output(index)
         io.append({"name": tensor.name, "mode": "output", "dtype": tensor.dtype.name, "shape": list(tensor.shape)})

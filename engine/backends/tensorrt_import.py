@@ -49,16 +49,20 @@ class TensorRTLibrary:
             except (ImportError, OSError) as exc:  # installed, but its shared libraries do not load
                 raise TensorRTUnavailableError(
                     f"{self.title}'s Python module {module!r} is installed but does not load ({exc}); it needs "
-                    f"{self.title}'s libraries: {self.install}") from None
+                    f"{self.title}'s libraries: {self.install}"
+                ) from None
             break
         else:
-            raise TensorRTUnavailableError(f"the {self.name} backend needs {self.title} (>= {self.min_major}): "
-                                           f"{self.install}")
+            raise TensorRTUnavailableError(
+                f"the {self.name} backend needs {self.title} (>= {self.min_major}): {self.install}"
+            )
         version = str(getattr(trt, "__version__", "0"))
         if _major(version) < self.min_major:
-            raise TensorRTUnavailableError(f"{self.title} {version} found (module {trt.__name__}); iqart needs "
-                                           f"{self.title} {self.min_major} or newer (strongly typed networks, "
-                                           f"IPluginV3, IAttention)")
+            raise TensorRTUnavailableError(
+                f"{self.title} {version} found (module {trt.__name__}); iqart needs "
+                f"{self.title} {self.min_major} or newer (strongly typed networks, "
+                f"IPluginV3, IAttention)"
+            )
         return trt
 
     def installed(self) -> bool:
@@ -99,7 +103,8 @@ class TensorRTLibrary:
         except OSError as exc:
             raise TensorRTUnavailableError(
                 f"{self.title}'s ONNX parser needs {link} to load plugin graphs and it cannot be made here ({exc}): "
-                f"ln -s {versioned[0].name} {link}, or run without the plugin (--attention native)") from None
+                f"ln -s {versioned[0].name} {link}, or run without the plugin (--attention native)"
+            ) from None
 
 
 def _major(version: str) -> int:
@@ -110,15 +115,25 @@ def _major(version: str) -> int:
 
 
 TENSORRT = TensorRTLibrary(
-    name="tensorrt", title="TensorRT", modules=("tensorrt", "tensorrt_bindings"),
+    name="tensorrt",
+    title="TensorRT",
+    modules=("tensorrt", "tensorrt_bindings"),
     distributions=("tensorrt", "tensorrt-cu13", "tensorrt-cu12", "tensorrt-cu13-bindings", "tensorrt-cu12-bindings"),
-    min_major=11, install="pip install 'iqart[trt]' on a machine with an NVIDIA GPU",
-    core_library="libnvinfer.so", libs_package="tensorrt_libs")
+    min_major=11,
+    install="pip install 'iqart[trt]' on a machine with an NVIDIA GPU",
+    core_library="libnvinfer.so",
+    libs_package="tensorrt_libs",
+)
 TENSORRT_RTX = TensorRTLibrary(
-    name="tensorrt-rtx", title="TensorRT for RTX", modules=("tensorrt_rtx",),
+    name="tensorrt-rtx",
+    title="TensorRT for RTX",
+    modules=("tensorrt_rtx",),
     distributions=("tensorrt-rtx-cu13", "tensorrt-rtx-cu12", "tensorrt_rtx_cu13_bindings"),
-    min_major=1, install="pip install 'iqart[trt-rtx]' (builds on any machine; runs on SM80-SM89 and SM120 GPUs)",
-    core_library="libtensorrt_rtx.so", libs_package="tensorrt_rtx_libs")
+    min_major=1,
+    install="pip install 'iqart[trt-rtx]' (builds on any machine; runs on SM80-SM89 and SM120 GPUs)",
+    core_library="libtensorrt_rtx.so",
+    libs_package="tensorrt_rtx_libs",
+)
 LIBRARIES = {library.name: library for library in (TENSORRT, TENSORRT_RTX)}
 
 

@@ -27,9 +27,11 @@ class TensorRTRTXBackend(TensorRTBackend):
         self.sm = sm
         targets = key.environment.sm.split(",")
         if sm not in targets:
-            raise PlanMismatchError(f"{self.plan_path} targets compute capabilities {', '.join(targets)}; this GPU, "
-                                    f"{gpu}, is {sm}: TensorRT for RTX serves {', '.join(targets)} (run Hopper "
-                                    f"and other datacenter GPUs on the tensorrt backend)")
+            raise PlanMismatchError(
+                f"{self.plan_path} targets compute capabilities {', '.join(targets)}; this GPU, "
+                f"{gpu}, is {sm}: TensorRT for RTX serves {', '.join(targets)} (run Hopper "
+                f"and other datacenter GPUs on the tensorrt backend)"
+            )
         self.runtime_cache_path = self.cache.runtime_cache_path(key, sm)
         self.seen_sizes: set[tuple[int, int]] = set()
 

@@ -24,7 +24,9 @@ class TorchBackend:
 
     name = "torch"
 
-    def __init__(self, model: nn.Module, device: str | None = None, precision: str = "fp32", fused_attention: bool = False):
+    def __init__(
+        self, model: nn.Module, device: str | None = None, precision: str = "fp32", fused_attention: bool = False
+    ):
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -38,7 +40,9 @@ class TorchBackend:
         return self.device.type == "cuda"
 
     @torch.inference_mode()
-    def __call__(self, images: np.ndarray | torch.Tensor, references: np.ndarray | torch.Tensor | None = None) -> np.ndarray:
+    def __call__(
+        self, images: np.ndarray | torch.Tensor, references: np.ndarray | torch.Tensor | None = None
+    ) -> np.ndarray:
         inputs = [uint8_nhwc_to_model_input(torch.as_tensor(images, device=self.device))]
         if references is not None:
             inputs.append(uint8_nhwc_to_model_input(torch.as_tensor(references, device=self.device)))

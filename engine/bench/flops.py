@@ -30,8 +30,9 @@ def model_flops(model: torch.nn.Module, task: str, height: int, width: int) -> i
     return int(counter.get_total_flops())
 
 
-def matmul_peak_gflops(threads: int, size: int = PEAK_MATMUL_SIZE, repeats: int = PEAK_REPEATS,
-                       device: str = "cpu") -> float:
+def matmul_peak_gflops(
+    threads: int, size: int = PEAK_MATMUL_SIZE, repeats: int = PEAK_REPEATS, device: str = "cpu"
+) -> float:
     """Best-of-`repeats` GFLOP/s of one fp32 size x size matrix product on `threads` CPU threads
     (or on a CUDA device, with TF32 off so the figure is true fp32)."""
     generator = torch.Generator().manual_seed(0)

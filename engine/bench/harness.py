@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from iqart.engine.pipeline.jobs import ScoreJob
 from iqart.engine.pipeline.batch_scoring import score_jobs
+from iqart.engine.pipeline.jobs import ScoreJob
 from iqart.train.models.zoo import ResizePolicy
 
 Runner = Callable[[np.ndarray, "np.ndarray | None"], np.ndarray]
@@ -113,12 +113,18 @@ def _rounds(names: list[str], rounds: int) -> Iterator[str]:
         yield from names[shift:] + names[:shift]
 
 
-def interleaved_timings(runners: dict[str, Runner], images: np.ndarray, references: np.ndarray | None,
-                        warmup: int, iters: int, cuda: bool = False) -> dict[str, Timing]:
+def interleaved_timings(
+    runners: dict[str, Runner],
+    images: np.ndarray,
+    references: np.ndarray | None,
+    warmup: int,
+    iters: int,
+    cuda: bool = False,
+) -> dict[str, Timing]:
     """Time `iters` calls of each runner on the same batch, one call of each per round."""
     if warmup < 0 or iters < 1:
         raise ValueError(f"need warmup >= 0 and iters >= 1 (got {warmup}, {iters})")
-    for name, runner in runners.items():
+    for runner in runners.values():
         for _ in range(warmup):
             runner(images, references)
     timings = {name: Timing(len(images)) for name in runners}
@@ -133,8 +139,15 @@ def interleaved_timings(runners: dict[str, Runner], images: np.ndarray, referenc
     return timings
 
 
-def end_to_end_timings(runners: dict[str, Runner], jobs: list[ScoreJob], policy: ResizePolicy, batch: int,
-                       workers: int, warmup: int, passes: int) -> dict[str, Timing]:
+def end_to_end_timings(
+    runners: dict[str, Runner],
+    jobs: list[ScoreJob],
+    policy: ResizePolicy,
+    batch: int,
+    workers: int,
+    warmup: int,
+    passes: int,
+) -> dict[str, Timing]:
     """Whole scoring-pipeline passes over `jobs` (decoding, resizing, batching, inference), one
     pass of each runner per round. Latency here is the period between batch completions
     (decoding stalls included); images/s is files per wall second."""

@@ -68,14 +68,19 @@ def read_json(path: str | os.PathLike) -> list[BenchRecord]:
 
 
 def markdown_table(records: list[BenchRecord]) -> str:
-    lines = ["| model | size | batch | backend | images/s | x torch | p50 ms | p95 ms | GFLOP/s | of peak | peak RSS MiB | call MiB |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| model | size | batch | backend | images/s | x torch | p50 ms | p95 ms | GFLOP/s | of peak "
+        "| peak RSS MiB | call MiB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in records:
         speedup = f"{r.speedup_vs_torch:.2f}" if r.speedup_vs_torch is not None else "-"
         mode = " (e2e)" if r.end_to_end else ""
-        lines.append(f"| {r.model} | {r.size} | {r.batch_size} | {r.backend}{mode} | {r.images_per_s:.1f} | {speedup} "
-                     f"| {r.p50_ms:.1f} | {r.p95_ms:.1f} | {r.gflops_per_s:.0f} | {r.fraction_of_peak:.0%} "
-                     f"| {r.peak_rss_mb:.0f} | {r.working_mb:.0f} |")
+        lines.append(
+            f"| {r.model} | {r.size} | {r.batch_size} | {r.backend}{mode} | {r.images_per_s:.1f} | {speedup} "
+            f"| {r.p50_ms:.1f} | {r.p95_ms:.1f} | {r.gflops_per_s:.0f} | {r.fraction_of_peak:.0%} "
+            f"| {r.peak_rss_mb:.0f} | {r.working_mb:.0f} |"
+        )
     return "\n".join(lines)
 
 

@@ -39,10 +39,23 @@ from iqart.train.models.zoo import build_model, get_card, load_model
 from iqart.train.storage import iqart_home
 
 Runner = Callable[[np.ndarray, "np.ndarray | None"], np.ndarray]
-VARIANTS = ("torch", "torch-fp16", "torch-fp16-fused-graph", "onnxruntime", "onnxruntime-int8", "openvino",
-            "openvino-bf16", "openvino-int8", "tensorrt", "tensorrt-rtx")
+VARIANTS = (
+    "torch",
+    "torch-fp16",
+    "torch-fp16-fused-graph",
+    "onnxruntime",
+    "onnxruntime-int8",
+    "openvino",
+    "openvino-bf16",
+    "openvino-int8",
+    "tensorrt",
+    "tensorrt-rtx",
+)
 BASELINE = "torch"
-PER_BATCH_SIZE = ("tensorrt", "tensorrt-rtx")  # built once per batch size (a plan is optimised for one); the others once per model
+PER_BATCH_SIZE = (
+    "tensorrt",
+    "tensorrt-rtx",
+)  # built once per batch size (a plan is optimised for one); the others once per model
 
 
 class Unavailable(RuntimeError):
@@ -101,8 +114,10 @@ class CudaGraphRunner:
 
     def _forward(self, inputs: list[torch.Tensor]) -> torch.Tensor:
         # cache_enabled=False: autocast's weight-cast cache must not outlive a graph capture
-        with attention_implementation(fused_cross_attention), \
-                torch.autocast("cuda", dtype=torch.float16, cache_enabled=False):
+        with (
+            attention_implementation(fused_cross_attention),
+            torch.autocast("cuda", dtype=torch.float16, cache_enabled=False),
+        ):
             return self.model(*(uint8_nhwc_to_model_input(x) for x in inputs))
 
     @torch.inference_mode()

@@ -20,8 +20,8 @@ from iqart.engine.backends.tensorrt_import import TensorRTUnavailableError
 from iqart.engine.cli.usage import UsageError
 from iqart.engine.results.journal import OutputInUseError
 from iqart.engine.results.output import OutputError
-from iqart.train.models.checkpoints import CheckpointError
 from iqart.train.data.datasets import DatasetLayoutError
+from iqart.train.models.checkpoints import CheckpointError
 from iqart.train.models.zoo import MissingWeightsError
 
 OK = 0
@@ -38,19 +38,35 @@ EPILOG = f"""exit codes:
   {SOFTWARE}   internal error (a bug in iqart, or a failure under it such as a full disk): traceback
   128+N stopped by signal N (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP); --resume finishes the run"""
 
-USER_ERRORS = (UsageError, MissingWeightsError, PlanMismatchError, TensorRTUnavailableError, CheckpointError,
-               OutputError, OutputInUseError, DatasetLayoutError)
+USER_ERRORS = (
+    UsageError,
+    MissingWeightsError,
+    PlanMismatchError,
+    TensorRTUnavailableError,
+    CheckpointError,
+    OutputError,
+    OutputInUseError,
+    DatasetLayoutError,
+)
 
 CHECKING_MODULES = (
     "iqart.engine.scorer",  # Scorer's argument checks
     "iqart.engine.backends.",  # device, precision and profile checks of each backend
-    "iqart.engine.pipeline.jobs", "iqart.engine.pipeline.path_lists",  # --pairs and --paths-from files
-    "iqart.engine.pipeline.gpu_decode", "iqart.engine.pipeline.batch_scoring",  # --decode-device, -j, --decode-timeout
+    "iqart.engine.pipeline.jobs",
+    "iqart.engine.pipeline.path_lists",  # --pairs and --paths-from files
+    "iqart.engine.pipeline.gpu_decode",
+    "iqart.engine.pipeline.batch_scoring",  # --decode-device, -j, --decode-timeout
     "iqart.engine.results.",  # result files read back (--resume, `iqart report`), report formats
-    "iqart.export.quality_images", "iqart.export.spec_files",  # --calibration/--parity sources, artifact folders
-    "iqart.train.cli", "iqart.train.config", "iqart.train.runs", "iqart.train.models.zoo",
-    "iqart.train.data.datasets", "iqart.train.data.pristine",
-    "iqart.train.train_qualiclip", "iqart.train.train_bpclip",  # training configurations
+    "iqart.export.quality_images",
+    "iqart.export.spec_files",  # --calibration/--parity sources, artifact folders
+    "iqart.train.cli",
+    "iqart.train.config",
+    "iqart.train.runs",
+    "iqart.train.models.zoo",
+    "iqart.train.data.datasets",
+    "iqart.train.data.pristine",
+    "iqart.train.train_qualiclip",
+    "iqart.train.train_bpclip",  # training configurations
 )
 
 

@@ -34,12 +34,22 @@ def package_version() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="iqart", description="CLIP-based image quality: QualiCLIP and BPCLIP",
-                                     epilog=exits.EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("-V", "--version", action="version", version=f"%(prog)s {package_version()}",
-                        help="print the version of iqart and exit")
-    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
-                                       title="commands", help="`iqart COMMAND --help` describes each")
+    parser = argparse.ArgumentParser(
+        prog="iqart",
+        description="CLIP-based image quality: QualiCLIP and BPCLIP",
+        epilog=exits.EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "-V",
+        "--version",
+        action="version",
+        version=f"%(prog)s {package_version()}",
+        help="print the version of iqart and exit",
+    )
+    subparsers = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", title="commands", help="`iqart COMMAND --help` describes each"
+    )
     add_score_parser(subparsers)
     add_list_parser(subparsers)
     add_report_parser(subparsers)
@@ -64,8 +74,10 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         if not exits.is_users(exc, argv):
             traceback.print_exc()
-            print(f"iqart: internal error (exit code {exits.SOFTWARE}): please report it with the traceback above",
-                  file=sys.stderr)
+            print(
+                f"iqart: internal error (exit code {exits.SOFTWARE}): please report it with the traceback above",
+                file=sys.stderr,
+            )
             return exits.SOFTWARE
         prefix = "iqart: error: " if isinstance(exc, (UsageError, ValueError, OSError)) else "iqart: "
         print(prefix + str(exc), file=sys.stderr)

@@ -8,9 +8,12 @@ from iqart.train.models.zoo import MODELS, ModelCard, weights_status
 
 
 def add_list_parser(subparsers) -> None:
-    p = subparsers.add_parser("list", help="list the models: task, input policy, score range, weights available",
-                              description="List the zoo's models, one a line: task (no- or full-reference), input "
-                                          "size policy, score range and direction, and where its weights come from.")
+    p = subparsers.add_parser(
+        "list",
+        help="list the models: task, input policy, score range, weights available",
+        description="List the zoo's models, one a line: task (no- or full-reference), input "
+        "size policy, score range and direction, and where its weights come from.",
+    )
     p.set_defaults(run=run_list)
 
 
@@ -20,7 +23,9 @@ def describe(card: ModelCard) -> dict[str, str]:
     return {
         "model": card.name,
         "task": {"nr": "no-reference", "fr": "full-reference"}[card.task],
-        "input": "native resolution" if card.resize.kind == "native" else f"{card.resize.kind} {policy[card.resize.kind]}",
+        "input": "native resolution"
+        if card.resize.kind == "native"
+        else f"{card.resize.kind} {policy[card.resize.kind]}",
         "score range": f"{low:g}..{high:g} ({'higher' if card.higher_better else 'lower'} is better)",
         "weights": weights_status(card),
     }

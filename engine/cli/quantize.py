@@ -21,14 +21,28 @@ from iqart.export.quality_images import DEFAULT_PARITY_SOURCE, default_calibrati
 
 def add_int8_arguments(p: argparse.ArgumentParser) -> None:
     """The options `iqart quantize` and `iqart export --int8` share."""
-    p.add_argument("--calibration", metavar="SOURCE", help="calibration images: a folder or skimage[:name,...] "
-                                         f"(default: {default_calibration_source()}), each also degraded")
-    p.add_argument("--parity", default=DEFAULT_PARITY_SOURCE, metavar="SOURCE",
-                   help=f"parity images, a folder or skimage[:name,...] (default: {DEFAULT_PARITY_SOURCE}); "
-                        "'none' skips the report")
-    p.add_argument("--keep-fp32", action="append", default=[], metavar="REGEX", type=regex,
-                   help="keep the nodes whose name (as in model.onnx) matches in fp32, e.g. '^/layer4/' (repeatable; "
-                        "default: nothing for NR models, '^/layer4/' for FR models)")
+    p.add_argument(
+        "--calibration",
+        metavar="SOURCE",
+        help="calibration images: a folder or skimage[:name,...] "
+        f"(default: {default_calibration_source()}), each also degraded",
+    )
+    p.add_argument(
+        "--parity",
+        default=DEFAULT_PARITY_SOURCE,
+        metavar="SOURCE",
+        help=f"parity images, a folder or skimage[:name,...] (default: {DEFAULT_PARITY_SOURCE}); "
+        "'none' skips the report",
+    )
+    p.add_argument(
+        "--keep-fp32",
+        action="append",
+        default=[],
+        metavar="REGEX",
+        type=regex,
+        help="keep the nodes whose name (as in model.onnx) matches in fp32, e.g. '^/layer4/' (repeatable; "
+        "default: nothing for NR models, '^/layer4/' for FR models)",
+    )
 
 
 def regex(text: str) -> str:
@@ -42,17 +56,24 @@ def regex(text: str) -> str:
 
 def check_image_sources(args: argparse.Namespace) -> None:
     """A --calibration or --parity folder must exist (skimage[:names] and 'none' are not paths)."""
-    require_existing(*((option, source) for option, source in (("--calibration", args.calibration),
-                                                                ("--parity", args.parity))
-                       if source and not source.startswith("skimage") and source.lower() != "none"))
+    require_existing(
+        *(
+            (option, source)
+            for option, source in (("--calibration", args.calibration), ("--parity", args.parity))
+            if source and not source.startswith("skimage") and source.lower() != "none"
+        )
+    )
 
 
 def add_quantize_parser(subparsers) -> None:
-    p = subparsers.add_parser("quantize", help="add a static INT8 graph (CPU) to an artifact, with its parity report",
-                              description="Add model.int8.onnx (static QDQ, per-channel weights) and int8.json to an "
-                                          "artifact, calibrated on real images and degraded copies, and print how "
-                                          "closely int8 ranks the parity images as fp32 does; exit 1 when it does not "
-                                          "(SRCC < 0.99).")
+    p = subparsers.add_parser(
+        "quantize",
+        help="add a static INT8 graph (CPU) to an artifact, with its parity report",
+        description="Add model.int8.onnx (static QDQ, per-channel weights) and int8.json to an "
+        "artifact, calibrated on real images and degraded copies, and print how "
+        "closely int8 ranks the parity images as fp32 does; exit 1 when it does not "
+        "(SRCC < 0.99).",
+    )
     p.add_argument("artifact", help="artifact directory written by `iqart export`")
     add_int8_arguments(p)
     p.set_defaults(run=run_quantize)
@@ -70,9 +91,11 @@ def quantize_and_report(artifact: str | os.PathLike, args: argparse.Namespace) -
     parity = None if args.parity.lower() == "none" else args.parity
     report = add_int8_graph(artifact, args.calibration, parity, args.keep_fp32)
     counts = ", ".join(f"{n} {op}" for op, n in report.quantised.items() if n)
-    print(f"{artifact}: model.int8.onnx in {time.perf_counter() - started:.1f} s; quantised {counts}; "
-          f"{len(report.fp32_convs)} Conv left in fp32; calibrated on {report.calibration_images} images "
-          f"({report.calibration_source} and degraded copies)")
+    print(
+        f"{artifact}: model.int8.onnx in {time.perf_counter() - started:.1f} s; quantised {counts}; "
+        f"{len(report.fp32_convs)} Conv left in fp32; calibrated on {report.calibration_images} images "
+        f"({report.calibration_source} and degraded copies)"
+    )
     if report.parity is None:
         print(f"no parity report: {report.parity_skipped or 'skipped (--parity none)'}")
         return 0

@@ -6,8 +6,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 
 class UsageError(Exception):
@@ -28,8 +28,11 @@ def user_input() -> Iterator[None]:
 def require_existing(*named: tuple[str | None, str | os.PathLike | None]) -> None:
     """UsageError naming every path that does not exist, as `ls` and `cp` refuse one, before any
     work. `named`: (option, path) pairs, option None for positional paths, path None when not given."""
-    missing = [f"{option} {path}" if option else str(path)
-               for option, path in named if path is not None and not os.path.exists(path)]
+    missing = [
+        f"{option} {path}" if option else str(path)
+        for option, path in named
+        if path is not None and not os.path.exists(path)
+    ]
     if missing:
         raise UsageError(f"no such file or folder: {', '.join(missing)}")
 

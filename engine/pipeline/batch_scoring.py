@@ -29,8 +29,8 @@ from __future__ import annotations
 import os
 import time
 from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -84,14 +84,16 @@ def decode_job(job: ScoreJob, policy: ResizePolicy, decode: str = "iqart") -> tu
     except ImageError as exc:
         raise ImageError(f"reference {os.fsdecode(job.reference)}: {exc}") from None
     if reference.size != image.size:
-        raise ImageError(f"image {image.width}x{image.height} and reference {reference.width}x{reference.height} "
-                         "differ in size")
+        raise ImageError(
+            f"image {image.width}x{image.height} and reference {reference.width}x{reference.height} differ in size"
+        )
     return as_array(image, policy), as_array(reference, policy)
 
 
 class SizeBuckets:
     """Decoded images grouped by shape; hands out a bucket when it holds `batch_size` images or
-    one more would take it over `pixel_budget` pixels (a batch is at least one image), and the oldest partial bucket whenever
+    one more would take it over `pixel_budget` pixels (a batch is at least one image), and the oldest partial bucket
+    whenever
     more than `max_pending` images or `4 x pixel_budget` pixels are waiting."""
 
     def __init__(self, batch_size: int, max_pending: int, pixel_budget: int = PIXEL_BUDGET):
@@ -131,10 +133,19 @@ def _pixels(item: Decoded) -> int:
     return height * width * (1 if item[2] is None else 2)
 
 
-def score_jobs(jobs: Iterable[ScoreJob], backend: Backend, policy: ResizePolicy, batch_size: int,
-               workers: int | None = None, stats: PipelineStats | None = None, *, decode: str = "iqart",
-               decode_timeout: float | None = DECODE_TIMEOUT_S, pixel_budget: int = PIXEL_BUDGET,
-               gpu: GpuDecoder | None = None) -> Iterator[ScoreRow]:
+def score_jobs(
+    jobs: Iterable[ScoreJob],
+    backend: Backend,
+    policy: ResizePolicy,
+    batch_size: int,
+    workers: int | None = None,
+    stats: PipelineStats | None = None,
+    *,
+    decode: str = "iqart",
+    decode_timeout: float | None = DECODE_TIMEOUT_S,
+    pixel_budget: int = PIXEL_BUDGET,
+    gpu: GpuDecoder | None = None,
+) -> Iterator[ScoreRow]:
     """One row per job, in batch order (not input order), as soon as each batch is scored.
     `decode_timeout=None` waits for ever. `gpu`: decode what JPEGs it can with it (module
     docstring); None decodes every file on the CPU."""
@@ -168,8 +179,11 @@ def score_jobs(jobs: Iterable[ScoreJob], backend: Backend, policy: ResizePolicy,
         decoded = list(gpu.decode_jobs(waiting, policy))
         waiting.clear()
         # what nvJPEG could not decode goes to the CPU path (which decodes it, or names what is wrong), in parallel
-        fallbacks = {index: pool.submit(_timed_decode, job, policy, decode, False)
-                     for index, (job, outcome) in enumerate(decoded) if outcome is None}
+        fallbacks = {
+            index: pool.submit(_timed_decode, job, policy, decode, False)
+            for index, (job, outcome) in enumerate(decoded)
+            if outcome is None
+        }
         stats.gpu_rejected += len(fallbacks)
         stats.gpu_decoded += len(decoded) - len(fallbacks)
         for index, (job, outcome) in enumerate(decoded):
@@ -178,8 +192,9 @@ def score_jobs(jobs: Iterable[ScoreJob], backend: Backend, policy: ResizePolicy,
             yield from take(job, outcome)
 
     try:
-        decoded = _decode_ahead(pool, in_flight, jobs, (policy, decode, on_gpu), max(batch_size, 2 * workers),
-                                decode_timeout, stats)
+        decoded = _decode_ahead(
+            pool, in_flight, jobs, (policy, decode, on_gpu), max(batch_size, 2 * workers), decode_timeout, stats
+        )
         for job, outcome in decoded:
             stats.jobs += 1
             if isinstance(outcome, GpuJob):
@@ -215,15 +230,27 @@ def _collect(pool: DecodeWorkers, task: Task, timeout: float | None, stats: Pipe
         outcome, busy = task.wait(timeout)
     except TimeoutError:
         pool.abandon(task)
-        outcome, busy = ImageError(f"decode did not finish within {timeout:g} s (a hung read, e.g. a network "
-                                   "mount, or a stuck decoder); skipped, see --decode-timeout"), timeout
+        outcome, busy = (
+            ImageError(
+                f"decode did not finish within {timeout:g} s (a hung read, e.g. a network "
+                "mount, or a stuck decoder); skipped, see --decode-timeout"
+            ),
+            timeout,
+        )
     stats.starved_s += time.perf_counter() - waited
     stats.decode_s += busy
     return outcome
 
 
-def _decode_ahead(pool: DecodeWorkers, in_flight: deque, jobs: Iterable[ScoreJob], how: tuple, depth: int,
-                  timeout: float | None, stats: PipelineStats) -> Iterator[tuple[ScoreJob, object]]:
+def _decode_ahead(
+    pool: DecodeWorkers,
+    in_flight: deque,
+    jobs: Iterable[ScoreJob],
+    how: tuple,
+    depth: int,
+    timeout: float | None,
+    stats: PipelineStats,
+) -> Iterator[tuple[ScoreJob, object]]:
     """(job, decoded pair, GpuJob or ImageError) in job order, keeping `depth` decodes in flight;
     a decode that overstays `timeout` is abandoned and becomes an ImageError."""
 

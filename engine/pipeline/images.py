@@ -29,8 +29,22 @@ from PIL import Image, ImageCms, ImageOps
 
 from iqart.train.models.zoo import ResizePolicy
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".jfif", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".gif",
-                  ".avif", ".heic", ".heif"}
+IMAGE_SUFFIXES = {
+    ".jpg",
+    ".jpeg",
+    ".jfif",
+    ".png",
+    ".bmp",
+    ".tif",
+    ".tiff",
+    ".webp",
+    ".ppm",
+    ".pgm",
+    ".gif",
+    ".avif",
+    ".heic",
+    ".heif",
+}
 HEIF_SUFFIXES = {".heic", ".heif"}
 HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1"}
 DECODERS = ("iqart", "official")
@@ -51,7 +65,7 @@ class ImageScan:
     skipped: Counter = field(default_factory=Counter)
 
     def skipped_summary(self) -> str:
-        """"3 files (.txt: 2, no suffix: 1)", or "" when nothing was skipped."""
+        """ "3 files (.txt: 2, no suffix: 1)", or "" when nothing was skipped."""
         total = sum(self.skipped.values())
         if not total:
             return ""
@@ -134,9 +148,14 @@ ICC_MODES = {"RGB": "RGB", "RGBA": "RGBA", "CMYK": "RGB", "L": "RGB"}  # what lc
 @functools.lru_cache(maxsize=32)
 def _icc_transform(profile: bytes, mode: str) -> ImageCms.ImageCmsTransform:
     # NOCACHE: one transform is shared by the decode threads; lcms' pixel cache is not thread-safe
-    return ImageCms.buildTransform(ImageCms.ImageCmsProfile(io.BytesIO(profile)), SRGB, mode, ICC_MODES[mode],
-                                   renderingIntent=ImageCms.Intent.RELATIVE_COLORIMETRIC,
-                                   flags=ImageCms.Flags.NOCACHE)
+    return ImageCms.buildTransform(
+        ImageCms.ImageCmsProfile(io.BytesIO(profile)),
+        SRGB,
+        mode,
+        ICC_MODES[mode],
+        renderingIntent=ImageCms.Intent.RELATIVE_COLORIMETRIC,
+        flags=ImageCms.Flags.NOCACHE,
+    )
 
 
 def to_srgb(image: Image.Image, profile: bytes | None) -> Image.Image:
@@ -188,8 +207,13 @@ def draft_size(target: tuple[int, int]) -> tuple[int, int]:
     return side, side
 
 
-def open_image(path: str | os.PathLike, decode: str = "iqart", *, reduce_for: tuple[int, int] | None = None,
-               heif_retried: bool = False) -> Image.Image:
+def open_image(
+    path: str | os.PathLike,
+    decode: str = "iqart",
+    *,
+    reduce_for: tuple[int, int] | None = None,
+    heif_retried: bool = False,
+) -> Image.Image:
     """The decoded image in 8-bit RGB, at least MIN_SIDE on each side; or ImageError with the
     reason. `decode="iqart"`: upright (EXIF), sRGB (ICC), modes converted explicitly;
     "official": `Image.open(path).convert("RGB")` exactly. Full-reference pairs compare these
@@ -201,7 +225,9 @@ def open_image(path: str | os.PathLike, decode: str = "iqart", *, reduce_for: tu
     try:
         with _open_regular_file(path) as file, Image.open(file) as image:
             if image.width * image.height > MAX_PIXELS:
-                raise ImageError(f"{image.width}x{image.height} exceeds the {MAX_PIXELS:,}-pixel limit (decompression bomb?)")
+                raise ImageError(
+                    f"{image.width}x{image.height} exceeds the {MAX_PIXELS:,}-pixel limit (decompression bomb?)"
+                )
             if decode == "official":
                 return _at_least_min_side(image.convert("RGB"))
             if reduce_for is not None and image.format == "JPEG":
@@ -235,8 +261,13 @@ def open_image(path: str | os.PathLike, decode: str = "iqart", *, reduce_for: tu
         raise ImageError(f"cannot decode: {type(exc).__name__}: {exc}") from None
 
 
-FILE_KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a character device",
-              stat.S_IFBLK: "a block device", stat.S_IFDIR: "a directory"}
+FILE_KINDS = {
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFDIR: "a directory",
+}
 
 
 def _open_regular_file(path: Path) -> io.BufferedReader:

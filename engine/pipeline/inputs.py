@@ -62,8 +62,10 @@ def _tensor_to_channels_last(tensor: torch.Tensor) -> np.ndarray:
     if tensor.is_floating_point():
         low, high = float(tensor.min()), float(tensor.max())
         if low < -FLOAT_RANGE_SLACK or high > 1 + FLOAT_RANGE_SLACK:
-            raise ValueError(f"float tensors must hold values in [0, 1] (torchvision's ToTensor), not "
-                             f"{low:.3g}..{high:.3g}: pass images before any mean/std normalisation")
+            raise ValueError(
+                f"float tensors must hold values in [0, 1] (torchvision's ToTensor), not "
+                f"{low:.3g}..{high:.3g}: pass images before any mean/std normalisation"
+            )
         tensor = (tensor.clamp(0, 1) * 255).round().to(torch.uint8)
     elif tensor.dtype != torch.uint8:
         raise TypeError(f"tensors must be uint8 or floating point, not {tensor.dtype}")

@@ -55,7 +55,7 @@ class Journal:
         self._syncer: threading.Thread | None = None
 
     @classmethod
-    def open_locked(cls, path: str | os.PathLike, owner: str) -> "Journal":
+    def open_locked(cls, path: str | os.PathLike, owner: str) -> Journal:
         """Open (creating) and lock the journal at `path`; OutputInUseError naming `owner` (the
         output) when another process holds it. Retries when the file it locked was removed by
         a finishing holder meanwhile, so two processes can never both believe they own it."""
@@ -66,8 +66,10 @@ class Journal:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 os.close(fd)
-                raise OutputInUseError(f"{owner} is being written by another iqart process (it holds {path.name}); "
-                                       "wait for it, or choose another --out") from None
+                raise OutputInUseError(
+                    f"{owner} is being written by another iqart process (it holds {path.name}); "
+                    "wait for it, or choose another --out"
+                ) from None
             try:
                 same = os.path.samestat(os.fstat(fd), os.stat(path))
             except FileNotFoundError:

@@ -40,7 +40,11 @@ class OutputError(ValueError):
 
 
 def result_columns(task: str) -> list[str]:
-    return ["path", "reference", "score", "error", *PROVENANCE] if task == "fr" else ["path", "score", "error", *PROVENANCE]
+    return (
+        ["path", "reference", "score", "error", *PROVENANCE]
+        if task == "fr"
+        else ["path", "score", "error", *PROVENANCE]
+    )
 
 
 def check_output_path(out: str | os.PathLike) -> Path:
@@ -108,8 +112,11 @@ def _merge(rows: list[dict]) -> tuple[list[dict], set[Key]]:
             scored_files.add(files[key])
         else:
             last_error[files[key]] = key
-    merged = [row for key, row in latest.items()
-              if row["error"] is None or (files[key] not in scored_files and last_error[files[key]] == key)]
+    merged = [
+        row
+        for key, row in latest.items()
+        if row["error"] is None or (files[key] not in scored_files and last_error[files[key]] == key)
+    ]
     return merged, scored_files
 
 
@@ -144,15 +151,19 @@ class ResultOutput:
     def _start_afresh(self) -> None:
         _, rows, _ = self.journal.read()
         if rows:
-            print(f"iqart: note: {self.path}: dropping {len(rows)} rows of an interrupted run (--resume keeps them)",
-                  file=sys.stderr)
+            print(
+                f"iqart: note: {self.path}: dropping {len(rows)} rows of an interrupted run (--resume keeps them)",
+                file=sys.stderr,
+            )
         self.journal.start({**self.provenance, "base": "none"})
 
     def _resume(self) -> None:
         header, rows, damaged = self.journal.read()
         if damaged:
-            print(f"iqart: note: {self.journal.path}: {damaged} damaged line(s) ignored (cut short by a crash)",
-                  file=sys.stderr)
+            print(
+                f"iqart: note: {self.journal.path}: {damaged} damaged line(s) ignored (cut short by a crash)",
+                file=sys.stderr,
+            )
         self._journal_rows = len(rows)
         if header is None:
             rows = []
@@ -170,13 +181,17 @@ class ResultOutput:
 
     def _check_provenance(self, record: dict, where: str) -> None:
         if not all(record.get(field) for field in PROVENANCE):
-            raise OutputError(f"--resume: {where} does not record which model and weights made it (written by an "
-                              "older iqart?); score into another --out, or drop --resume to replace it")
+            raise OutputError(
+                f"--resume: {where} does not record which model and weights made it (written by an "
+                "older iqart?); score into another --out, or drop --resume to replace it"
+            )
         if record["model"] != self.provenance["model"] or record["weights_sha256"] != self.provenance["weights_sha256"]:
             raise OutputError(
-                f"--resume: {where} holds scores of {record['model']} (weights sha256 {record['weights_sha256'][:12]}), "
+                f"--resume: {where} holds scores of {record['model']} "
+                f"(weights sha256 {record['weights_sha256'][:12]}), "
                 f"not of {self.provenance['model']} (weights sha256 {self.provenance['weights_sha256'][:12]}); "
-                "scores of different models or weights do not mix: score into another --out, or drop --resume")
+                "scores of different models or weights do not mix: score into another --out, or drop --resume"
+            )
 
     def _remove_stale_temporaries(self) -> None:
         """Temporary files of a final write that was killed half-way (we hold the lock: they
@@ -222,7 +237,7 @@ class ResultOutput:
             self.journal.remove()  # still ours: we hold its lock
         self.journal.close()
 
-    def __enter__(self) -> "ResultOutput":
+    def __enter__(self) -> ResultOutput:
         return self
 
     def __exit__(self, *exc) -> None:

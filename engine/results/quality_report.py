@@ -38,8 +38,13 @@ def summarise(path: str | os.PathLike, count: int = 8) -> RunSummary:
     scored = [row for row in rows if row["error"] is None and row["score"] is not None and math.isfinite(row["score"])]
     ranked = sorted(scored, key=lambda row: row["score"])
     errors = Counter(error_reason(row["error"]) for row in rows if row["error"] is not None)
-    return RunSummary(np.array([row["score"] for row in scored], dtype=np.float64), ranked[:count],
-                      ranked[::-1][:count], errors, len(rows))
+    return RunSummary(
+        np.array([row["score"] for row in scored], dtype=np.float64),
+        ranked[:count],
+        ranked[::-1][:count],
+        errors,
+        len(rows),
+    )
 
 
 def error_reason(message: str) -> str:
@@ -140,11 +145,14 @@ def _html(summary: RunSummary, name: str) -> str:
         for row in rows:
             image = thumbnail(row["path"])
             picture = f'<img src="{_data_uri(image)}">' if image is not None else "<div>(unreadable now)</div>"
-            cells.append(f'<figure>{picture}<figcaption>{row["score"]:.4f}<br>{html.escape(row["path"])}'
-                         "</figcaption></figure>")
+            cells.append(
+                f"<figure>{picture}<figcaption>{row['score']:.4f}<br>{html.escape(row['path'])}</figcaption></figure>"
+            )
         return f"<h2>{label}</h2><div class=gallery>{''.join(cells)}</div>"
 
-    errors = "".join(f"<tr><td>{html.escape(reason)}</td><td>{n}</td></tr>" for reason, n in summary.errors.most_common())
+    errors = "".join(
+        f"<tr><td>{html.escape(reason)}</td><td>{n}</td></tr>" for reason, n in summary.errors.most_common()
+    )
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(name)}</title><style>
 body{{font-family:sans-serif;margin:2em}} .gallery{{display:flex;flex-wrap:wrap;gap:1em}}
 figure{{margin:0;width:{THUMB_SIDE}px;font-size:11px;word-break:break-all}} td{{padding:0 1em 0 0}}
