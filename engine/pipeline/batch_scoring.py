@@ -37,7 +37,7 @@ import torch
 
 from iqart.engine.hardware import default_workers
 from iqart.engine.pipeline.decode_workers import DecodeWorkers, Task
-from iqart.engine.pipeline.gpu_decode import GPU_DECODE_PIXELS, GpuDecoder, GpuJob, prepare_job, takes_cuda_tensors
+from iqart.engine.pipeline.gpu_decode import GPU_DECODE_PIXELS, GpuDecoder, GpuJob, prepare_job
 from iqart.engine.pipeline.images import DECODERS, ImageError, as_array, open_image
 from iqart.engine.pipeline.jobs import ScoreJob, ScoreRow
 from iqart.train.models.zoo import ResizePolicy
@@ -275,7 +275,7 @@ def _stack(items: list, backend: Backend) -> np.ndarray | torch.Tensor:
     if on_device is None:
         return np.stack(items)
     batch = torch.stack([torch.as_tensor(item, device=on_device) for item in items])
-    return batch if on_device.type == "cuda" and takes_cuda_tensors(backend) else batch.cpu().numpy()
+    return batch if on_device.type == "cuda" and backend.takes_cuda_tensors else batch.cpu().numpy()
 
 
 def _run(batch: list[Decoded], backend: Backend, stats: PipelineStats) -> Iterator[ScoreRow]:

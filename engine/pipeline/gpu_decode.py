@@ -300,7 +300,7 @@ def gpu_decoder_for(requested: str | None, backend, decode: str = "iqart",
     if requested == "cpu" or decode != "iqart":
         return None
     backend_device = torch.device(getattr(backend, "device", "cpu"))
-    if requested is None and not (backend_device.type == "cuda" and takes_cuda_tensors(backend)):
+    if requested is None and not (backend_device.type == "cuda" and backend.takes_cuda_tensors):
         return None
     device = backend_device if backend_device.type == "cuda" else torch.device("cuda")
     if device.index is None:
@@ -312,8 +312,3 @@ def gpu_decoder_for(requested: str | None, backend, decode: str = "iqart",
         raise ValueError(f"--decode-device cuda: nvJPEG cannot decode on {device}: {problem}")
     print(f"iqart: decoding on the CPU: nvJPEG cannot decode on {device} ({problem})", file=sys.stderr)
     return None
-
-
-def takes_cuda_tensors(backend) -> bool:
-    """Whether `backend` takes a CUDA uint8 NHWC tensor as it is (else it gets a host array)."""
-    return bool(getattr(backend, "takes_cuda_tensors", False))
