@@ -96,15 +96,21 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         paths = make_photos(Path(folder), args.count)
         full, reduced = decode_times(paths, False), decode_times(paths, True)
-        print(f"decode + resize of a {SIZE[0]}x{SIZE[1]} JPEG to 224x224: full {1e3 * statistics.median(full):.0f} ms, "
-              f"DCT-reduced {1e3 * statistics.median(reduced):.0f} ms (medians of {len(paths)})")
+        print(
+            f"decode + resize of a {SIZE[0]}x{SIZE[1]} JPEG to 224x224: full {1e3 * statistics.median(full):.0f} ms, "
+            f"DCT-reduced {1e3 * statistics.median(reduced):.0f} ms (medians of {len(paths)})"
+        )
         max_delta, rank = score_cost(paths)
-        print(f"score cost of the reduced decode (bpclip-nr-tiny, {len(paths)} photos): max |d| {max_delta:.2g}, "
-              f"SRCC vs full decode {rank:.4f}")
+        print(
+            f"score cost of the reduced decode (bpclip-nr-tiny, {len(paths)} photos): max |d| {max_delta:.2g}, "
+            f"SRCC vs full decode {rank:.4f}"
+        )
         pure, end_to_end = throughput(paths, args.backend, args.precision, args.batch, args.passes)
-        print(f"bpclip-nr on {args.backend} {args.precision}, batch {args.batch}, {default_workers()} decode workers: "
-              f"pure inference {pure:.1f} images/s, end to end from files {end_to_end:.1f} images/s "
-              f"({end_to_end / pure:.0%} of pure inference)")
+        print(
+            f"bpclip-nr on {args.backend} {args.precision}, batch {args.batch}, {default_workers()} decode workers: "
+            f"pure inference {pure:.1f} images/s, end to end from files {end_to_end:.1f} images/s "
+            f"({end_to_end / pure:.0%} of pure inference)"
+        )
 
 
 if __name__ == "__main__":

@@ -79,9 +79,11 @@ def best_sdpa_time(input_sets: list[tuple], heads: int) -> tuple[float, str, str
 
     times, methods = {}, {}
     for name, backend in sdpa_backends().items():
+
         def call(q, k, v, backend=backend):
             with sdpa_kernel([backend]):
                 return sdpa(q, k, v, heads)
+
         try:
             times[name], methods[name] = graph_time_ms(call, input_sets)
         except RuntimeError:  # "No available kernel": this backend does not take the shape
@@ -160,18 +162,36 @@ def bench_shape(model, batch, q_len, kv_len, heads, dtype, l2_bytes) -> dict:
     element = torch.finfo(dtype).bits // 8
     set_bytes = batch * (2 * q_len + 2 * kv_len) * width * element
     sets = max(1, min(8, math.ceil(2 * l2_bytes / set_bytes)))
-    input_sets = [(torch.randn(batch, q_len, width, device="cuda", dtype=dtype),
-                   *(torch.randn(batch, kv_len, width, device="cuda", dtype=dtype) for _ in range(2)))
-                  for _ in range(sets)]
+    input_sets = [
+        (
+            torch.randn(batch, q_len, width, device="cuda", dtype=dtype),
+            *(torch.randn(batch, kv_len, width, device="cuda", dtype=dtype) for _ in range(2)),
+        )
+        for _ in range(sets)
+    ]
     err, ok = parity(*input_sets[0], heads, dtype)
     fused_ms, fused_method = graph_time_ms(lambda q, k, v: fused_op.fused_cross_attention(q, k, v, heads), input_sets)
     sdpa_ms, sdpa_backend, sdpa_method, sdpa_all = best_sdpa_time(input_sets, heads)
     del input_sets
-    return {"model": model, "batch": batch, "q_len": q_len, "kv_len": kv_len, "heads": heads, "head_dim": HEAD_DIM,
-            "dtype": str(dtype).removeprefix("torch."), "fused_ms": fused_ms, "sdpa_ms": sdpa_ms,
-            "sdpa_backend": sdpa_backend, "sdpa_ms_by_backend": sdpa_all,
-            "speedup": sdpa_ms / fused_ms, "rel_err": err, "parity_ok": ok, "input_sets": sets,
-            "fused_gbs": set_bytes / (fused_ms * 1e-3) / 1e9, "timing": {"fused": fused_method, "sdpa": sdpa_method}}
+    return {
+        "model": model,
+        "batch": batch,
+        "q_len": q_len,
+        "kv_len": kv_len,
+        "heads": heads,
+        "head_dim": HEAD_DIM,
+        "dtype": str(dtype).removeprefix("torch."),
+        "fused_ms": fused_ms,
+        "sdpa_ms": sdpa_ms,
+        "sdpa_backend": sdpa_backend,
+        "sdpa_ms_by_backend": sdpa_all,
+        "speedup": sdpa_ms / fused_ms,
+        "rel_err": err,
+        "parity_ok": ok,
+        "input_sets": sets,
+        "fused_gbs": set_bytes / (fused_ms * 1e-3) / 1e9,
+        "timing": {"fused": fused_method, "sdpa": sdpa_method},
+    }
 
 
 SDPA_GRAPH, FUSED_GRAPH = "torch-fp16-sdpa-graph", "torch-fp16-fused-graph"
@@ -212,9 +232,11 @@ def whole_model_runners(model, device: torch.device) -> tuple[dict, dict[str, st
             with attention_implementation(sdpa), torch.autocast("cuda", dtype=torch.float16, cache_enabled=False):
                 return self.model(*(uint8_nhwc_to_model_input(x) for x in inputs))
 
-    runners = {"torch": TorchBackend(copy.deepcopy(model), str(device), "fp32"),
-               "torch-fp16": TorchBackend(copy.deepcopy(model), str(device), "fp16"),
-               SDPA_GRAPH: SdpaGraphRunner(copy.deepcopy(model), device)}
+    runners = {
+        "torch": TorchBackend(copy.deepcopy(model), str(device), "fp32"),
+        "torch-fp16": TorchBackend(copy.deepcopy(model), str(device), "fp16"),
+        SDPA_GRAPH: SdpaGraphRunner(copy.deepcopy(model), device),
+    }
     reason = fused_op.unavailable_reason()
     if reason:
         return runners, {FUSED_GRAPH: f"the fused attention op is unavailable: {reason}"}
@@ -222,8 +244,14 @@ def whole_model_runners(model, device: torch.device) -> tuple[dict, dict[str, st
     return runners, {}
 
 
-def bench_whole_model(name: str, sizes: list[tuple[int, int]], batches: list[int], device: torch.device,
-                      rows: list[dict], save: Callable[[], None]) -> None:
+def bench_whole_model(
+    name: str,
+    sizes: list[tuple[int, int]],
+    batches: list[int],
+    device: torch.device,
+    rows: list[dict],
+    save: Callable[[], None],
+) -> None:
     """Appends one row per size, batch and variant to `rows` (a variant that fails there, or could
     not be built, gets a row saying why), and saves them after each batch: a step stopped at its
     time limit keeps what it measured."""
@@ -245,21 +273,42 @@ def bench_whole_model(name: str, sizes: list[tuple[int, int]], batches: list[int
                     scores[variant] = np.asarray(runner(images, references), dtype=np.float64)
                     active[variant] = runner
                 except RuntimeError as exc:  # out of memory, a failed capture: the others still run
-                    rows.append({"model": name, "size": f"{width}x{height}", "batch": batch, "backend": variant,
-                                 "unavailable": f"{type(exc).__name__}: {exc}"})
+                    rows.append(
+                        {
+                            "model": name,
+                            "size": f"{width}x{height}",
+                            "batch": batch,
+                            "backend": variant,
+                            "unavailable": f"{type(exc).__name__}: {exc}",
+                        }
+                    )
                     torch.cuda.empty_cache()
-            timings = interleaved_timings(active, images, references, WHOLE_MODEL_WARMUP, WHOLE_MODEL_ITERS,
-                                          cuda=device.type == "cuda") if active else {}
+            timings = (
+                interleaved_timings(
+                    active, images, references, WHOLE_MODEL_WARMUP, WHOLE_MODEL_ITERS, cuda=device.type == "cuda"
+                )
+                if active
+                else {}
+            )
             for variant, timing in timings.items():
-                row = {"model": name, "size": f"{width}x{height}", "batch": batch, "backend": variant,
-                       "images_per_s": timing.images_per_s, "p50_ms": timing.percentile_ms(50),
-                       "p95_ms": timing.percentile_ms(95), "spread": timing.spread, "calls": len(timing.latencies),
-                       "peak_gpu_mb": None if timing.peak_gpu_bytes is None else timing.peak_gpu_bytes / 2**20,
-                       "speedup_vs_torch": speedup(timings["torch"], timing) if "torch" in timings else None,
-                       "max_abs_score_diff_vs_fp32": (float(np.abs(scores[variant] - scores["torch"]).max())
-                                                      if "torch" in scores else None),
-                       "scores_finite": bool(np.isfinite(scores[variant]).all()),
-                       "weights": "random" if weights.random else str(weights.path)}
+                row = {
+                    "model": name,
+                    "size": f"{width}x{height}",
+                    "batch": batch,
+                    "backend": variant,
+                    "images_per_s": timing.images_per_s,
+                    "p50_ms": timing.percentile_ms(50),
+                    "p95_ms": timing.percentile_ms(95),
+                    "spread": timing.spread,
+                    "calls": len(timing.latencies),
+                    "peak_gpu_mb": None if timing.peak_gpu_bytes is None else timing.peak_gpu_bytes / 2**20,
+                    "speedup_vs_torch": speedup(timings["torch"], timing) if "torch" in timings else None,
+                    "max_abs_score_diff_vs_fp32": (
+                        float(np.abs(scores[variant] - scores["torch"]).max()) if "torch" in scores else None
+                    ),
+                    "scores_finite": bool(np.isfinite(scores[variant]).all()),
+                    "weights": "random" if weights.random else str(weights.path),
+                }
                 if variant == FUSED_GRAPH and SDPA_GRAPH in timings:
                     row["speedup_vs_sdpa_graph"] = speedup(timings[SDPA_GRAPH], timing)
                 rows.append(row)
@@ -274,34 +323,57 @@ def _figure(row: dict, key: str, form: str) -> str:
 
 
 def whole_model_table(rows: list[dict], header: bool = True) -> str:
-    lines = ["| model | size | batch | backend | images/s | x torch fp32 | x SDPA graph | p50 ms "
-             "| max score diff vs fp32 |", "|---|---|---|---|---|---|---|---|---|"] if header else []
+    lines = (
+        [
+            "| model | size | batch | backend | images/s | x torch fp32 | x SDPA graph | p50 ms "
+            "| max score diff vs fp32 |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        if header
+        else []
+    )
     for r in rows:
         if "unavailable" in r:
             why = " ".join(r["unavailable"].split())[:200].replace("|", "/")
-            lines.append(f"| {r['model']} | {r.get('size', '')} | {r.get('batch', '')} | {r['backend']} "
-                         f"| unavailable: {why} | | | | |")
+            lines.append(
+                f"| {r['model']} | {r.get('size', '')} | {r.get('batch', '')} | {r['backend']} "
+                f"| unavailable: {why} | | | | |"
+            )
             continue
-        lines.append(f"| {r['model']} | {r['size']} | {r['batch']} | {r['backend']} | {r['images_per_s']:.1f} "
-                     f"| {_figure(r, 'speedup_vs_torch', '.2f')} | {_figure(r, 'speedup_vs_sdpa_graph', '.2f')} "
-                     f"| {r['p50_ms']:.2f} | {_figure(r, 'max_abs_score_diff_vs_fp32', '.2g')}"
-                     f"{'' if r['scores_finite'] else ' NOT FINITE'} |")
+        lines.append(
+            f"| {r['model']} | {r['size']} | {r['batch']} | {r['backend']} | {r['images_per_s']:.1f} "
+            f"| {_figure(r, 'speedup_vs_torch', '.2f')} | {_figure(r, 'speedup_vs_sdpa_graph', '.2f')} "
+            f"| {r['p50_ms']:.2f} | {_figure(r, 'max_abs_score_diff_vs_fp32', '.2g')}"
+            f"{'' if r['scores_finite'] else ' NOT FINITE'} |"
+        )
     return "\n".join(lines)
 
 
 def whole_model_main(args: argparse.Namespace) -> int:
     device = torch.device("cuda")
     properties = torch.cuda.get_device_properties(device)
-    print(f"{properties.name}; torch {torch.__version__}; {WHOLE_MODEL_WARMUP} warm-up and {WHOLE_MODEL_ITERS} "
-          "timed calls per variant, interleaved\n")
+    print(
+        f"{properties.name}; torch {torch.__version__}; {WHOLE_MODEL_WARMUP} warm-up and {WHOLE_MODEL_ITERS} "
+        "timed calls per variant, interleaved\n"
+    )
     print(whole_model_table([]))
     rows: list[dict] = []
 
     def save() -> None:
         if args.json:
             with open(args.json, "w") as f:
-                json.dump({"device": properties.name, "torch": torch.__version__, "cuda": torch.version.cuda,
-                           "warmup": WHOLE_MODEL_WARMUP, "iters": WHOLE_MODEL_ITERS, "rows": rows}, f, indent=1)
+                json.dump(
+                    {
+                        "device": properties.name,
+                        "torch": torch.__version__,
+                        "cuda": torch.version.cuda,
+                        "warmup": WHOLE_MODEL_WARMUP,
+                        "iters": WHOLE_MODEL_ITERS,
+                        "rows": rows,
+                    },
+                    f,
+                    indent=1,
+                )
 
     grouped: dict[str, list[tuple[int, int]]] = {}
     for name, width, height in args.whole_model:  # one load per model, whatever its sizes
@@ -319,10 +391,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dtypes", default="float16,float32", help="comma-separated (default float16,float32)")
     parser.add_argument("--json", help="write the rows and the device's figures here")
-    parser.add_argument("--whole-model", nargs="+", type=model_size, metavar="MODEL:SIZE",
-                        help="time whole models instead of the op (e.g. qualiclip:224 qualiclip:1024x768)")
-    parser.add_argument("--batch-sizes", type=batch_sizes, default=[1, 32, 128],
-                        help="with --whole-model: comma-separated (default 1,32,128)")
+    parser.add_argument(
+        "--whole-model",
+        nargs="+",
+        type=model_size,
+        metavar="MODEL:SIZE",
+        help="time whole models instead of the op (e.g. qualiclip:224 qualiclip:1024x768)",
+    )
+    parser.add_argument(
+        "--batch-sizes",
+        type=batch_sizes,
+        default=[1, 32, 128],
+        help="with --whole-model: comma-separated (default 1,32,128)",
+    )
     return parser
 
 
@@ -352,8 +433,10 @@ def dry_run(args: argparse.Namespace) -> None:
         for name in dict.fromkeys(name for name, _, _ in args.whole_model):
             with torch.device("meta"):  # the modules and shapes, without the seconds of weight init
                 build_model(name)
-        print(f"whole-model bench: {', '.join(f'{n}:{w}x{h}' for n, w, h in args.whole_model)} at batch "
-              f"{','.join(map(str, args.batch_sizes))} builds")
+        print(
+            f"whole-model bench: {', '.join(f'{n}:{w}x{h}' for n, w, h in args.whole_model)} at batch "
+            f"{','.join(map(str, args.batch_sizes))} builds"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -371,10 +454,14 @@ def main(argv: list[str] | None = None) -> int:
         return whole_model_main(args)
     properties = torch.cuda.get_device_properties(0)
     bandwidth = copy_bandwidth_gbs()
-    print(f"{properties.name}, {properties.multi_processor_count} SMs, L2 {properties.L2_cache_size >> 20} MiB; "
-          f"copy bandwidth {bandwidth:.0f} GB/s (read + write); {REPS} calls per graph, median of {TRIALS} replays\n")
-    print("| model | dtype | B | Nq | Nk | heads x D | fused ms | best SDPA ms (backend) | speed-up | fused GB/s "
-          "| rel err |")
+    print(
+        f"{properties.name}, {properties.multi_processor_count} SMs, L2 {properties.L2_cache_size >> 20} MiB; "
+        f"copy bandwidth {bandwidth:.0f} GB/s (read + write); {REPS} calls per graph, median of {TRIALS} replays\n"
+    )
+    print(
+        "| model | dtype | B | Nq | Nk | heads x D | fused ms | best SDPA ms (backend) | speed-up | fused GB/s "
+        "| rel err |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     rows = []
     torch.manual_seed(0)
@@ -384,16 +471,30 @@ def main(argv: list[str] | None = None) -> int:
             row = bench_shape(model, batch, q_len, kv_len, heads, dtype, properties.L2_cache_size)
             rows.append(row)
             eager = "" if row["timing"] == {"fused": "cuda graph", "sdpa": "cuda graph"} else " (eager)"
-            print(f"| {model} | {name} | {batch} | {q_len} | {kv_len} | {heads}x{HEAD_DIM} | {row['fused_ms']:.4f} "
-                  f"| {row['sdpa_ms']:.4f} ({row['sdpa_backend']}) | {row['speedup']:.2f}x{eager} "
-                  f"| {row['fused_gbs']:.0f} "
-                  f"| {row['rel_err']:.1e}{'' if row['parity_ok'] else ' FAIL'} |")
+            print(
+                f"| {model} | {name} | {batch} | {q_len} | {kv_len} | {heads}x{HEAD_DIM} | {row['fused_ms']:.4f} "
+                f"| {row['sdpa_ms']:.4f} ({row['sdpa_backend']}) | {row['speedup']:.2f}x{eager} "
+                f"| {row['fused_gbs']:.0f} "
+                f"| {row['rel_err']:.1e}{'' if row['parity_ok'] else ' FAIL'} |"
+            )
             torch.cuda.empty_cache()
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"device": properties.name, "sm_count": properties.multi_processor_count,
-                       "l2_bytes": properties.L2_cache_size, "copy_gbs": bandwidth, "torch": torch.__version__,
-                       "cuda": torch.version.cuda, "reps_per_graph": REPS, "trials": TRIALS, "rows": rows}, f, indent=1)
+            json.dump(
+                {
+                    "device": properties.name,
+                    "sm_count": properties.multi_processor_count,
+                    "l2_bytes": properties.L2_cache_size,
+                    "copy_gbs": bandwidth,
+                    "torch": torch.__version__,
+                    "cuda": torch.version.cuda,
+                    "reps_per_graph": REPS,
+                    "trials": TRIALS,
+                    "rows": rows,
+                },
+                f,
+                indent=1,
+            )
     failures = sum(not row["parity_ok"] for row in rows)
     if failures:
         print(f"\n{failures} shape(s) failed parity", file=sys.stderr)

@@ -65,8 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workers", type=int, default=None, help="CPU decode threads (default: iqart's default)")
     parser.add_argument("--passes", type=int, default=3, help="interleaved timing passes; medians are reported")
     parser.add_argument("--json", type=Path, help="write every figure here")
-    parser.add_argument("--dry-run", action="store_true",
-                        help="check imports and arguments, run the GPU path's code on the CPU on two small JPEGs")
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check imports and arguments, run the GPU path's code on the CPU on two small JPEGs",
+    )
     return parser
 
 
@@ -126,7 +129,7 @@ def gpu_decode_rate(decoder: GpuDecoder, paths: list[Path], policy: ResizePolicy
     torch.cuda.synchronize()
     started = time.perf_counter()
     for start in range(0, len(jobs), batch):
-        outcomes = list(decoder.decode_jobs(jobs[start:start + batch], policy))
+        outcomes = list(decoder.decode_jobs(jobs[start : start + batch], policy))
         assert all(outcome is not None for _, outcome in outcomes), "nvJPEG rejected a benchmark JPEG"
     torch.cuda.synchronize()
     decoded = time.perf_counter() - started
@@ -138,18 +141,21 @@ def pixel_difference(decoder: GpuDecoder, paths: list[Path], policy: ResizePolic
     decode and (fixed size) DCT-reduced decode, on the distinct photos."""
     full, reduced = [], []
     for path in paths[:DISTINCT]:
-        (_, (ours, _)), = decoder.decode_jobs([prepare_job(ScoreJob(path))], policy)
+        ((_, (ours, _)),) = decoder.decode_jobs([prepare_job(ScoreJob(path))], policy)
         ours = ours.cpu().numpy().astype(np.int16)
         full.append(np.abs(ours - as_array(open_image(path), policy)))
         reduced.append(np.abs(ours - decode_job(ScoreJob(path), policy)[0]))
-    return {"vs_full_decode_mean": float(np.mean([d.mean() for d in full])),
-            "vs_full_decode_max": int(max(d.max() for d in full)),
-            "vs_cpu_path_mean": float(np.mean([d.mean() for d in reduced])),
-            "vs_cpu_path_max": int(max(d.max() for d in reduced))}
+    return {
+        "vs_full_decode_mean": float(np.mean([d.mean() for d in full])),
+        "vs_full_decode_max": int(max(d.max() for d in full)),
+        "vs_cpu_path_mean": float(np.mean([d.mean() for d in reduced])),
+        "vs_cpu_path_max": int(max(d.max() for d in reduced)),
+    }
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
     """Rank correlation without scipy (the GPU machine's image may not have it); no ties here."""
+
     def rank(x: np.ndarray) -> np.ndarray:
         return np.argsort(np.argsort(x, kind="stable"), kind="stable").astype(np.float64)
 
@@ -162,13 +168,20 @@ def end_to_end(args: argparse.Namespace, paths: list[Path]) -> dict:
     from iqart.engine.scorer import Scorer
 
     weights = bench_weights(args.model)
-    scorer = Scorer(args.model, args.backend, "cuda", args.batch, weights=weights.path, precision=args.precision,
-                    workers=args.workers)
+    scorer = Scorer(
+        args.model,
+        args.backend,
+        "cuda",
+        args.batch,
+        weights=weights.path,
+        precision=args.precision,
+        workers=args.workers,
+    )
     jobs = [ScoreJob(path) for path in paths]
-    batch = np.stack([decode_job(job, scorer.resize)[0] for job in jobs[:args.batch]])
+    batch = np.stack([decode_job(job, scorer.resize)[0] for job in jobs[: args.batch]])
     for _ in range(2):  # warm-up: cuDNN autotuning, nvJPEG's handles, first touch
         scorer.backend(batch)
-    list(scorer.score_jobs(jobs[:args.batch], decode_device="cuda"))
+    list(scorer.score_jobs(jobs[: args.batch], decode_device="cuda"))
     rates: dict[str, list[float]] = {"cpu": [], "cuda": []}
     scores: dict[str, dict] = {}
     stats: dict[str, PipelineStats] = {}
@@ -189,38 +202,63 @@ def end_to_end(args: argparse.Namespace, paths: list[Path]) -> dict:
     pure = rounds * len(batch) / (time.perf_counter() - started)
     a = np.array([scores["cpu"][key] for key in sorted(scores["cpu"])])
     b = np.array([scores["cuda"][key] for key in sorted(scores["cpu"])])
-    return {"model": args.model, "weights": "random" if weights.random else str(weights.path), "backend": args.backend,
-            "precision": args.precision, "batch": args.batch, "workers": scorer.workers,
-            "cpu_images_per_s": statistics.median(rates["cpu"]), "cuda_images_per_s": statistics.median(rates["cuda"]),
-            "cpu_passes": rates["cpu"], "cuda_passes": rates["cuda"], "pure_inference_images_per_s": pure,
-            "gpu_decoded_per_pass": stats["cuda"].gpu_decoded, "gpu_rejected_per_pass": stats["cuda"].gpu_rejected,
-            "backend_busy_cpu": stats["cpu"].backend_busy, "backend_busy_cuda": stats["cuda"].backend_busy,
-            "score_max_abs_difference": float(np.abs(a - b).max()),
-            "score_srcc": spearman(a, b) if len(a) > 2 and np.ptp(a) > 0 else None}
+    return {
+        "model": args.model,
+        "weights": "random" if weights.random else str(weights.path),
+        "backend": args.backend,
+        "precision": args.precision,
+        "batch": args.batch,
+        "workers": scorer.workers,
+        "cpu_images_per_s": statistics.median(rates["cpu"]),
+        "cuda_images_per_s": statistics.median(rates["cuda"]),
+        "cpu_passes": rates["cpu"],
+        "cuda_passes": rates["cuda"],
+        "pure_inference_images_per_s": pure,
+        "gpu_decoded_per_pass": stats["cuda"].gpu_decoded,
+        "gpu_rejected_per_pass": stats["cuda"].gpu_rejected,
+        "backend_busy_cpu": stats["cpu"].backend_busy,
+        "backend_busy_cuda": stats["cuda"].backend_busy,
+        "score_max_abs_difference": float(np.abs(a - b).max()),
+        "score_srcc": spearman(a, b) if len(a) > 2 and np.ptp(a) > 0 else None,
+    }
 
 
 def table(results: dict) -> str:
     decode, e2e, pixels = results["decode"], results.get("end_to_end"), results["pixels"]
-    lines = [(f"{results['count']} JPEGs of {results['size']} ({results['megabytes_per_file']:.1f} MB each), "
-              f"policy {results['policy']}, {results['gpu']}"),
-             "| measure | CPU (PIL) | GPU (nvJPEG) | GPU / CPU |", "|---|---|---|---|",
-             (f"| decode images/s ({decode['workers']} threads; GPU: bytes in memory) "
-              f"| {decode['cpu_images_per_s']:.0f} | "
-              f"{decode['gpu_images_per_s']:.0f} | {decode['gpu_images_per_s'] / decode['cpu_images_per_s']:.1f}x |"),
-             (f"| decode images/s, GPU with reads and header parses (1 thread) | {decode['cpu_images_per_s']:.0f} | "
-              f"{decode['gpu_with_reads_images_per_s']:.0f} | "
-              f"{decode['gpu_with_reads_images_per_s'] / decode['cpu_images_per_s']:.1f}x |")]
+    lines = [
+        (
+            f"{results['count']} JPEGs of {results['size']} ({results['megabytes_per_file']:.1f} MB each), "
+            f"policy {results['policy']}, {results['gpu']}"
+        ),
+        "| measure | CPU (PIL) | GPU (nvJPEG) | GPU / CPU |",
+        "|---|---|---|---|",
+        (
+            f"| decode images/s ({decode['workers']} threads; GPU: bytes in memory) "
+            f"| {decode['cpu_images_per_s']:.0f} | "
+            f"{decode['gpu_images_per_s']:.0f} | {decode['gpu_images_per_s'] / decode['cpu_images_per_s']:.1f}x |"
+        ),
+        (
+            f"| decode images/s, GPU with reads and header parses (1 thread) | {decode['cpu_images_per_s']:.0f} | "
+            f"{decode['gpu_with_reads_images_per_s']:.0f} | "
+            f"{decode['gpu_with_reads_images_per_s'] / decode['cpu_images_per_s']:.1f}x |"
+        ),
+    ]
     if e2e:
-        lines.append(f"| end to end images/s, {e2e['model']} {e2e['backend']} {e2e['precision']} batch {e2e['batch']} "
-                     f"(pure inference {e2e['pure_inference_images_per_s']:.0f}) | {e2e['cpu_images_per_s']:.0f} | "
-                     f"{e2e['cuda_images_per_s']:.0f} | {e2e['cuda_images_per_s'] / e2e['cpu_images_per_s']:.1f}x |")
-    lines.append(f"model input, GPU vs CPU full decode: mean |d| {pixels['vs_full_decode_mean']:.3f}, max "
-                 f"{pixels['vs_full_decode_max']}; vs the CPU path (reduced decode): mean "
-                 f"{pixels['vs_cpu_path_mean']:.3f}, "
-                 f"max {pixels['vs_cpu_path_max']} (levels)")
+        lines.append(
+            f"| end to end images/s, {e2e['model']} {e2e['backend']} {e2e['precision']} batch {e2e['batch']} "
+            f"(pure inference {e2e['pure_inference_images_per_s']:.0f}) | {e2e['cpu_images_per_s']:.0f} | "
+            f"{e2e['cuda_images_per_s']:.0f} | {e2e['cuda_images_per_s'] / e2e['cpu_images_per_s']:.1f}x |"
+        )
+    lines.append(
+        f"model input, GPU vs CPU full decode: mean |d| {pixels['vs_full_decode_mean']:.3f}, max "
+        f"{pixels['vs_full_decode_max']}; vs the CPU path (reduced decode): mean "
+        f"{pixels['vs_cpu_path_mean']:.3f}, "
+        f"max {pixels['vs_cpu_path_max']} (levels)"
+    )
     if e2e:
-        lines.append(f"scores, cuda vs cpu decode: max |d| {e2e['score_max_abs_difference']:.2g}, "
-                     f"SRCC {e2e['score_srcc']}")
+        lines.append(
+            f"scores, cuda vs cpu decode: max |d| {e2e['score_max_abs_difference']:.2g}, SRCC {e2e['score_srcc']}"
+        )
     return "\n".join(lines)
 
 
@@ -233,11 +271,13 @@ def dry_run(args: argparse.Namespace) -> None:
         paths = make_photos(Path(folder), 2, (320, 240))
         decoder = GpuDecoder("cpu")
         for path in paths:
-            (_, (ours, _)), = decoder.decode_jobs([prepare_job(ScoreJob(path))], policy)
+            ((_, (ours, _)),) = decoder.decode_jobs([prepare_job(ScoreJob(path))], policy)
             full = as_array(open_image(path), policy)
             assert ours.shape == full.shape and np.abs(ours.numpy().astype(np.int16) - full).max() <= 1
-    print(f"bench_gpu_decode dry run ok: {args.model} ({policy}), count {args.count}, size {args.size}, "
-          f"batch {args.batch}; CUDA {'available' if torch.cuda.is_available() else 'not available here'}")
+    print(
+        f"bench_gpu_decode dry run ok: {args.model} ({policy}), count {args.count}, size {args.size}, "
+        f"batch {args.batch}; CUDA {'available' if torch.cuda.is_available() else 'not available here'}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -260,16 +300,27 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         paths = make_photos(Path(folder), args.count, size)
         print(f"made {len(paths)} JPEGs in {time.perf_counter() - started:.0f} s", flush=True)
-        results = {"count": len(paths), "size": args.size, "policy": str(policy), "gpu": torch.cuda.get_device_name(),
-                   "torch": torch.__version__, "megabytes_per_file": paths[0].stat().st_size / 1e6}
+        results = {
+            "count": len(paths),
+            "size": args.size,
+            "policy": str(policy),
+            "gpu": torch.cuda.get_device_name(),
+            "torch": torch.__version__,
+            "megabytes_per_file": paths[0].stat().st_size / 1e6,
+        }
         list(decoder.decode_jobs([prepare_job(ScoreJob(paths[0]))], policy))  # nvJPEG's first call sets it up
         cpu_rate = statistics.median(cpu_decode_rate(paths, policy, workers) for _ in range(args.passes))
         gpu_rates = [gpu_decode_rate(decoder, paths, policy, args.batch) for _ in range(args.passes)]
-        results["decode"] = {"workers": workers, "batch": args.batch, "cpu_images_per_s": cpu_rate,
-                             "gpu_images_per_s": statistics.median(r[0] for r in gpu_rates),
-                             "gpu_with_reads_images_per_s": statistics.median(r[1] for r in gpu_rates)}
-        print(f"decode: CPU {cpu_rate:.0f} images/s, GPU {results['decode']['gpu_images_per_s']:.0f} images/s",
-              flush=True)
+        results["decode"] = {
+            "workers": workers,
+            "batch": args.batch,
+            "cpu_images_per_s": cpu_rate,
+            "gpu_images_per_s": statistics.median(r[0] for r in gpu_rates),
+            "gpu_with_reads_images_per_s": statistics.median(r[1] for r in gpu_rates),
+        }
+        print(
+            f"decode: CPU {cpu_rate:.0f} images/s, GPU {results['decode']['gpu_images_per_s']:.0f} images/s", flush=True
+        )
         results["pixels"] = pixel_difference(decoder, paths, policy)
         try:
             results["end_to_end"] = end_to_end(args, paths)

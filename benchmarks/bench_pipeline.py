@@ -80,7 +80,10 @@ def main() -> None:
         folder.mkdir()
         started = time.perf_counter()
         write_images(folder, args.count)
-        print(f"wrote {args.count} JPEGs ({', '.join(f'{w}x{h}' for w, h in SIZES)}) in {time.perf_counter() - started:.1f} s")
+        print(
+            f"wrote {args.count} JPEGs ({', '.join(f'{w}x{h}' for w, h in SIZES)}) "
+            f"in {time.perf_counter() - started:.1f} s"
+        )
         model = None if args.weights else build_model(args.model, seed=0)
         export_artifact(args.model, artifact, args.weights, model=model)
         backend = OnnxRuntimeBackend(artifact, "cpu")
@@ -89,18 +92,27 @@ def main() -> None:
         before = memory_kib("VmRSS")
         peak_reset = reset_peak_memory()
         samples, stats, failed = [], PipelineStats(), 0
-        for done, row in enumerate(score_jobs(jobs, backend, card.resize, args.batch_size, args.workers, stats), start=1):
+        for done, row in enumerate(
+            score_jobs(jobs, backend, card.resize, args.batch_size, args.workers, stats), start=1
+        ):
             failed += not row.ok
             if done % max(1, len(jobs) // 4) == 0:
                 samples.append((done, memory_kib("VmRSS")))
         peak = memory_kib("VmHWM")
 
-    print(f"model {args.model} on onnxruntime CPU ({physical_cores()} intra-op threads), batch {args.batch_size}, "
-          f"{args.workers} decode workers")
-    print(f"scored {len(jobs) - failed}, failed {failed} in {stats.wall_s:.1f} s: {len(jobs) / stats.wall_s:.1f} images/s, "
-          f"{stats.batches} batches")
-    print(f"decode busy {stats.decode_s:.1f} s (summed over workers), inference {stats.inference_s:.1f} s "
-          f"(backend busy {stats.backend_busy:.0%} of wall), backend waiting for images {stats.starved_s:.1f} s")
+    print(
+        f"model {args.model} on onnxruntime CPU ({physical_cores()} intra-op threads), batch {args.batch_size}, "
+        f"{args.workers} decode workers"
+    )
+    print(
+        f"scored {len(jobs) - failed}, failed {failed} in {stats.wall_s:.1f} s: "
+        f"{len(jobs) / stats.wall_s:.1f} images/s, "
+        f"{stats.batches} batches"
+    )
+    print(
+        f"decode busy {stats.decode_s:.1f} s (summed over workers), inference {stats.inference_s:.1f} s "
+        f"(backend busy {stats.backend_busy:.0%} of wall), backend waiting for images {stats.starved_s:.1f} s"
+    )
     print(f"RSS before scoring {mib(before)}; during: " + ", ".join(f"{n} images {mib(kib)}" for n, kib in samples))
     print(f"peak RSS {'during scoring' if peak_reset else 'of the process (includes export)'}: {mib(peak)}")
 

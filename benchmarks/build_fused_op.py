@@ -28,9 +28,11 @@ def dry_run(args: argparse.Namespace) -> None:
     if missing:
         raise SystemExit(f"kernel sources missing: {missing}")
     problem = fused_op.toolkit_problem()
-    print(f"sources: {fused_op.KERNELS_DIR} ({', '.join(fused_op._SOURCES)}); CUDA_HOME for nvcc: "
-          f"{cpp_extension.CUDA_HOME or 'not found on this machine (the GPU image has nvcc)'}"
-          f"{'' if cpp_extension.CUDA_HOME is None or problem is None else f' ({problem}: the build would fail here)'}")
+    print(
+        f"sources: {fused_op.KERNELS_DIR} ({', '.join(fused_op._SOURCES)}); CUDA_HOME for nvcc: "
+        f"{cpp_extension.CUDA_HOME or 'not found on this machine (the GPU image has nvcc)'}"
+        f"{'' if cpp_extension.CUDA_HOME is None or problem is None else f' ({problem}: the build would fail here)'}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,9 +42,11 @@ def main(argv: list[str] | None = None) -> int:
     if reason:
         print(f"fused op unavailable after {time.perf_counter() - started:.0f} s:\n{reason}", file=sys.stderr)
         return 1
-    print(f"fused op built and loaded in {time.perf_counter() - started:.1f} s on {torch.cuda.get_device_name()} "
-          f"(sm_{''.join(map(str, torch.cuda.get_device_capability()))}), torch {torch.__version__}, "
-          f"CUDA {torch.version.cuda}")
+    print(
+        f"fused op built and loaded in {time.perf_counter() - started:.1f} s on {torch.cuda.get_device_name()} "
+        f"(sm_{''.join(map(str, torch.cuda.get_device_capability()))}), torch {torch.__version__}, "
+        f"CUDA {torch.version.cuda}"
+    )
     q, k, v = (torch.randn(2, n, 4 * 64, device="cuda", dtype=torch.float16) for n in (3, 300, 300))
     out = fused_op.fused_cross_attention(q, k, v, 4).float()
     ref = reference_cross_attention(q.float(), k.float(), v.float(), 4, 0.125)

@@ -11,9 +11,16 @@ import argparse
 import importlib
 import sys
 
-LIGHT = ("iqart.engine.backends.fused_op", "iqart.engine.backends.plugin", "iqart.engine.backends.plan_cache",
-         "iqart.engine.backends.tensorrt_import", "iqart.engine.backends.tensorrt_backend",
-         "iqart.export.plugin_node", "iqart.export.native_attention", "iqart.export.spec_files")
+LIGHT = (
+    "iqart.engine.backends.fused_op",
+    "iqart.engine.backends.plugin",
+    "iqart.engine.backends.plan_cache",
+    "iqart.engine.backends.tensorrt_import",
+    "iqart.engine.backends.tensorrt_backend",
+    "iqart.export.plugin_node",
+    "iqart.export.native_attention",
+    "iqart.export.spec_files",
+)
 HEAVY = ("open_clip", "ftfy", "wcwidth")
 
 

@@ -33,8 +33,12 @@ def pytest_addoption(parser):
     group = parser.getgroup("iqart benchmarks")
     for name, default in DEFAULTS.items():
         group.addoption(f"--bench-{name}", default=default, help=f"comma-separated (default: {default})")
-    group.addoption("--bench-threads", type=int, default=physical_cores(),
-                    help="CPU threads for torch and ONNX Runtime (default: physical cores)")
+    group.addoption(
+        "--bench-threads",
+        type=int,
+        default=physical_cores(),
+        help="CPU threads for torch and ONNX Runtime (default: physical cores)",
+    )
     group.addoption("--bench-rounds", type=int, default=10, help="timed calls per case (default 10)")
     group.addoption("--bench-device", default=None, help="cpu or cuda (default: CUDA when available)")
 
@@ -50,13 +54,17 @@ def pytest_generate_tests(metafunc):
     config = metafunc.config
     backends = _values(config, "backends")
     if set(backends) - set(VARIANTS):
-        raise pytest.UsageError(f"--bench-backends: unknown {sorted(set(backends) - set(VARIANTS))}; "
-                                f"available: {', '.join(VARIANTS)}")
+        raise pytest.UsageError(
+            f"--bench-backends: unknown {sorted(set(backends) - set(VARIANTS))}; available: {', '.join(VARIANTS)}"
+        )
     pairs = []
     for model in _values(config, "models"):
         resize = get_card(model).resize
-        pairs += [(model, size) for size in map(int, _values(config, "sizes"))
-                  if resize.kind != "fixed" or tuple(resize.size) == (size, size)]
+        pairs += [
+            (model, size)
+            for size in map(int, _values(config, "sizes"))
+            if resize.kind != "fixed" or tuple(resize.size) == (size, size)
+        ]
     metafunc.parametrize("model,size", pairs, scope="session")
     metafunc.parametrize("batch", [int(v) for v in _values(config, "batch-sizes")], scope="session")
     metafunc.parametrize("backend", backends, scope="session")
@@ -80,8 +88,14 @@ def runner_cache(bench_settings):
         key = (model, backend, batch if backend == "tensorrt" else None)
         if key not in cache:
             try:
-                cache[key] = build_runner(backend, model, bench_weights(model).path, bench_settings["device"], batch,
-                                          bench_settings["threads"])
+                cache[key] = build_runner(
+                    backend,
+                    model,
+                    bench_weights(model).path,
+                    bench_settings["device"],
+                    batch,
+                    bench_settings["threads"],
+                )
             except Unavailable as exc:
                 cache[key] = exc
         if isinstance(cache[key], Unavailable):

@@ -43,8 +43,12 @@ def plugins_the_device_lacks() -> list[str]:
     finder = next((f for f in sys.meta_path if type(f).__name__ == "DeviceImageFinder"), None)
     if finder is None:
         return []
-    return [arg for plugin in entry_points(group="pytest11") if finder.why_missing(plugin.module.partition(".")[0])
-            for arg in ("-p", f"no:{plugin.name}")]
+    return [
+        arg
+        for plugin in entry_points(group="pytest11")
+        if finder.why_missing(plugin.module.partition(".")[0])
+        for arg in ("-p", f"no:{plugin.name}")
+    ]
 
 
 def check_pytest(args: list[str]) -> None:
@@ -72,8 +76,10 @@ def check_iqart(args: list[str]) -> None:
             card = get_card(name)
             with torch.device("meta"):  # the modules and shapes, without the seconds of weight init
                 model = build_model(name)
-            print(f"bench: {name} ({card.backbone}) builds: {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M "
-                  "parameters")
+            print(
+                f"bench: {name} ({card.backbone}) builds: {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M "
+                "parameters"
+            )
 
 
 def check(argv: list[str]) -> None:

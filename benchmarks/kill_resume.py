@@ -8,7 +8,8 @@ node dies (SIGKILL, the OOM killer), and the job is started again with `--resume
 the script reports the rows on disk just before the signal (counted from the journal by this
 script, not by iqart), the rows on disk after the process died, and the rows lost (on disk before,
 gone after; after a SIGTERM there can be more rows than before: the batch in flight is finished).
-Each kill comes at a random row count within the run. A final run without interruption scores the same folder into another file;
+Each kill comes at a random row count within the run. A final run without interruption scores the
+same folder into another file;
 the resumed output must hold the same files, once each, with the same scores. Peak RSS is the
 largest ru_maxrss of all the runs.
 """
@@ -67,8 +68,18 @@ def rows_on_disk(out: Path) -> set[str]:
 
 
 def score_command(folder: Path, out: Path, model: str, resume: bool) -> list[str]:
-    return [sys.executable, "-m", "iqart.engine.cli.main", "score", str(folder), "--model", model, "--out", str(out),
-            *(["--resume"] if resume else [])]
+    return [
+        sys.executable,
+        "-m",
+        "iqart.engine.cli.main",
+        "score",
+        str(folder),
+        "--model",
+        model,
+        "--out",
+        str(out),
+        *(["--resume"] if resume else []),
+    ]
 
 
 def wait_child(child: subprocess.Popen) -> tuple[int, int, str]:
@@ -92,12 +103,17 @@ def main() -> None:
         folder, out = Path(tmp) / "images", Path(tmp) / f"scores.{args.out_format}"
         folder.mkdir()
         write_images(folder, args.count, args.seed)
-        subprocess.run([sys.executable, "-c", f"from iqart import Scorer; Scorer({args.model!r})"], check=True,
-                       capture_output=True)
+        subprocess.run(
+            [sys.executable, "-c", f"from iqart import Scorer; Scorer({args.model!r})"], check=True, capture_output=True
+        )
         peak_kib, report, started = 0, [], time.perf_counter()
         for number, signum in enumerate(signals, start=1):
-            child = subprocess.Popen(score_command(folder, out, args.model, resume=True), stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True)
+            child = subprocess.Popen(
+                score_command(folder, out, args.model, resume=True),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
             baseline = len(rows_on_disk(out))
             share = (args.count - baseline) // (len(signals) - number + 2)  # leave work for the later kills
             target = baseline + rng.randint(1, max(1, share))  # a random point of this run
@@ -110,11 +126,23 @@ def main() -> None:
             code, kib, output = wait_child(child)
             peak_kib = max(peak_kib, kib)
             after = len(rows_on_disk(out))
-            report.append({"kill": number, "signal": signal.Signals(signum).name, "exit": code,
-                           "rows_before_kill": before, "rows_after_kill": after, "rows_lost": max(0, before - after),
-                           "finished_after_signal": max(0, after - before)})
-        child = subprocess.Popen(score_command(folder, out, args.model, resume=True), stdout=subprocess.PIPE,
-                                 stderr=subprocess.STDOUT, text=True)
+            report.append(
+                {
+                    "kill": number,
+                    "signal": signal.Signals(signum).name,
+                    "exit": code,
+                    "rows_before_kill": before,
+                    "rows_after_kill": after,
+                    "rows_lost": max(0, before - after),
+                    "finished_after_signal": max(0, after - before),
+                }
+            )
+        child = subprocess.Popen(
+            score_command(folder, out, args.model, resume=True),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         code, kib, output = wait_child(child)
         peak_kib = max(peak_kib, kib)
         already = re.search(r"(\d+) already scored", output)
@@ -122,8 +150,12 @@ def main() -> None:
             raise SystemExit(f"the last resume failed ({code}):\n{output}")
         resumed_wall = time.perf_counter() - started
         reference = Path(tmp) / f"reference.{args.out_format}"
-        child = subprocess.Popen(score_command(folder, reference, args.model, resume=False), stdout=subprocess.PIPE,
-                                 stderr=subprocess.STDOUT, text=True)
+        child = subprocess.Popen(
+            score_command(folder, reference, args.model, resume=False),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         ref_code, kib, _ = wait_child(child)
         peak_kib = max(peak_kib, kib)
         rows, expected = read_result_file(out), {row["path"]: row["score"] for row in read_result_file(reference)}
@@ -132,16 +164,29 @@ def main() -> None:
         exactly_once = len(paths) == len(set(paths)) == args.count and set(paths) == set(expected)
         same_scores = exactly_once and all(abs(row["score"] - expected[row["path"]]) <= 1e-6 for row in rows)
     for line in report:
-        print(f"kill {line['kill']}: {line['signal']:7s} exit {line['exit']:4d}; rows on disk before {line['rows_before_kill']:5d}, "
-              f"found after {line['rows_after_kill']:5d}: rows lost {line['rows_lost']}"
-              + (f" ({line['finished_after_signal']} more: the batch in flight was finished)"
-                 if line["finished_after_signal"] else ""))
-    print(f"final resume: exit {code}, {already.group(1) if already else '?'} already scored; "
-          f"{args.kills} kills + resumes took {resumed_wall:.0f} s; reference run exit {ref_code}")
-    print(f"output: {len(paths)} rows for {args.count} files; every file exactly once: {exactly_once}; "
-          f"scores equal an uninterrupted run: {same_scores}; files left beside it: {leftovers or 'none'}")
-    print(f"rows lost per kill: {[line['rows_lost'] for line in report]}; peak RSS of any run: {peak_kib / 1024:.0f} MiB; "
-          f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} CPUs")
+        print(
+            f"kill {line['kill']}: {line['signal']:7s} exit {line['exit']:4d}; "
+            f"rows on disk before {line['rows_before_kill']:5d}, "
+            f"found after {line['rows_after_kill']:5d}: rows lost {line['rows_lost']}"
+            + (
+                f" ({line['finished_after_signal']} more: the batch in flight was finished)"
+                if line["finished_after_signal"]
+                else ""
+            )
+        )
+    print(
+        f"final resume: exit {code}, {already.group(1) if already else '?'} already scored; "
+        f"{args.kills} kills + resumes took {resumed_wall:.0f} s; reference run exit {ref_code}"
+    )
+    print(
+        f"output: {len(paths)} rows for {args.count} files; every file exactly once: {exactly_once}; "
+        f"scores equal an uninterrupted run: {same_scores}; files left beside it: {leftovers or 'none'}"
+    )
+    print(
+        f"rows lost per kill: {[line['rows_lost'] for line in report]}; "
+        f"peak RSS of any run: {peak_kib / 1024:.0f} MiB; "
+        f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} CPUs"
+    )
     if not (exactly_once and same_scores and not leftovers and all(line["rows_lost"] == 0 for line in report)):
         raise SystemExit(1)
 

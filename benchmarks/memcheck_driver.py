@@ -18,18 +18,18 @@ from iqart.train.models.attention import reference_cross_attention
 
 # (batch, q_len, kv_len, heads, head_dim)
 CASES = [
-    (1, 1, 3000, 32, 64),   # split keys + combine
-    (2, 1, 50, 32, 64),     # split keys, single chunk
-    (1, 3, 1, 4, 64),       # one key
-    (2, 100, 100, 4, 64),   # tiled, partial query tile
-    (1, 64, 2000, 4, 64),   # tiled + combine
+    (1, 1, 3000, 32, 64),  # split keys + combine
+    (2, 1, 50, 32, 64),  # split keys, single chunk
+    (1, 3, 1, 4, 64),  # one key
+    (2, 100, 100, 4, 64),  # tiled, partial query tile
+    (1, 64, 2000, 4, 64),  # tiled + combine
     (3, 1, 700, 8, 32),
-    (1, 70, 300, 2, 128),   # tiled: fp32 with > 48 KB of shared memory, fp16 with 32-key tiles
+    (1, 70, 300, 2, 128),  # tiled: fp32 with > 48 KB of shared memory, fp16 with 32-key tiles
     (1, 2, 900, 2, 128),
-    (2, 4, 3000, 4, 64),    # four queries sharing each K/V read, split + combine
-    (1, 400, 400, 4, 64),   # BPCLIP 20x20 at batch 1: tiled split into 64-key chunks
-    (3, 49, 49, 4, 64),     # BPCLIP 7x7: one key tile, 15 padded query rows
-    (2, 33, 70, 8, 32),     # a warp with no query rows; a partial second key tile
+    (2, 4, 3000, 4, 64),  # four queries sharing each K/V read, split + combine
+    (1, 400, 400, 4, 64),  # BPCLIP 20x20 at batch 1: tiled split into 64-key chunks
+    (3, 49, 49, 4, 64),  # BPCLIP 7x7: one key tile, 15 padded query rows
+    (2, 33, 70, 8, 32),  # a warp with no query rows; a partial second key tile
 ]
 
 

@@ -58,11 +58,23 @@ def main() -> None:
         folder.mkdir()
         write_photos(folder, args.count, width, height)
         subprocess.run([sys.executable, "-c", f"from iqart import Scorer; Scorer({args.model!r})"], check=True)
-        command = [sys.executable, "-m", "iqart.engine.cli.main", "score", str(folder), "--model", args.model,
-                   "--out", str(Path(tmp) / "scores.csv"), *args.extra]
+        command = [
+            sys.executable,
+            "-m",
+            "iqart.engine.cli.main",
+            "score",
+            str(folder),
+            "--model",
+            args.model,
+            "--out",
+            str(Path(tmp) / "scores.csv"),
+            *args.extra,
+        ]
         code, peak, wall = run_measured(command)
-    print(f"{args.count} x {width}x{height} JPEG, {args.model}, `iqart score` {' '.join(args.extra) or '(defaults)'}: "
-          f"exit {code}, peak RSS {peak:.0f} MiB ({peak / 1024:.2f} GiB), {wall:.1f} s")
+    print(
+        f"{args.count} x {width}x{height} JPEG, {args.model}, `iqart score` {' '.join(args.extra) or '(defaults)'}: "
+        f"exit {code}, peak RSS {peak:.0f} MiB ({peak / 1024:.2f} GiB), {wall:.1f} s"
+    )
 
 
 if __name__ == "__main__":

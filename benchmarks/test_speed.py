@@ -26,10 +26,12 @@ def test_speed(benchmark, runner_cache, bench_settings, model, size, batch, back
     runner = runner_cache(model, backend, batch)
     images, references = batch_for(model, size, batch)
     benchmark.group = f"{model} {size}x{size} batch {batch}"
-    benchmark.extra_info.update(model=model, size=size, batch_size=batch, backend=backend,
-                                threads=bench_settings["threads"])
-    scores = benchmark.pedantic(runner, args=(images, references), rounds=bench_settings["rounds"],
-                                warmup_rounds=WARMUP_ROUNDS, iterations=1)
+    benchmark.extra_info.update(
+        model=model, size=size, batch_size=batch, backend=backend, threads=bench_settings["threads"]
+    )
+    scores = benchmark.pedantic(
+        runner, args=(images, references), rounds=bench_settings["rounds"], warmup_rounds=WARMUP_ROUNDS, iterations=1
+    )
     assert scores.shape == (batch,) and np.isfinite(scores).all()
     if benchmark.stats:  # None under --benchmark-disable (one plain call)
         benchmark.extra_info["images_per_s"] = batch / benchmark.stats.stats.mean

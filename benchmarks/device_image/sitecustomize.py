@@ -55,8 +55,10 @@ class DeviceImageFinder:
         if self._providers is None:
             import importlib.metadata
 
-            self._providers = {module: [normalise(d) for d in dists]
-                               for module, dists in importlib.metadata.packages_distributions().items()}
+            self._providers = {
+                module: [normalise(d) for d in dists]
+                for module, dists in importlib.metadata.packages_distributions().items()
+            }
         return self._providers.get(name, [])
 
     def why_missing(self, name: str) -> str | None:
@@ -85,11 +87,16 @@ class DeviceImageFinder:
             if spec is not None:
                 return spec
             why += f" and the carried wheels in {site} do not provide it"
-        raise ModuleNotFoundError(f"No module named {name!r} ({why}: blocked by benchmarks/device_image for the "
-                                  "dry run)", name=name)
+        raise ModuleNotFoundError(
+            f"No module named {name!r} ({why}: blocked by benchmarks/device_image for the dry run)", name=name
+        )
 
 
 if os.environ.get("IQART_DEVICE_PACKAGES"):
-    sys.meta_path.insert(0, DeviceImageFinder(
-        read_names(os.environ["IQART_DEVICE_PACKAGES"]),
-        frozenset(map(normalise, filter(None, re.split(r"[\s,]+", os.environ.get("IQART_CARRIED_DISTS", "")))))))
+    sys.meta_path.insert(
+        0,
+        DeviceImageFinder(
+            read_names(os.environ["IQART_DEVICE_PACKAGES"]),
+            frozenset(map(normalise, filter(None, re.split(r"[\s,]+", os.environ.get("IQART_CARRIED_DISTS", ""))))),
+        ),
+    )

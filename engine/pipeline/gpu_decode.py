@@ -240,8 +240,9 @@ class GpuDecoder:
         width, height = resize_target(upright.shape[-1], upright.shape[-2], policy)
         return resize_like_pil(upright, width, height).permute(1, 2, 0).contiguous()
 
-    def decode_jobs(self, jobs: Sequence[GpuJob], policy: ResizePolicy
-                    ) -> Iterator[tuple[ScoreJob, tuple[torch.Tensor, torch.Tensor | None] | None]]:
+    def decode_jobs(
+        self, jobs: Sequence[GpuJob], policy: ResizePolicy
+    ) -> Iterator[tuple[ScoreJob, tuple[torch.Tensor, torch.Tensor | None] | None]]:
         """(job, (image, reference or None)) per job, or (job, None) when the GPU could not
         decode one of its files: the CPU path then decodes the job."""
         files = [file for job in jobs for file in job.files]
@@ -283,12 +284,15 @@ def check_decode_device(requested: str | None) -> None:
     if requested != "cuda":
         raise ValueError(f"decode device must be one of {', '.join(DECODE_DEVICES)}, not {requested!r}")
     if not torch.cuda.is_available():
-        raise ValueError("--decode-device cuda needs a CUDA GPU, and torch.cuda.is_available() is False here; "
-                         "pass --decode-device cpu (the default for CPU backends)")
+        raise ValueError(
+            "--decode-device cuda needs a CUDA GPU, and torch.cuda.is_available() is False here; "
+            "pass --decode-device cpu (the default for CPU backends)"
+        )
 
 
-def gpu_decoder_for(requested: str | None, backend, decode: str = "iqart",
-                    decode_fn: DecodeFn = torchvision_decode) -> GpuDecoder | None:
+def gpu_decoder_for(
+    requested: str | None, backend, decode: str = "iqart", decode_fn: DecodeFn = torchvision_decode
+) -> GpuDecoder | None:
     """The GPU decoder a run uses, or None for the CPU path.
 
     `requested`: "cuda", "cpu", or None: cuda when the backend runs on a CUDA device and takes
