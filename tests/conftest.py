@@ -1,45 +1,56 @@
-"""Shared fixtures: tiny models with weights scrambled so that scores depend on the input.
+"""Shared fixtures (helpers that are not fixtures live in tests/helpers.py).
 
-A freshly initialised CLIP ResNet zeroes the last BatchNorm of every block and keeps identity
-running statistics, which makes its outputs almost input-independent; tests that compare
-scores need models whose outputs move with the image.
-"""
+Every test runs with its own random seed: torch's, NumPy's and Python's global generators are
+seeded with it, `random_images` and `rng` draw from it, and a failing test's report names it
+(`IQART_TEST_SEED=S` replays that test's inputs)."""
 
 from __future__ import annotations
 
-from pathlib import Path
+import random
 
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
-from iqart.engine.bench.runners import randomise_batchnorm
 from iqart.train.models.zoo import build_model
+from tests.helpers import SEED_VARIABLE, draw_seed, scramble, structured_noise, write_scrambled_weights
 
-REPO = Path(__file__).resolve().parents[1]
-EXAMPLE_IMAGES = REPO / "examples" / "images"
-EXAMPLE_PAIRS = REPO / "examples" / "fr"
-
-
-def scramble(model: nn.Module, seed: int) -> nn.Module:
-    """Give every BatchNorm random affine parameters and running statistics (as the benchmarks'
-    random weights do), and (BPCLIP) amplify the per-scale projections so image content is not
-    drowned by the positional embedding, as it is at initialisation (in place)."""
-    randomise_batchnorm(model, seed)
-    with torch.no_grad():
-        for scale in getattr(model, "scales", []):
-            scale.project.weight.mul_(30.0)
-    return model.eval()
+SEED = pytest.StashKey[int]()
 
 
-def write_scrambled_weights(folder: Path, name: str, seed: int) -> Path:
-    """A weight file of a scrambled tiny model (scores that move with the input), in `folder`."""
-    from iqart.train.models.checkpoints import save_checkpoint
+@pytest.fixture(autouse=True)
+def random_seed(request) -> int:
+    """This test's seed, with the global generators seeded by it (so bare torch.randn calls are
+    reproducible too); recorded for the failure report."""
+    seed = draw_seed()
+    request.node.stash[SEED] = seed
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    return seed
 
-    path = folder / f"{name}-scrambled-{seed}.pt"
-    save_checkpoint(path, name, scramble(build_model(name, seed=seed), seed).state_dict())
-    return path
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    if report.failed and SEED in item.stash:
+        seed = item.stash[SEED]
+        report.sections.append(("random seed", f"this test ran with seed {seed}; replay it with {SEED_VARIABLE}={seed}"))
+    return report
+
+
+@pytest.fixture
+def rng(random_seed) -> np.random.Generator:
+    """A NumPy generator seeded with this test's seed."""
+    return np.random.default_rng(random_seed)
+
+
+@pytest.fixture
+def random_images(random_seed):
+    """Factory: random_images(n, h, w) -> CLIP-normalised-scale float images, each call new
+    content drawn from one generator seeded with this test's seed."""
+    generator = torch.Generator().manual_seed(random_seed)
+    return lambda n, height, width: structured_noise(n, height, width, generator)
 
 
 @pytest.fixture
@@ -48,28 +59,16 @@ def scrambled():
     return lambda name, seed=0: scramble(build_model(name, seed=seed), seed)
 
 
-def structured_noise(n: int, height: int, width: int, generator: torch.Generator) -> torch.Tensor:
-    """Random images that differ in content, not only in pixels: white noise of one size is
-    statistically the same image to a CNN, so each image gets its own blob scale, colour cast
-    and contrast."""
-    images = []
-    for _ in range(n):
-        cells = int(torch.randint(2, 12, (1,), generator=generator))
-        coarse = torch.randn(1, 3, cells, cells, generator=generator)
-        smooth = torch.nn.functional.interpolate(coarse, size=(height, width), mode="bilinear", align_corners=False)
-        gain, cast = 0.5 + 1.5 * torch.rand(1, generator=generator), 0.5 * torch.randn(1, 3, 1, 1, generator=generator)
-        images.append(gain * smooth + cast + 0.3 * torch.randn(1, 3, height, width, generator=generator))
-    return torch.cat(images)
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    """Factory: weights(name, seed=0) -> the weight file of scrambled(name, seed), written once
+    per module."""
+    folder, made = tmp_path_factory.mktemp("weights"), {}
 
-
-@pytest.fixture
-def random_images():
-    """Factory: random_images(n, h, w, seed=None) -> CLIP-normalised-scale float images, fresh
-    each call unless a seed is given."""
-
-    def make(n: int, height: int, width: int, seed: int | None = None) -> torch.Tensor:
-        seed = seed if seed is not None else int(np.random.SeedSequence().entropy % 2**31)
-        return structured_noise(n, height, width, torch.Generator().manual_seed(seed))
+    def make(name: str, seed: int = 0):
+        if (name, seed) not in made:
+            made[name, seed] = write_scrambled_weights(folder, name, seed)
+        return made[name, seed]
 
     return make
 

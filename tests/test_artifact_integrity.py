@@ -12,7 +12,7 @@ from iqart.engine.cli.main import main
 from iqart.export.artifact import read_spec, sha256_file
 from iqart.train.models.checkpoints import save_checkpoint
 from iqart.train.models.zoo import build_model
-from tests.conftest import EXAMPLE_IMAGES, scramble
+from tests.helpers import EXAMPLE_IMAGES, scramble
 
 MODEL = "qualiclip-tiny"
 

@@ -6,6 +6,7 @@ import torch.nn.functional as F
 
 from iqart.train.models.attention import cross_attention
 from iqart.train.models.clip_backbone import attention_pool, build_clip
+from tests.helpers import full_attention_pool_token0
 
 
 @pytest.mark.parametrize("nq,nk,heads", [(1, 50, 8), (7, 7, 2), (49, 13, 4)])
@@ -20,22 +21,6 @@ def test_cross_attention_matches_sdpa(nq, nk, heads):
 def test_cross_attention_rejects_indivisible_width():
     with pytest.raises(ValueError, match="not divisible"):
         cross_attention(torch.randn(1, 1, 10), torch.randn(1, 2, 10), torch.randn(1, 2, 10), 3)
-
-
-def full_attention_pool_token0(pool, features):
-    """CLIP's own pool (all HW+1 queries, as in the official code) without positional embedding."""
-    n, c, h, w = features.shape
-    x = features.reshape(n, c, h * w).permute(2, 0, 1)
-    x = torch.cat([x.mean(dim=0, keepdim=True), x], dim=0)
-    out, _ = F.multi_head_attention_forward(
-        query=x, key=x, value=x, embed_dim_to_check=c, num_heads=pool.num_heads,
-        q_proj_weight=pool.q_proj.weight, k_proj_weight=pool.k_proj.weight, v_proj_weight=pool.v_proj.weight,
-        in_proj_weight=None, in_proj_bias=torch.cat([pool.q_proj.bias, pool.k_proj.bias, pool.v_proj.bias]),
-        bias_k=None, bias_v=None, add_zero_attn=False, dropout_p=0.0,
-        out_proj_weight=pool.c_proj.weight, out_proj_bias=pool.c_proj.bias,
-        use_separate_proj_weight=True, training=False, need_weights=False,
-    )
-    return out[0]
 
 
 @pytest.mark.parametrize("h,w", [(7, 7), (3, 11), (1, 1)])

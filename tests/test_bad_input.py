@@ -16,7 +16,7 @@ from iqart.engine.cli.main import main
 from iqart.engine.pipeline.images import MAX_PIXELS, find_images, load_image, open_image, scan_images
 from iqart.train.models.checkpoints import save_checkpoint
 from iqart.train.models.zoo import build_model, get_card
-from tests.conftest import EXAMPLE_IMAGES, scramble
+from tests.helpers import DISPLAY_P3, EXAMPLE_IMAGES, scramble
 
 NATIVE = get_card("qualiclip-tiny").resize
 NON_UTF8_NAME = b"caf\xe9.png"  # Latin-1 bytes: not valid UTF-8
@@ -192,32 +192,6 @@ def test_a_float_tiff_is_scaled_by_its_range_not_clipped_to_black(tmp_path):
     Image.fromarray(np.full((40, 40), np.nan, np.float32), mode="F").save(tmp_path / "nan.tif")
     with pytest.raises(ValueError, match="NaN or infinite"):
         load_image(tmp_path / "nan.tif", NATIVE)
-
-
-def matrix_profile(red, green, blue, gamma=2.2) -> bytes:
-    """A minimal ICC v2 RGB matrix/TRC profile (D50-adapted primaries, one gamma): PIL can only
-    create sRGB and Lab profiles, and a wide-gamut one is what the test needs."""
-    def s15(value):
-        return struct.pack(">i", round(value * 65536))
-
-    def xyz(x, y, z):
-        return b"XYZ " + bytes(4) + s15(x) + s15(y) + s15(z)
-
-    curve = b"curv" + bytes(4) + struct.pack(">IH", 1, round(gamma * 256)) + bytes(2)
-    text = b"iqart test wide gamut\0"
-    desc = b"desc" + bytes(4) + struct.pack(">I", len(text)) + text + bytes(4 + 4 + 2 + 1 + 67)
-    tags = [(b"desc", desc), (b"wtpt", xyz(0.9642, 1.0, 0.8249)), (b"rXYZ", xyz(*red)), (b"gXYZ", xyz(*green)),
-            (b"bXYZ", xyz(*blue)), (b"rTRC", curve), (b"gTRC", curve), (b"bTRC", curve)]
-    offset, table, data = 128 + 4 + 12 * len(tags), b"", b""
-    for signature, body in tags:
-        table += signature + struct.pack(">II", offset + len(data), len(body))
-        data += body + bytes(-len(body) % 4)
-    header = (struct.pack(">I", offset + len(data)) + bytes(4) + struct.pack(">I", 0x02100000) + b"mntrRGB XYZ "
-              + bytes(12) + b"acsp" + bytes(28) + s15(0.9642) + s15(1.0) + s15(0.8249) + bytes(48))
-    return header + struct.pack(">I", len(tags)) + table + data
-
-
-DISPLAY_P3 = matrix_profile((0.5151, 0.2412, -0.0011), (0.2920, 0.6922, 0.0419), (0.1571, 0.0666, 0.7841))
 
 
 def test_an_icc_profile_is_converted_to_srgb_and_official_decode_ignores_it(tmp_path):

@@ -23,7 +23,7 @@ from iqart.engine.cli.bench import add_bench_parser, batch_inputs, model_runners
 from iqart.engine.cli.main import main
 from iqart.export.int8_artifact import add_int8_graph
 from iqart.train.models.zoo import get_card, load_model
-from tests.conftest import EXAMPLE_IMAGES, REPO
+from tests.helpers import EXAMPLE_IMAGES, REPO
 
 REQUIRED_KEYS = {"backend", "model", "batch_size", "size", "images_per_s", "p50_ms", "p95_ms", "peak_rss_mb",
                  "speedup_vs_torch"}

@@ -13,19 +13,10 @@ from iqart.engine.cli import exits
 from iqart.engine.cli.main import build_parser, main
 from iqart.engine.results.text_writers import AtomicResultWriter, read_results
 from iqart.engine.scorer import BACKENDS
-from iqart.train.models.checkpoints import save_checkpoint
-from iqart.train.models.zoo import build_model
-from tests.conftest import EXAMPLE_IMAGES
+from tests.helpers import EXAMPLE_IMAGES
 
 MODEL = "qualiclip-tiny"
 SEPARATORS = "\u2028\u2029\x85"  # line breaks str.splitlines() splits on and json.dumps leaves raw
-
-
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory):
-    path = tmp_path_factory.mktemp("weights") / f"{MODEL}.pt"
-    save_checkpoint(path, MODEL, build_model(MODEL, seed=3).state_dict())
-    return path
 
 
 def subcommands() -> dict[str, argparse.ArgumentParser]:
@@ -106,7 +97,7 @@ def test_an_os_error_about_no_named_path_is_a_bug_too(monkeypatch, capsys, tmp_p
 def test_a_scorer_argument_check_is_a_usage_error_without_traceback(weights, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("IQART_HOME", str(tmp_path / "home"))
     out = tmp_path / "s.csv"
-    code = main(["score", str(EXAMPLE_IMAGES / "chelsea.png"), "-m", MODEL, "-w", str(weights), "--backend", "torch",
+    code = main(["score", str(EXAMPLE_IMAGES / "chelsea.png"), "-m", MODEL, "-w", str(weights(MODEL)), "--backend", "torch",
                  "--precision", "int8", "--out", str(out)])
     err = capsys.readouterr().err
     assert code == 2 and "the torch backend runs fp32, fp16, bf16, not 'int8'" in err
@@ -144,7 +135,7 @@ def test_a_missing_named_path_is_a_usage_error_before_any_work(weights, tmp_path
     missing = str(tmp_path / "missing.jpg")
     paths = [missing, str(EXAMPLE_IMAGES / "chelsea.png")]
     out = tmp_path / "s.csv"
-    code = main(["score", *(paths if order == "missing first" else paths[::-1]), "-m", MODEL, "-w", str(weights),
+    code = main(["score", *(paths if order == "missing first" else paths[::-1]), "-m", MODEL, "-w", str(weights(MODEL)),
                  "--out", str(out)])
     err = capsys.readouterr().err
     assert code == 2 and f"no such file or folder: {missing}" in err and "chelsea" not in err
@@ -156,7 +147,7 @@ def test_a_missing_named_path_is_a_usage_error_before_any_work(weights, tmp_path
 def test_missing_paths_named_by_options_are_usage_errors(weights, tmp_path, capsys, option):
     model = "bpclip-fr-tiny" if option in ("--ref", "--pairs") else MODEL
     argv = [] if option in ("--pairs", "--paths-from") else [str(EXAMPLE_IMAGES)]
-    extra = [] if option == "--weights" else ["-w", str(weights)]
+    extra = [] if option == "--weights" else ["-w", str(weights(MODEL))]
     code = main(["score", *argv, "-m", model, *extra, option, str(tmp_path / "absent"), "--out", str(tmp_path / "s.csv")])
     assert code == 2 and f"no such file or folder: {option} {tmp_path / 'absent'}" in capsys.readouterr().err
     assert not (tmp_path / "s.csv").exists()
@@ -188,7 +179,7 @@ def test_scoring_a_file_named_with_line_separators_into_jsonl(weights, tmp_path,
     image = tmp_path / f"odd{SEPARATORS}name.png"
     shutil.copy(EXAMPLE_IMAGES / "chelsea.png", image)
     out = tmp_path / "s.jsonl"
-    assert main(["score", str(image), str(EXAMPLE_IMAGES / "coffee.png"), "-m", MODEL, "-w", str(weights),
+    assert main(["score", str(image), str(EXAMPLE_IMAGES / "coffee.png"), "-m", MODEL, "-w", str(weights(MODEL)),
                  "--backend", "torch", "--out", str(out)]) == 0
     lines = out.read_text(encoding="utf-8").splitlines()
     assert len(lines) == 2

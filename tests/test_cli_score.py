@@ -17,25 +17,9 @@ from iqart.export.validate import FP32_REL_TOL
 from iqart.train.models.checkpoints import save_checkpoint
 from iqart.train.models.preprocess import uint8_nhwc_to_model_input
 from iqart.train.models.zoo import build_model, get_card
-from tests.conftest import EXAMPLE_IMAGES, EXAMPLE_PAIRS, scramble
+from tests.helpers import EXAMPLE_IMAGES, EXAMPLE_PAIRS, scramble
 
 pytestmark = pytest.mark.usefixtures("iqart_home")  # one artifact cache per module (tests/conftest.py)
-
-
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory):
-    """Factory: (weight file, model) for a tiny model, made once per module."""
-    made = {}
-    folder = tmp_path_factory.mktemp("weights")
-
-    def make(name):
-        if name not in made:
-            model = scramble(build_model(name, seed=7), 7)
-            save_checkpoint(folder / f"{name}.pt", name, model.state_dict())
-            made[name] = folder / f"{name}.pt", model
-        return made[name]
-
-    return make
 
 
 def read_csv(path):
@@ -43,8 +27,8 @@ def read_csv(path):
         return list(csv.DictReader(f))
 
 
-def test_scores_example_images_like_the_model(weights, tmp_path):
-    path, model = weights("qualiclip-tiny")
+def test_scores_example_images_like_the_model(weights, scrambled, tmp_path):
+    path, model = weights("qualiclip-tiny"), scrambled("qualiclip-tiny")
     out = tmp_path / "scores.csv"
     assert main(["score", str(EXAMPLE_IMAGES), "--model", "qualiclip-tiny", "--weights", str(path), "-b", "3", "--out", str(out)]) == 0
     rows = read_csv(out)
@@ -58,13 +42,13 @@ def test_scores_example_images_like_the_model(weights, tmp_path):
 
 
 def test_every_file_failing_exits_non_zero(weights, tmp_path):
-    path, _ = weights("qualiclip-tiny")
+    path = weights("qualiclip-tiny")
     (tmp_path / "bad.png").write_text("x")
     assert main(["score", str(tmp_path / "bad.png"), "--model", "qualiclip-tiny", "--weights", str(path), "--out", str(tmp_path / "o.csv")]) == 1
 
 
-def test_full_reference_pairs_by_name(weights, tmp_path):
-    path, model = weights("bpclip-fr-tiny")
+def test_full_reference_pairs_by_name(weights, scrambled, tmp_path):
+    path, model = weights("bpclip-fr-tiny"), scrambled("bpclip-fr-tiny")
     out = tmp_path / "fr.csv"
     assert main(["score", str(EXAMPLE_PAIRS / "distorted"), "--model", "bpclip-fr-tiny", "--weights", str(path),
                  "--ref", str(EXAMPLE_PAIRS / "reference"), "--out", str(out)]) == 0
@@ -85,7 +69,7 @@ def test_missing_reference_is_an_error_row(weights, tmp_path):
     Image.new("RGB", (64, 64), "red").save(dist / "a.png")
     Image.new("RGB", (64, 64), "red").save(dist / "b.png")
     Image.new("RGB", (64, 64), "blue").save(ref / "a.png")
-    fr_path, _ = weights("bpclip-fr-tiny")
+    fr_path = weights("bpclip-fr-tiny")
     out = tmp_path / "o.csv"
     assert main(["score", str(dist), "--model", "bpclip-fr-tiny", "--weights", str(fr_path), "--ref", str(ref), "--out", str(out)]) == 0
     rows = {r["path"].rsplit("/", 1)[-1]: r for r in read_csv(out)}
@@ -93,7 +77,7 @@ def test_missing_reference_is_an_error_row(weights, tmp_path):
 
 
 def test_fr_model_requires_ref(weights, tmp_path, capsys):
-    path, _ = weights("bpclip-fr-tiny")
+    path = weights("bpclip-fr-tiny")
     assert main(["score", str(EXAMPLE_IMAGES), "--model", "bpclip-fr-tiny", "--weights", str(path)]) == 2
     assert "pass --ref DIR" in capsys.readouterr().err
 
@@ -116,7 +100,7 @@ def test_console_script_without_weights_says_where_they_come_from(tmp_path):
 
 
 def test_fused_attention_flag_matches_reference_on_cpu(weights, tmp_path):
-    path, _ = weights("qualiclip-tiny")
+    path = weights("qualiclip-tiny")
     plain, fused = tmp_path / "plain.csv", tmp_path / "fused.csv"
     common = ["score", str(EXAMPLE_IMAGES / "chelsea.png"), "--model", "qualiclip-tiny", "--weights", str(path), "--backend", "torch"]
     assert main(common + ["--out", str(plain)]) == 0
@@ -133,7 +117,7 @@ def read_rows(path):
 def test_onnxruntime_default_agrees_with_torch_backend_on_examples(weights, tmp_path, capsys):
     """The issue's done-when: ONNX Runtime CPU (the default) against --backend torch, within the
     export tolerance (fp32: relative error <= 1e-5)."""
-    path, _ = weights("qualiclip-tiny")
+    path = weights("qualiclip-tiny")
     common = ["score", str(EXAMPLE_IMAGES), "--model", "qualiclip-tiny", "-w", str(path)]
     assert main(common + ["--out", str(tmp_path / "ort.csv")]) == 0
     assert "on onnxruntime (cpu): scored 16, failed 0" in capsys.readouterr().out
@@ -147,7 +131,7 @@ def test_onnxruntime_default_agrees_with_torch_backend_on_examples(weights, tmp_
 
 
 def test_summary_line_reports_counts_rate_and_time_split(weights, tmp_path, capsys):
-    path, _ = weights("qualiclip-tiny")
+    path = weights("qualiclip-tiny")
     (tmp_path / "bad.png").write_text("not an image")
     out = tmp_path / "s.csv"
     assert main(["score", str(EXAMPLE_IMAGES / "coffee.png"), str(tmp_path / "bad.png"), "--model", "qualiclip-tiny",
@@ -159,7 +143,7 @@ def test_summary_line_reports_counts_rate_and_time_split(weights, tmp_path, caps
 
 
 def test_workers_do_not_change_scores(weights, tmp_path):
-    path, _ = weights("qualiclip-tiny")
+    path = weights("qualiclip-tiny")
     results = []
     for workers in ("1", "3"):
         out = tmp_path / f"w{workers}.csv"
@@ -170,7 +154,7 @@ def test_workers_do_not_change_scores(weights, tmp_path):
 
 
 def test_pairs_csv_resolves_paths_against_its_folder(weights, tmp_path):
-    path, _ = weights("bpclip-fr-tiny")
+    path = weights("bpclip-fr-tiny")
     shutil.copytree(EXAMPLE_PAIRS, tmp_path / "fr")
     Image.new("RGB", (64, 64), "red").save(tmp_path / "fr" / "small_d.png")
     Image.new("RGB", (80, 64), "red").save(tmp_path / "fr" / "small_r.png")
@@ -191,7 +175,7 @@ def test_pairs_csv_resolves_paths_against_its_folder(weights, tmp_path):
 
 
 def test_pairs_of_different_sizes_are_error_rows_with_ref_dir_too(weights, tmp_path):
-    path, _ = weights("bpclip-fr-tiny")
+    path = weights("bpclip-fr-tiny")
     for folder, size in (("d", (64, 48)), ("r", (48, 64))):
         (tmp_path / folder).mkdir()
         Image.new("RGB", size, "green").save(tmp_path / folder / "x.png")
@@ -207,13 +191,13 @@ def test_pairs_of_different_sizes_are_error_rows_with_ref_dir_too(weights, tmp_p
     ([], "pass at least one image file or folder"),
 ])
 def test_usage_errors(weights, tmp_path, capsys, argv, message):
-    path, _ = weights("qualiclip-tiny")
+    path = weights("qualiclip-tiny")
     assert main(["score", "--model", "qualiclip-tiny", "-w", str(path), "--out", str(tmp_path / "o.csv"), *argv]) == 2
     assert message in capsys.readouterr().err
 
 
 def test_pairs_csv_without_its_columns_is_a_clear_error(weights, tmp_path, capsys):
-    path, _ = weights("bpclip-fr-tiny")
+    path = weights("bpclip-fr-tiny")
     (tmp_path / "pairs.csv").write_text("image,ref\na.png,b.png\n")
     assert main(["score", "--pairs", str(tmp_path / "pairs.csv"), "--model", "bpclip-fr-tiny", "-w", str(path)]) == 2
     assert "needs columns distorted,reference; missing distorted, reference" in capsys.readouterr().err
@@ -221,7 +205,7 @@ def test_pairs_csv_without_its_columns_is_a_clear_error(weights, tmp_path, capsy
 
 @pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
 def test_resume_scores_only_what_is_missing_and_keeps_old_rows(weights, tmp_path, capsys, suffix):
-    path, _ = weights("qualiclip-tiny")
+    path = weights("qualiclip-tiny")
     folder = tmp_path / "imgs"
     folder.mkdir()
     shutil.copy(EXAMPLE_IMAGES / "chelsea.png", folder / "a.png")
@@ -248,8 +232,8 @@ def test_resume_scores_only_what_is_missing_and_keeps_old_rows(weights, tmp_path
 
 
 def test_resume_refuses_results_of_another_model_or_other_weights(weights, tmp_path, capsys):
-    nr_path, _ = weights("qualiclip-tiny")
-    fr_path, _ = weights("bpclip-fr-tiny")
+    nr_path = weights("qualiclip-tiny")
+    fr_path = weights("bpclip-fr-tiny")
     out = tmp_path / "o.csv"
     assert main(["score", str(EXAMPLE_PAIRS / "distorted"), "--model", "qualiclip-tiny", "-w", str(nr_path), "--out", str(out)]) == 0
     before = out.read_bytes()
@@ -268,7 +252,7 @@ def test_resume_refuses_results_of_another_model_or_other_weights(weights, tmp_p
 def test_interrupted_run_keeps_what_is_done_for_resume(weights, tmp_path, monkeypatch, capsys):
     from iqart.engine.scorer import Scorer
 
-    path, _ = weights("qualiclip-tiny")
+    path = weights("qualiclip-tiny")
     real_score_jobs = Scorer.score_jobs
 
     def interrupted_after_three(self, jobs, stats=None, **options):
@@ -292,7 +276,7 @@ def test_interrupted_run_keeps_what_is_done_for_resume(weights, tmp_path, monkey
 def test_decode_official_reaches_the_pipeline(weights, tmp_path):
     """--decode official reads the raw pixels as the official script does: an EXIF rotation and
     transparency that ours applies change the score, so the two runs must differ."""
-    path, _ = weights("qualiclip-tiny")
+    path = weights("qualiclip-tiny")
     image = Image.open(EXAMPLE_IMAGES / "chelsea.png").convert("RGBA")
     image.putalpha(96)
     exif = image.getexif()

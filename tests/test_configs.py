@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from iqart.train.config import load_config
+from iqart.train.models.zoo import get_card
 from iqart.train.train_bpclip import BPCLIPTrainConfig
 from iqart.train.train_qualiclip import QualiCLIPTrainConfig
-from iqart.train.models.zoo import get_card
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / "train" / "configs").glob("*.toml"))

@@ -19,7 +19,6 @@ from iqart.engine.pipeline.jobs import ScoreRow
 from iqart.engine.results.formats import ParquetResultWriter, read_result_file
 from iqart.engine.results.journal import journal_path
 from iqart.engine.results.output import ResultOutput
-from tests.conftest import write_scrambled_weights
 
 ray = pytest.importorskip("ray", reason="Ray is not installed: pip install -e '.[ray]' (the dev extra includes it)")
 distributed = pytest.importorskip("iqart.engine.distributed", reason="Ray Data is not installed: pip install -e '.[ray]'")
@@ -34,11 +33,6 @@ def cluster(iqart_home):
     ray.data.DataContext.get_current().enable_progress_bars = False
     yield
     ray.shutdown()
-
-
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory):
-    return write_scrambled_weights(tmp_path_factory.mktemp("weights"), MODEL, seed=3)
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +58,7 @@ def images(tmp_path_factory):
 def single_process(iqart_home, images, weights, tmp_path_factory):
     """{path: row} from `iqart score` without Ray: what every distributed run must reproduce."""
     out = tmp_path_factory.mktemp("single") / "scores.csv"
-    assert main(["score", str(images), "--model", MODEL, "--weights", str(weights), "-b", "2", "--out", str(out)]) == 0
+    assert main(["score", str(images), "--model", MODEL, "--weights", str(weights(MODEL)), "-b", "2", "--out", str(out)]) == 0
     rows = {row["path"]: row for row in read_result_file(out)}
     assert len(rows) == 24 + len(BAD_FILES) and sum(row["error"] is not None for row in rows.values()) == len(BAD_FILES)
     return rows
@@ -92,7 +86,7 @@ def test_rows_survive_the_trip_through_arrow_with_any_file_name():
 def test_scores_and_error_rows_equal_the_single_process_path(cluster, images, weights, single_process, tmp_path):
     out = tmp_path / "scores.jsonl"
     listed_twice = images / "a" / "img01.png"  # also found in the folder: scored twice, written once
-    summary = distributed.score_distributed([images, listed_twice], out, MODEL, weights=weights, batch_size=2)
+    summary = distributed.score_distributed([images, listed_twice], out, MODEL, weights=weights(MODEL), batch_size=2)
     assert (summary.jobs, summary.scored, summary.failed) == (len(single_process) + 1, 24, len(BAD_FILES))
     assert summary.duplicates == 1 and summary.missing == [] and summary.stopped is None
     assert summary.actors == 2  # the machine's 2 CPUs, one per actor
@@ -107,12 +101,12 @@ def test_cli_scores_a_parquet_list_and_resumes(cluster, images, weights, single_
     pq.write_table(pa.table({"file": sorted(os.path.relpath(path, images) for path in single_process)}), manifest)
     out = tmp_path / "scores.parquet"
     kept, failed_before = str(images / "b" / "img00.png"), str(images / "a" / "img01.png")
-    made_by = {"model": MODEL, "weights_sha256": weights_sha256(MODEL, weights)}
+    made_by = {"model": MODEL, "weights_sha256": weights_sha256(MODEL, weights(MODEL))}
     with ParquetResultWriter(out, ["path", "score", "error", *made_by]) as writer:
         writer.write({"path": kept, "score": 0.125, "error": None, **made_by})  # a score no model gives: kept as is
         writer.write({"path": failed_before, "score": None, "error": "backend failed: out of memory", **made_by})
     code = main(["score", "--paths-from", str(manifest), "--path-column", "file", "--ray",
-                 "--model", MODEL, "--weights", str(weights), "-b", "2", "-j", "1",  # -j: an actor's own option wins
+                 "--model", MODEL, "--weights", str(weights(MODEL)), "-b", "2", "-j", "1",  # -j: an actor's own option wins
                  "--out", str(out), "--resume"])
     assert code == 0
     rows = read_result_file(out)
@@ -135,7 +129,7 @@ def test_an_actor_killed_mid_run_loses_and_duplicates_no_rows(cluster, images, w
             os._exit(1)
 
     out = tmp_path / "scores.csv"
-    summary = distributed.score_distributed([images], out, MODEL, weights=weights, batch_size=2, actor_class=DiesOnce)
+    summary = distributed.score_distributed([images], out, MODEL, weights=weights(MODEL), batch_size=2, actor_class=DiesOnce)
     assert marker.exists(), "no actor died: the test did not test anything"
     assert summary.missing == [] and summary.stopped is None
     assert summary.scored + summary.failed == len(single_process)
@@ -154,7 +148,7 @@ def test_a_block_that_kills_its_actor_every_time_becomes_error_rows(cluster, ima
             return super().__call__(block)
 
     out = tmp_path / "scores.csv"
-    summary = distributed.score_distributed([images], out, MODEL, weights=weights, batch_size=2,
+    summary = distributed.score_distributed([images], out, MODEL, weights=weights(MODEL), batch_size=2,
                                             actor_class=DiesOnOneFile)
     rows = read_result_file(out)
     given_up = {row["path"] for row in rows if row["error"] == distributed.GIVEN_UP}
@@ -170,14 +164,14 @@ def test_a_block_that_kills_its_actor_every_time_becomes_error_rows(cluster, ima
 def test_ray_resumes_from_the_journal_of_a_killed_run_and_refuses_a_second_writer(
         cluster, images, weights, single_process, tmp_path, capsys):
     out = tmp_path / "scores.csv"
-    killed = ResultOutput(out, MODEL, weights_sha256(MODEL, weights), "nr")
+    killed = ResultOutput(out, MODEL, weights_sha256(MODEL, weights(MODEL)), "nr")
     first = sorted(path for path, row in single_process.items() if row["error"] is None)[:5]
     for path in first:
         killed.write({**single_process[path], "score": 0.125})  # a score no model gives: must be kept
     with pytest.raises(ValueError, match="is being written by another iqart process"):
-        distributed.score_distributed([images], out, MODEL, weights=weights, batch_size=2)
+        distributed.score_distributed([images], out, MODEL, weights=weights(MODEL), batch_size=2)
     killed.journal.close()  # the process dies: its lock goes, its journal stays
-    summary = distributed.score_distributed([images], out, MODEL, weights=weights, batch_size=2, resume=True)
+    summary = distributed.score_distributed([images], out, MODEL, weights=weights(MODEL), batch_size=2, resume=True)
     assert summary.kept == 5 and summary.scored + summary.failed == len(single_process) - 5
     rows = read_result_file(out)
     assert {row["path"]: row["score"] for row in rows if row["path"] in first} == dict.fromkeys(first, 0.125)
@@ -187,7 +181,7 @@ def test_ray_resumes_from_the_journal_of_a_killed_run_and_refuses_a_second_write
 
 
 def test_ray_options_are_checked_before_any_work(images, weights, tmp_path, capsys):
-    code = main(["score", str(images), "--model", MODEL, "--weights", str(weights), "--ray", "--ray-actors", "0",
+    code = main(["score", str(images), "--model", MODEL, "--weights", str(weights(MODEL)), "--ray", "--ray-actors", "0",
                  "--out", str(tmp_path / "s.csv")])
     assert code == 2 and "--ray-actors must be at least 1" in capsys.readouterr().err
     assert not (tmp_path / "s.csv").exists()

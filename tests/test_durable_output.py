@@ -26,15 +26,10 @@ from iqart.engine.results.journal import journal_path
 from iqart.engine.results.output import OutputError, ResultOutput, merge_rows
 from iqart.train.models.checkpoints import save_checkpoint
 from iqart.train.models.zoo import build_model
-from tests.conftest import EXAMPLE_IMAGES, REPO, write_scrambled_weights
+from tests.helpers import EXAMPLE_IMAGES, REPO
 
 pytestmark = pytest.mark.usefixtures("iqart_home")
 MODEL = "qualiclip-tiny"
-
-
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory):
-    return write_scrambled_weights(tmp_path_factory.mktemp("weights"), MODEL, seed=4)
 
 
 @pytest.fixture(scope="module")
@@ -94,13 +89,13 @@ def test_a_second_writer_is_refused_at_once_until_the_first_dies(tmp_path, weigh
     try:
         assert holder.stdout.readline().strip() == "locked"
         started = time.perf_counter()
-        assert main(["score", str(EXAMPLE_IMAGES), "--model", MODEL, "-w", str(weights), "--out", str(out)]) == 2
+        assert main(["score", str(EXAMPLE_IMAGES), "--model", MODEL, "-w", str(weights(MODEL)), "--out", str(out)]) == 2
         assert time.perf_counter() - started < 10
         assert "is being written by another iqart process" in capsys.readouterr().err
     finally:
         holder.kill()
         holder.wait()
-    assert main(["score", str(EXAMPLE_IMAGES / "coffee.png"), "--model", MODEL, "-w", str(weights), "--out", str(out)]) == 0
+    assert main(["score", str(EXAMPLE_IMAGES / "coffee.png"), "--model", MODEL, "-w", str(weights(MODEL)), "--out", str(out)]) == 0
 
 
 def test_merge_keeps_one_row_per_file_however_it_was_spelled(tmp_path):
@@ -125,7 +120,7 @@ def test_resume_through_a_symlink_or_a_relative_path_duplicates_nothing(tmp_path
     (folder / "broken.png").write_text("not yet")
     os.symlink(folder, tmp_path / "same")
     out = tmp_path / "s.csv"
-    common = ["--model", MODEL, "-w", str(weights), "--out", str(out), "--resume"]
+    common = ["--model", MODEL, "-w", str(weights(MODEL)), "--out", str(out), "--resume"]
     assert main(["score", str(folder), *common]) == 0
     monkeypatch.chdir(tmp_path)
     capsys.readouterr()
@@ -141,11 +136,11 @@ def test_resume_exits_zero_when_only_failed_files_remain(tmp_path, weights):
     (tmp_path / "bad.png").write_text("never an image")
     out = tmp_path / "o" / "s.csv"
     out.parent.mkdir()
-    command = ["score", str(tmp_path / "good.png"), str(tmp_path / "bad.png"), "--model", MODEL, "-w", str(weights),
+    command = ["score", str(tmp_path / "good.png"), str(tmp_path / "bad.png"), "--model", MODEL, "-w", str(weights(MODEL)),
                "--out", str(out), "--resume"]
     assert main(command) == 0
     assert main(command) == 0  # a scheduler that retries on failure must not loop for ever
-    assert main(["score", str(tmp_path / "bad.png"), "--model", MODEL, "-w", str(weights),
+    assert main(["score", str(tmp_path / "bad.png"), "--model", MODEL, "-w", str(weights(MODEL)),
                  "--out", str(tmp_path / "o" / "only_bad.csv")]) == 1  # nothing could be scored
 
 
@@ -169,7 +164,7 @@ def test_an_unwritable_out_is_a_usage_error_before_any_work(tmp_path, weights, c
 @pytest.mark.skipif(os.geteuid() == 0, reason="running as root: a read-only folder is writable anyway")
 def test_a_read_only_folder_is_a_usage_error(tmp_path, weights, capsys):
     (tmp_path / "ro").mkdir(mode=0o555)
-    assert main(["score", str(EXAMPLE_IMAGES), "--model", MODEL, "-w", str(weights), "--out",
+    assert main(["score", str(EXAMPLE_IMAGES), "--model", MODEL, "-w", str(weights(MODEL)), "--out",
                  str(tmp_path / "ro" / "s.csv")]) == 2
     assert "is not writable" in capsys.readouterr().err
 
@@ -234,7 +229,7 @@ def wait_for_rows(child: subprocess.Popen, out: Path, rows: int, limit_s: float 
 @pytest.mark.parametrize("signum,code", [(signal.SIGTERM, 143), (signal.SIGHUP, 129), (signal.SIGINT, 130)])
 def test_sigterm_sighup_and_sigint_stop_keeping_every_row(many_images, weights, tmp_path, signum, code):
     out = tmp_path / "s.csv"
-    child = start_scoring(many_images, out, weights)
+    child = start_scoring(many_images, out, weights(MODEL))
     wait_for_rows(child, out, 20)
     child.send_signal(signum)
     _, err = child.communicate(timeout=60)
@@ -249,13 +244,13 @@ def test_sigterm_sighup_and_sigint_stop_keeping_every_row(many_images, weights, 
 def test_kill_9_loses_no_written_row_and_resume_scores_each_file_once(many_images, weights, tmp_path):
     out = tmp_path / "s.jsonl"
     for _ in range(2):
-        child = start_scoring(many_images, out, weights, "--resume")
+        child = start_scoring(many_images, out, weights(MODEL), "--resume")
         wait_for_rows(child, out, journal_rows(out) + 30)
         written = journal_rows(out)
         child.kill()
         child.wait()
         assert journal_rows(out) >= written and not out.exists()
-    child = start_scoring(many_images, out, weights, "--resume")
+    child = start_scoring(many_images, out, weights(MODEL), "--resume")
     stdout, err = child.communicate(timeout=300)
     assert child.returncode == 0, err
     rows = read_result_file(out)

@@ -14,33 +14,17 @@ import iqart
 from iqart.engine import artifact_cache
 from iqart.engine.backends.onnxruntime_backend import OnnxRuntimeBackend, cuda_available, providers_for
 from iqart.engine.hardware import physical_cores
+from iqart.engine.pipeline.batch_scoring import PipelineStats, SizeBuckets, score_jobs
 from iqart.engine.pipeline.images import ImageError, load_image
 from iqart.engine.pipeline.jobs import ScoreJob
-from iqart.engine.pipeline.batch_scoring import PipelineStats, SizeBuckets, score_jobs
 from iqart.export.artifact import read_spec, sha256_file
 from iqart.export.validate import FP32_REL_TOL
-from iqart.train.models.checkpoints import save_checkpoint
-from iqart.train.models.zoo import build_model, get_card
-from tests.conftest import EXAMPLE_IMAGES, EXAMPLE_PAIRS, scramble
+from iqart.train.models.zoo import get_card
+from tests.helpers import EXAMPLE_IMAGES, EXAMPLE_PAIRS
 
 TINY = ["qualiclip-tiny", "bpclip-nr-tiny", "bpclip-fr-tiny"]
 
 pytestmark = pytest.mark.usefixtures("iqart_home")  # one artifact cache per module (tests/conftest.py)
-
-
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory):
-    """Factory: a scrambled tiny model's weight file, made once per module."""
-    made = {}
-    folder = tmp_path_factory.mktemp("weights")
-
-    def make(name, seed=5):
-        if (name, seed) not in made:
-            made[name, seed] = folder / f"{name}-{seed}.pt"
-            save_checkpoint(made[name, seed], name, scramble(build_model(name, seed=seed), seed).state_dict())
-        return made[name, seed]
-
-    return make
 
 
 @pytest.fixture(scope="module")

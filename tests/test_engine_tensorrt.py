@@ -14,14 +14,14 @@ from iqart.engine.backends.tensorrt_backend import choose_attention
 from iqart.engine.backends.tensorrt_build import RTX_TARGETS, target_capabilities
 from iqart.engine.backends.tensorrt_import import TENSORRT_RTX, TensorRTUnavailableError, import_tensorrt
 from iqart.engine.cli.main import main
+from iqart.engine.pipeline.batch_scoring import score_jobs
 from iqart.engine.pipeline.images import load_image
 from iqart.engine.pipeline.jobs import ScoreJob
-from iqart.engine.pipeline.batch_scoring import score_jobs
 from iqart.export.artifact import export_artifact
 from iqart.export.validate import FP16_ABS_TOL
 from iqart.train.models.checkpoints import save_checkpoint
 from iqart.train.models.zoo import build_model, get_card
-from tests.conftest import EXAMPLE_IMAGES, scramble
+from tests.helpers import EXAMPLE_IMAGES, scramble
 
 HAS_TRT = any(importlib.util.find_spec(m) is not None for m in ("tensorrt", "tensorrt_bindings"))
 needs_trt = pytest.mark.skipif(not HAS_TRT, reason="TensorRT is not installed (pip install 'iqart[trt]' on a GPU machine)")

@@ -17,7 +17,7 @@ from iqart.export.validate import FP16_ABS_TOL, FP32_REL_TOL, ort_session, valid
 from iqart.train.models.attention import reference_cross_attention
 from iqart.train.models.checkpoints import save_checkpoint
 from iqart.train.models.zoo import get_card
-from tests.conftest import EXAMPLE_IMAGES
+from tests.helpers import EXAMPLE_IMAGES
 
 TINY = ["qualiclip-tiny", "bpclip-nr-tiny", "bpclip-fr-tiny"]
 EXPECTED_PLUGIN_NODES = {"qualiclip": 1, "bpclip": 9}  # the pool; 5 self-attention + 4 chain blocks
@@ -27,7 +27,7 @@ EXPECTED_PLUGIN_NODES = {"qualiclip": 1, "bpclip": 9}  # the pool; 5 self-attent
 def artifacts(tmp_path_factory):
     """name -> (artifact dir, model) for every tiny model, exported once for the module."""
     from iqart.train.models.zoo import build_model
-    from tests.conftest import scramble
+    from tests.helpers import scramble
 
     root = tmp_path_factory.mktemp("artifacts")
     out = {}
@@ -74,12 +74,11 @@ def test_graphs_pass_the_full_checker_and_hold_no_text_tower(artifacts, name):
 
 
 @pytest.mark.parametrize("name", TINY)
-def test_fp32_graph_matches_torch_with_dynamic_batch_and_size(artifacts, name):
+def test_fp32_graph_matches_torch_with_dynamic_batch_and_size(artifacts, name, rng):
     artifact, model, _ = artifacts[name]
     card = get_card(name)
     session = ort_session(artifact / "model.onnx")
     sizes = [(224, 224)] if card.resize.kind == "fixed" else [(224, 160), (97, 131)]
-    rng = np.random.default_rng()
     for batch, (h, w) in zip((1, 3), sizes * 2):
         feeds = feeds_for(card, batch, h, w, rng)
         got, expected = session.run(None, feeds)[0], torch_scores(model, card, feeds)
@@ -109,10 +108,10 @@ def test_fp16_graph_is_strongly_typed_with_fp32_islands(artifacts, name):
 
 
 @pytest.mark.parametrize("name", TINY)
-def test_fp16_graph_within_tolerance_of_torch(artifacts, name):
+def test_fp16_graph_within_tolerance_of_torch(artifacts, name, rng):
     artifact, model, _ = artifacts[name]
     card = get_card(name)
-    feeds = feeds_for(card, 2, 224, 224, np.random.default_rng())
+    feeds = feeds_for(card, 2, 224, 224, rng)
     got = ort_session(artifact / "model.fp16.onnx").run(None, feeds)[0]
     assert np.isfinite(got).all() and np.abs(got - torch_scores(model, card, feeds)).max() <= FP16_ABS_TOL
 
@@ -135,7 +134,7 @@ def test_trt_graph_has_one_plugin_node_per_attention_core(artifacts, name):
 
 
 @pytest.mark.parametrize("name", TINY)
-def test_native_graph_is_the_plugin_graph_with_attention_ops(artifacts, name):
+def test_native_graph_is_the_plugin_graph_with_attention_ops(artifacts, name, rng):
     """Same nodes as model.trt.onnx but each plugin node an opset-23 Attention with its heads,
     fed Q times the scale (no attribute TensorRT's importer rejects); hashed in spec.json;
     parity with torch on ONNX Runtime at another batch size."""
@@ -166,22 +165,21 @@ def test_native_graph_is_the_plugin_graph_with_attention_ops(artifacts, name):
     assert spec["native_attention"] == {"graph": NATIVE_GRAPH, "op": "Attention", "opset": NATIVE_OPSET,
                                         "nodes": len(attention)}
     card = get_card(name)
-    feeds = feeds_for(card, 3, 224, 224, np.random.default_rng())
+    feeds = feeds_for(card, 3, 224, 224, rng)
     got = ort_session(artifact / NATIVE_GRAPH).run(None, feeds)[0]
     assert np.isfinite(got).all() and np.abs(got - torch_scores(model, card, feeds)).max() <= FP16_ABS_TOL
 
 
-def test_native_graph_runs_on_the_reference_evaluator(artifacts):
+def test_native_graph_runs_on_the_reference_evaluator(artifacts, rng):
     from onnx.reference import ReferenceEvaluator
 
     artifact, model, _ = artifacts["qualiclip-tiny"]
-    feeds = feeds_for(get_card("qualiclip-tiny"), 1, 64, 96, np.random.default_rng())
+    feeds = feeds_for(get_card("qualiclip-tiny"), 1, 64, 96, rng)
     got = ReferenceEvaluator(str(artifact / NATIVE_GRAPH)).run(None, feeds)[0]
     assert np.isfinite(got).all() and np.abs(got - torch_scores(model, get_card("qualiclip-tiny"), feeds)).max() <= FP16_ABS_TOL
 
 
-def test_numpy_plugin_matches_the_torch_core():
-    rng = np.random.default_rng()
+def test_numpy_plugin_matches_the_torch_core(rng):
     for nq, nk, heads in [(1, 50, 8), (49, 49, 4), (3, 700, 2)]:
         q, k, v = (rng.standard_normal((2, n, heads * 64)).astype(np.float32) for n in (nq, nk, nk))
         expected = reference_cross_attention(*map(torch.from_numpy, (q, k, v)), heads, 0.125).numpy()
@@ -251,11 +249,11 @@ def test_cli_validate_reports_and_rejects_other_weights(artifacts, tmp_path, cap
     assert "sha256 differs" in capsys.readouterr().err
 
 
-def test_trt_graph_runs_on_the_reference_evaluator(artifacts):
+def test_trt_graph_runs_on_the_reference_evaluator(artifacts, rng):
     from onnx.reference import ReferenceEvaluator
 
     artifact, model, _ = artifacts["qualiclip-tiny"]
-    feeds = feeds_for(get_card("qualiclip-tiny"), 2, 64, 96, np.random.default_rng())
+    feeds = feeds_for(get_card("qualiclip-tiny"), 2, 64, 96, rng)
     got = ReferenceEvaluator(str(artifact / "model.trt.onnx"), new_ops=[FusedCrossAttention]).run(None, feeds)[0]
     assert np.isfinite(got).all() and np.abs(got - torch_scores(model, get_card("qualiclip-tiny"), feeds)).max() <= FP16_ABS_TOL
 
@@ -266,7 +264,7 @@ def test_rn50_export_and_parity(name, tmp_path):
     import time
 
     from iqart.train.models.zoo import build_model
-    from tests.conftest import scramble
+    from tests.helpers import scramble
 
     model = scramble(build_model(name), 0)
     weights = tmp_path / "w.pt"

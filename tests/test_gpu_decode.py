@@ -35,8 +35,7 @@ from iqart.engine.pipeline.gpu_decode import (
 from iqart.engine.pipeline.images import as_array, open_image, resize, resize_target
 from iqart.engine.pipeline.jobs import ScoreJob
 from iqart.train.models.zoo import ResizePolicy
-from tests.conftest import EXAMPLE_IMAGES
-from tests.test_bad_input import DISPLAY_P3
+from tests.helpers import DISPLAY_P3, EXAMPLE_IMAGES
 
 NATIVE = ResizePolicy("native")
 FIXED = ResizePolicy("fixed", (224, 224))

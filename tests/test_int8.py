@@ -22,7 +22,7 @@ from iqart.export.quality_images import load_source, quality_set
 from iqart.export.validate import SRCC_MIN_SPAN, ort_session
 from iqart.train.models.checkpoints import save_checkpoint
 from iqart.train.models.zoo import build_model, get_card
-from tests.conftest import EXAMPLE_IMAGES, scramble
+from tests.helpers import EXAMPLE_IMAGES, scramble
 
 CALIBRATION = "skimage:astronaut,coffee"  # small sets keep the tests fast; the defaults are larger
 PARITY = "skimage:chelsea,rocket"

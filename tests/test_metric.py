@@ -9,7 +9,7 @@ from PIL import Image
 
 import iqart
 from iqart.engine.cli.main import main
-from tests.conftest import EXAMPLE_IMAGES, EXAMPLE_PAIRS
+from tests.helpers import EXAMPLE_IMAGES, EXAMPLE_PAIRS
 
 
 @pytest.fixture(scope="module")

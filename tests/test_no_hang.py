@@ -24,15 +24,10 @@ from iqart.engine.cli.main import main
 from iqart.engine.pipeline.decode_workers import DecodeWorkers
 from iqart.engine.results.formats import read_result_file
 from iqart.engine.results.journal import journal_path
-from tests.conftest import EXAMPLE_IMAGES, REPO, write_scrambled_weights
+from tests.helpers import EXAMPLE_IMAGES, REPO
 
 pytestmark = pytest.mark.usefixtures("iqart_home")
 MODEL = "qualiclip-tiny"
-
-
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory):
-    return write_scrambled_weights(tmp_path_factory.mktemp("weights"), MODEL, seed=2)
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +46,7 @@ def test_a_fifo_is_an_error_row_and_is_never_opened(tmp_path, weights):
     shutil.copy(EXAMPLE_IMAGES / "coffee.png", tmp_path / "y.png")
     out = tmp_path / "s.csv"
     done = []
-    runner = threading.Thread(target=lambda: done.append(main(["score", str(tmp_path), "--model", MODEL, "-w", str(weights),
+    runner = threading.Thread(target=lambda: done.append(main(["score", str(tmp_path), "--model", MODEL, "-w", str(weights(MODEL)),
                                                                 "--out", str(out)])), daemon=True)
     runner.start()
     runner.join(120)
@@ -65,7 +60,7 @@ def test_a_decode_over_the_time_limit_is_an_error_row_and_the_run_goes_on(tmp_pa
     for name in ("chelsea.png", "coffee.png", "rocket.png"):
         shutil.copy(EXAMPLE_IMAGES / name, tmp_path / name)
     out = tmp_path / "s.csv"
-    assert main(["score", str(tmp_path), "--model", MODEL, "-w", str(weights), "-j", "1", "--decode-timeout", "0.15",
+    assert main(["score", str(tmp_path), "--model", MODEL, "-w", str(weights(MODEL)), "-j", "1", "--decode-timeout", "0.15",
                  "--out", str(out)]) == 0
     rows = {Path(r["path"]).name: r for r in read_result_file(out)}
     assert rows["a_slow.png"]["error"].startswith("decode did not finish within 0.15 s")  # not "truncated"
@@ -98,7 +93,7 @@ def test_one_ctrl_c_stops_a_run_while_a_decode_is_stuck(tmp_path, weights, slow_
         os.link(slow_png, folder / f"b{index}.png")
     out = tmp_path / "s.csv"
     child = subprocess.Popen([sys.executable, "-m", "iqart.engine.cli.main", "score", str(folder), "--model", MODEL,
-                              "-w", str(weights), "-j", "1", "-b", "1", "--decode-timeout", "0", "--out", str(out)],
+                              "-w", str(weights(MODEL)), "-j", "1", "-b", "1", "--decode-timeout", "0", "--out", str(out)],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
     deadline = time.monotonic() + 120
     while not (journal_path(out).exists() and journal_path(out).read_bytes().count(b"\n") >= 2):

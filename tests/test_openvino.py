@@ -11,7 +11,7 @@ from iqart.engine.backends.openvino_backend import OpenVinoBackend, native_bf16,
 from iqart.export.int8_parity import INT8_MIN_SRCC
 from iqart.export.validate import FP32_REL_TOL
 from iqart.train.metrics import srcc
-from tests.conftest import EXAMPLE_IMAGES, EXAMPLE_PAIRS
+from tests.helpers import EXAMPLE_IMAGES, EXAMPLE_PAIRS
 
 openvino = pytest.importorskip("openvino", reason="OpenVINO is not installed: pip install -e '.[openvino]'")
 
@@ -59,10 +59,9 @@ def test_bf16_reports_what_ran(paths, fp32_scores, capsys):
         np.testing.assert_allclose(scores, fp32_scores["qualiclip-tiny"], rtol=FP32_REL_TOL, atol=1e-7)
 
 
-def test_each_shape_is_compiled_once(iqart_home):
+def test_each_shape_is_compiled_once(iqart_home, rng):
     artifact = iqart.Scorer("qualiclip-tiny").artifact
     backend = OpenVinoBackend(artifact, threads=2)
-    rng = np.random.default_rng()
     first = rng.integers(0, 256, (2, 64, 96, 3), dtype=np.uint8)  # two concurrent requests of one image
     second = rng.integers(0, 256, (1, 80, 80, 3), dtype=np.uint8)  # one request
     a = backend(first)
@@ -72,10 +71,10 @@ def test_each_shape_is_compiled_once(iqart_home):
     assert runtime_precisions(backend.compiled_for(second.shape))["f32"] > 0
 
 
-def test_concurrent_chunks_score_as_one_request(iqart_home):
+def test_concurrent_chunks_score_as_one_request(iqart_home, rng):
     """A batch split over the streams gives the scores, in order, that one request gives."""
     artifact = iqart.Scorer("qualiclip-tiny").artifact
-    images = np.random.default_rng().integers(0, 256, (6, 96, 64, 3), dtype=np.uint8)
+    images = rng.integers(0, 256, (6, 96, 64, 3), dtype=np.uint8)
     split = OpenVinoBackend(artifact, threads=2)(images)
     whole = OpenVinoBackend(artifact, threads=1)(images)
     assert split.shape == (6,) and len(np.unique(split)) == 6

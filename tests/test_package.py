@@ -8,12 +8,12 @@ import os
 import shutil
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
-from tests.conftest import EXAMPLE_IMAGES, REPO
+from tests.helpers import EXAMPLE_IMAGES, REPO
 
 TOP_LEVEL = ("train", "export", "engine")
 

@@ -9,8 +9,8 @@ import numpy as np
 from PIL import Image
 
 from iqart.engine.backends.torch_backend import TorchBackend
-from iqart.engine.pipeline.jobs import ScoreJob
 from iqart.engine.pipeline.batch_scoring import PIXEL_BUDGET, SizeBuckets, score_jobs
+from iqart.engine.pipeline.jobs import ScoreJob
 from iqart.train.models.zoo import build_model, get_card
 
 

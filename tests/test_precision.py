@@ -8,9 +8,9 @@ import pytest
 import torch
 
 import iqart
-from iqart.train.models.attention import reference_cross_attention
 from iqart.train.metrics import srcc
-from tests.conftest import EXAMPLE_IMAGES
+from iqart.train.models.attention import reference_cross_attention
+from tests.helpers import EXAMPLE_IMAGES
 
 MIN_SRCC = 0.999
 

@@ -7,8 +7,7 @@ from iqart.train.models.clip_backbone import build_clip, encode_prompts
 from iqart.train.models.prompts import antonym_prompts
 from iqart.train.models.qualiclip import QualiCLIP
 from iqart.train.models.zoo import load_model
-from tests.conftest import scramble
-from tests.test_attention import full_attention_pool_token0
+from tests.helpers import full_attention_pool_token0, scramble
 
 
 def official_score(visual, prompts_features, images):

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from iqart.engine.pipeline.batch_scoring import decode_job
 from iqart.engine.pipeline.images import as_array, draft_size, open_image
 from iqart.engine.pipeline.jobs import ScoreJob
-from iqart.engine.pipeline.batch_scoring import decode_job
 from iqart.train.models.zoo import ResizePolicy
-from tests.conftest import EXAMPLE_IMAGES
+from tests.helpers import EXAMPLE_IMAGES
 
 POLICY = ResizePolicy("fixed", (224, 224))
 

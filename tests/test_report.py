@@ -12,7 +12,7 @@ from PIL import Image
 
 from iqart.engine.cli.main import main
 from iqart.engine.results.quality_report import error_reason, summarise
-from tests.conftest import EXAMPLE_IMAGES
+from tests.helpers import EXAMPLE_IMAGES
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,8 @@ import itertools
 import pytest
 import torch
 
-from iqart.train.models.checkpoints import read_state_dict
 from iqart.train.config import load_config
+from iqart.train.data.pristine import load_pristine, overlapping_crops, random_rescale
 from iqart.train.evaluate import (
     RankingResult,
     model_score_fn,
@@ -16,8 +16,9 @@ from iqart.train.evaluate import (
     synthetic_ranking,
 )
 from iqart.train.losses import mos_loss, qualiclip_losses
+from iqart.train.models.checkpoints import read_state_dict
 from iqart.train.models.preprocess import normalize_float
-from iqart.train.data.pristine import load_pristine, overlapping_crops, random_rescale
+from iqart.train.models.zoo import load_model
 from iqart.train.runs import RunDirectory, calibrate_batchnorm, cosine_lr
 from iqart.train.train_bpclip import (
     BPCLIPTrainConfig,
@@ -35,7 +36,6 @@ from iqart.train.train_qualiclip import (
     train_qualiclip,
     training_content,
 )
-from iqart.train.models.zoo import load_model
 
 SMALL = {"images": "skimage:astronaut,chelsea", "crop": 64, "log_every": 1, "checkpoint_every": 5, "seed": 3}
 
