@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import socket
 
 import pytest
 import torch
@@ -16,7 +17,7 @@ from iqart.train.evaluate import (
     synthetic_ranking,
 )
 from iqart.train.losses import mos_loss, qualiclip_losses
-from iqart.train.models.checkpoints import read_state_dict
+from iqart.train.models.checkpoints import CheckpointError, read_state_dict
 from iqart.train.models.preprocess import normalize_float
 from iqart.train.models.zoo import load_model
 from iqart.train.runs import RunDirectory, calibrate_batchnorm, cosine_lr
@@ -200,6 +201,30 @@ def test_init_encoder_takes_only_the_encoder_of_other_bpclip_weights(tmp_path):
     save_checkpoint(tmp_path / "q.pt", "qualiclip-tiny", build_qualiclip(QualiCLIPTrainConfig(model="qualiclip-tiny")).state_dict())
     with pytest.raises(Exception, match="q.pt"):
         build_bpclip(BPCLIPTrainConfig(model="bpclip-nr-tiny", init_encoder=str(tmp_path / "q.pt")))
+
+
+def test_openai_init_without_a_network_names_both_ways_to_get_the_weights():
+    """`init = "openai"` asks open_clip for OpenAI's CLIP RN50 for real; with no network (and no
+    cached copy) the error says how to get it online and how to use a local file instead."""
+    try:
+        socket.getaddrinfo("huggingface.co", 443)
+        pytest.skip("online: open_clip would download OpenAI's CLIP RN50; this checks the offline error")
+    except OSError:
+        pass
+    with pytest.raises(CheckpointError) as raised:  # huggingface_hub retries for about 50 s first
+        build_bpclip(BPCLIPTrainConfig(model="bpclip-nr", init="openai"))
+    message = str(raised.value)
+    assert 'open_clip.create_model("RN50", pretrained="openai")' in message  # online: open_clip's cache
+    assert "RN50.pt" in message and "set init to that local file's path" in message  # offline: a local file
+
+
+@pytest.mark.parametrize("build, config", [
+    (build_qualiclip, QualiCLIPTrainConfig(model="qualiclip-tiny", init="openai")),
+    (build_bpclip, BPCLIPTrainConfig(model="bpclip-fr-tiny", init="openai")),
+])
+def test_openai_init_fits_rn50_models_only(build, config):
+    with pytest.raises(CheckpointError, match="fit RN50 models only; the 'tiny' backbone"):
+        build(config)
 
 
 def _save_fr_teacher(path, constant: float | None = None) -> None:

@@ -34,6 +34,7 @@ from iqart.train.evaluate import (
 from iqart.train.losses import mos_loss
 from iqart.train.models.bpclip import BPCLIP
 from iqart.train.models.checkpoints import check_fit, is_clip_state_dict, read_state_dict, select_prefix
+from iqart.train.models.clip_backbone import read_init
 from iqart.train.models.preprocess import normalize_float
 from iqart.train.models.zoo import build_model, get_card, load_model
 from iqart.train.runs import RunDirectory, fit, seed_everything
@@ -42,7 +43,8 @@ from iqart.train.runs import RunDirectory, fit, seed_everything
 @dataclass(frozen=True)
 class BPCLIPTrainConfig:
     model: str = "bpclip-nr"  # zoo name: bpclip-nr, bpclip-fr, or their -tiny versions
-    init: str = ""  # CLIP weights (encoder + adjective embeddings) or BPCLIP weights; "" = random
+    # CLIP weights (encoder + adjective embeddings) or BPCLIP weights; "openai" = OpenAI's CLIP RN50; "" = random
+    init: str = ""
     init_encoder: str = ""  # ours: BPCLIP weights (FR or NR) whose image encoder starts this model's (after init)
     # ours: full-reference BPCLIP weights (of this model's size) as a frozen teacher for a no-reference
     # model: the regression target becomes teacher_weight * teacher(distorted, reference)
@@ -86,7 +88,7 @@ def build_bpclip(config: BPCLIPTrainConfig) -> BPCLIP:
         raise ValueError(f"{config.model} is not a BPCLIP model")
     model = build_model(config.model, seed=config.seed)
     if config.init:
-        state = read_state_dict(config.init)
+        state = read_init(config.init, get_card(config.model).backbone)
         if is_clip_state_dict(state):
             model.init_from_clip(state, config.init)
         else:

@@ -24,6 +24,7 @@ from iqart.train.data.pristine import TrainingContent, overlapping_crops, quanti
 from iqart.train.evaluate import model_score_fn, summarize_ranking, synthetic_ranking
 from iqart.train.losses import qualiclip_losses
 from iqart.train.models.checkpoints import check_fit, read_state_dict, select_prefix
+from iqart.train.models.clip_backbone import read_init
 from iqart.train.models.preprocess import normalize_float
 from iqart.train.models.qualiclip import QualiCLIP
 from iqart.train.models.zoo import build_model, get_card
@@ -33,7 +34,7 @@ from iqart.train.runs import RunDirectory, fit, seed_everything
 @dataclass(frozen=True)
 class QualiCLIPTrainConfig:
     model: str = "qualiclip"  # zoo name: qualiclip (RN50) or qualiclip-tiny
-    init: str = ""  # CLIP or QualiCLIP weights to start from; "" = random (sensible for tiny only)
+    init: str = ""  # CLIP or QualiCLIP weights to start from; "openai" = OpenAI's CLIP RN50; "" = random (tiny only)
     init_encoder: str = ""  # ours: BPCLIP weights whose image encoder starts the tower (its attention pool stays new)
     images: str = "skimage"  # folder of pristine images, or skimage[:name,...]
     holdout_images: tuple[str, ...] = ()  # never trained on; used by the evaluation
@@ -68,7 +69,7 @@ def build_qualiclip(config: QualiCLIPTrainConfig) -> QualiCLIP:
         raise ValueError(f"{config.model} is not a QualiCLIP model")
     model = build_model(config.model, seed=config.seed)
     if config.init:
-        model.load_weights(read_state_dict(config.init), config.init)
+        model.load_weights(read_init(config.init, card.backbone), config.init)
     if config.init_encoder:
         encoder = select_prefix(read_state_dict(config.init_encoder), "encoder.")
         expected = {k: v for k, v in model.visual.state_dict().items() if not k.startswith("attnpool.")}

@@ -20,10 +20,12 @@ from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
 from open_clip.modified_resnet import AttentionPool2d, ModifiedResNet
 
 from iqart.train.models.attention import cross_attention
-from iqart.train.models.checkpoints import check_fit
+from iqart.train.models.checkpoints import CheckpointError, check_fit, read_state_dict
 
 # OpenAI's released state dicts carry these scalars beside the weights.
 OPENAI_METADATA_KEYS = ("input_resolution", "context_length", "vocab_size")
+# `init = "openai"` in a training config: OpenAI's released CLIP weights, which both papers start from.
+OPENAI_INIT = "openai"
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,32 @@ def build_clip(name: str, seed: int | None = 0) -> CLIP:
         if seed is not None:
             torch.random.set_rng_state(generator_state)
     return model.eval()
+
+
+def openai_clip_state_dict(backbone: str) -> dict[str, torch.Tensor]:
+    """OpenAI's CLIP weights for `backbone` (RN50 only) through open_clip, which downloads them
+    once into its cache; without a network (and no cached copy) a CheckpointError names both ways
+    to get them: online through open_clip, or a local RN50.pt given as `init`."""
+    if backbone != "RN50":
+        raise CheckpointError(f'init = "{OPENAI_INIT}": OpenAI released CLIP RN50 weights, which fit RN50 models only; '
+                              f"the {backbone!r} backbone starts from a weight file or at random")
+    try:
+        model = open_clip.create_model("RN50", pretrained=OPENAI_INIT)
+    except Exception as exc:  # open_clip and huggingface_hub raise several types for a failed download
+        url = open_clip.get_pretrained_cfg("RN50", OPENAI_INIT).get("url", "")
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(
+            f'init = "{OPENAI_INIT}": open_clip could not get OpenAI\'s CLIP RN50 ({reason}). Either run online once: '
+            f'open_clip.create_model("RN50", pretrained="openai") downloads it into its cache; or download '
+            f"{url} on a machine that is online and set init to that local file's path"
+        ) from None
+    return model.state_dict()
+
+
+def read_init(init: str, backbone: str) -> dict[str, torch.Tensor]:
+    """The state dict a training config's `init` names: "openai" (OpenAI's CLIP through open_clip)
+    or a weight file."""
+    return openai_clip_state_dict(backbone) if init == OPENAI_INIT else read_state_dict(init)
 
 
 def clip_from_state_dict(name: str, state: dict[str, torch.Tensor], source: str) -> CLIP:
