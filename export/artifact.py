@@ -27,7 +27,9 @@ from iqart.train.storage import honour_umask
 SPEC_VERSION = 1
 __all__ = ["GRAPH_FILES", "INT8_GRAPH", "SPEC_VERSION", "build_spec", "export_artifact", "read_spec", "sha256_file"]
 GRAPH_FILES = ("model.onnx", "model.fp16.onnx", TRT_GRAPH, NATIVE_GRAPH)
-INT8_GRAPH = "model.int8.onnx"  # optional: written by `iqart quantize` or on first int8 use (iqart.export.int8_artifact)
+INT8_GRAPH = (
+    "model.int8.onnx"  # optional: written by `iqart quantize` or on first int8 use (iqart.export.int8_artifact)
+)
 
 
 def _version(package: str) -> str | None:
@@ -44,8 +46,9 @@ def _io_spec(card: ModelCard) -> tuple[list[dict], list[dict]]:
     return inputs, [{"name": "score", "dtype": "float32", "shape": ["N"]}]
 
 
-def build_spec(card: ModelCard, weights_sha256: str, graph_hashes: dict, fp16_report: dict, plugin_nodes: int,
-               native_nodes: int) -> dict:
+def build_spec(
+    card: ModelCard, weights_sha256: str, graph_hashes: dict, fp16_report: dict, plugin_nodes: int, native_nodes: int
+) -> dict:
     inputs, outputs = _io_spec(card)
     return {
         "spec_version": SPEC_VERSION,
@@ -64,16 +67,26 @@ def build_spec(card: ModelCard, weights_sha256: str, graph_hashes: dict, fp16_re
         "sha256": {"weights": weights_sha256, **graph_hashes},
         "opset": OPSET,
         "fp16": fp16_report,
-        "plugin": {"name": PLUGIN_NAME, "namespace": PLUGIN_NAMESPACE, "version": PLUGIN_VERSION,
-                   "onnx_domain": PLUGIN_DOMAIN, "nodes": plugin_nodes, "fields": ["num_heads", "scale"]},
+        "plugin": {
+            "name": PLUGIN_NAME,
+            "namespace": PLUGIN_NAMESPACE,
+            "version": PLUGIN_VERSION,
+            "onnx_domain": PLUGIN_DOMAIN,
+            "nodes": plugin_nodes,
+            "fields": ["num_heads", "scale"],
+        },
         "native_attention": {"graph": NATIVE_GRAPH, "op": "Attention", "opset": NATIVE_OPSET, "nodes": native_nodes},
         "exporter": EXPORTER,
         "versions": {pkg: _version(pkg) for pkg in ("torch", "onnx", "onnxruntime", "open_clip_torch")},
     }
 
 
-def export_artifact(name: str, out_dir: str | os.PathLike, weights: str | os.PathLike | None = None,
-                    model: torch.nn.Module | None = None) -> Path:
+def export_artifact(
+    name: str,
+    out_dir: str | os.PathLike,
+    weights: str | os.PathLike | None = None,
+    model: torch.nn.Module | None = None,
+) -> Path:
     """Export `name` into `out_dir` (replaced if it exists). `model` skips loading weights
     (used by tests and benchmarks with random weights; the spec then records no weights hash)."""
     card = get_card(name)
@@ -93,7 +106,9 @@ def export_artifact(name: str, out_dir: str | os.PathLike, weights: str | os.Pat
             onnx.save(graphs[filename], staging / filename)
             hashes[filename] = sha256_file(staging / filename)
         plugin_nodes = sum(n.op_type == PLUGIN_NAME for n in graphs[TRT_GRAPH].graph.node)
-        spec = build_spec(card, weights_sha, hashes, fp16_report, plugin_nodes, len(attention_nodes(graphs[NATIVE_GRAPH])))
+        spec = build_spec(
+            card, weights_sha, hashes, fp16_report, plugin_nodes, len(attention_nodes(graphs[NATIVE_GRAPH]))
+        )
         (staging / "spec.json").write_text(json.dumps(spec, indent=2) + "\n")
         (staging / "plans").mkdir()
         if out_dir.exists():
@@ -103,4 +118,3 @@ def export_artifact(name: str, out_dir: str | os.PathLike, weights: str | os.Pat
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return out_dir
-

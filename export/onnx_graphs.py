@@ -28,7 +28,9 @@ def input_names(card: ModelCard) -> list[str]:
 def example_input(card: ModelCard, batch: int = 2) -> torch.Tensor:
     """A fresh random uint8 batch at the model's export size (native models: 224x224)."""
     height, width = card.resize.size if card.resize.kind == "fixed" else (224, 224)
-    return torch.randint(0, 256, (batch, height, width, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    return torch.randint(
+        0, 256, (batch, height, width, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
+    )
 
 
 def _dynamic_axes(card: ModelCard) -> dict:
@@ -57,9 +59,15 @@ def export_onnx(model: torch.nn.Module, card: ModelCard, fused_attention: bool =
 def _export(module, args, buffer, card: ModelCard, custom_opsets: dict | None = None) -> None:
     """Our opset domain only where plugin nodes use it (else torch warns that it is unused)."""
     torch.onnx.export(
-        module, args, buffer, dynamo=False, opset_version=OPSET,
-        input_names=input_names(card), output_names=["score", FEATURES],
-        dynamic_axes=_dynamic_axes(card), do_constant_folding=True,
+        module,
+        args,
+        buffer,
+        dynamo=False,
+        opset_version=OPSET,
+        input_names=input_names(card),
+        output_names=["score", FEATURES],
+        dynamic_axes=_dynamic_axes(card),
+        do_constant_folding=True,
         custom_opsets=custom_opsets,
     )
 
@@ -88,5 +96,9 @@ def build_graphs(model: torch.nn.Module, card: ModelCard) -> tuple[dict[str, onn
     fused = export_onnx(model, card, fused_attention=True)
     fp16, report = convert_to_fp16(plain, FEATURES)
     trt, _ = convert_to_fp16(fused, FEATURES)
-    return {"model.onnx": without_output(plain, FEATURES), "model.fp16.onnx": fp16, "model.trt.onnx": trt,
-            NATIVE_GRAPH: to_native_attention(trt)}, report
+    return {
+        "model.onnx": without_output(plain, FEATURES),
+        "model.fp16.onnx": fp16,
+        "model.trt.onnx": trt,
+        NATIVE_GRAPH: to_native_attention(trt),
+    }, report

@@ -44,12 +44,21 @@ def _srcc(scores: np.ndarray, levels: np.ndarray) -> float:
 
 
 @torch.no_grad()
-def synthetic_ranking(score: ScoreFn, images: dict[str, torch.Tensor], kinds: list[str] | tuple[str, ...],
-                      crop: int = 224, crops_per_image: int = 2, seed: int = 0, full_reference: bool = False,
-                      higher_better: bool = True) -> list[RankingResult]:
+def synthetic_ranking(
+    score: ScoreFn,
+    images: dict[str, torch.Tensor],
+    kinds: list[str] | tuple[str, ...],
+    crop: int = 224,
+    crops_per_image: int = 2,
+    seed: int = 0,
+    full_reference: bool = False,
+    higher_better: bool = True,
+) -> list[RankingResult]:
     """One RankingResult per degradation type, on `crops_per_image` random crops of each image."""
     generator = torch.Generator().manual_seed(seed)
-    crops = torch.stack([random_crop(image, crop, generator) for image in images.values() for _ in range(crops_per_image)])
+    crops = torch.stack(
+        [random_crop(image, crop, generator) for image in images.values() for _ in range(crops_per_image)]
+    )
     levels = np.arange(NUM_LEVELS, dtype=float)
     results = []
     for kind in kinds:
@@ -120,9 +129,9 @@ def model_score_fn(model: torch.nn.Module, batch_size: int = 32) -> ScoreFn:
         device = next(model.parameters()).device
         out = []
         for start in range(0, len(images), batch_size):
-            args = [normalize_float(images[start:start + batch_size].to(device))]
+            args = [normalize_float(images[start : start + batch_size].to(device))]
             if reference is not None:
-                args.append(normalize_float(reference[start:start + batch_size].to(device)))
+                args.append(normalize_float(reference[start : start + batch_size].to(device)))
             out.append(model(*args).float().cpu())
         return torch.cat(out)
 

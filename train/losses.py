@@ -25,15 +25,16 @@ class QualiCLIPLosses:
     consistency: torch.Tensor
 
     def total(self, weight_consistency: float, weight_positive: float, weight_negative: float) -> torch.Tensor:
-        return (weight_consistency * self.consistency + weight_positive * self.positive
-                + weight_negative * self.negative)
+        return weight_consistency * self.consistency + weight_positive * self.positive + weight_negative * self.negative
 
 
 def qualiclip_losses(similarities: torch.Tensor, margin: float, consistency_margin: float) -> QualiCLIPLosses:
     """similarities: (crops=2, levels, batch, pairs, 2), the last axis (positive, negative) prompt,
     levels ordered from least to most degraded."""
     if similarities.ndim != 5 or similarities.shape[0] != 2 or similarities.shape[-1] != 2:
-        raise ValueError(f"expected similarities of shape (2, levels, batch, pairs, 2), got {tuple(similarities.shape)}")
+        raise ValueError(
+            f"expected similarities of shape (2, levels, batch, pairs, 2), got {tuple(similarities.shape)}"
+        )
     levels = similarities.shape[1]
     less, more = torch.triu_indices(levels, levels, offset=1, device=similarities.device)
     s_pos, s_neg = similarities[..., 0], similarities[..., 1]

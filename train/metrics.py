@@ -8,7 +8,8 @@ the 4-parameter logistic of the VQEG FR-TV Phase II report,
 
 fitted by least squares, so that a model is not penalised for a monotone but non-linear score
 scale. The logistic absorbs the direction of the relation, so PLCC carries the sign of the fitted
-curve: a model that ranks in reverse (DMOS against MOS) reads negative in all three. Inputs may be lists, NumPy arrays or torch tensors of any shape (they are flattened).
+curve: a model that ranks in reverse (DMOS against MOS) reads negative in all three. Inputs may be lists,
+NumPy arrays or torch tensors of any shape (they are flattened).
 If predictions or targets are constant every correlation is undefined and NaN is returned.
 """
 
@@ -110,7 +111,11 @@ def plcc(pred, target) -> float:
     try:
         params = fit_logistic(pred, target)
     except RuntimeError as error:
-        warnings.warn(f"logistic fit did not converge ({error}); reporting the raw Pearson correlation", RuntimeWarning)
+        warnings.warn(
+            f"logistic fit did not converge ({error}); reporting the raw Pearson correlation",
+            RuntimeWarning,
+            stacklevel=2,
+        )
         return float(stats.pearsonr(pred, target).statistic)
     mapped = logistic_4(pred, *params)
     if np.ptp(mapped) == 0:  # the fit collapsed onto a constant: no relation beyond the linear one

@@ -65,10 +65,14 @@ class RunDirectory:
             saved = json.loads(config_file.read_text())
             if saved != config:
                 changed = sorted(k for k in set(saved) | set(config) if saved.get(k) != config.get(k))
-                raise ValueError(f"{self.path}: the configuration differs from the run being resumed: {', '.join(changed)}")
+                raise ValueError(
+                    f"{self.path}: the configuration differs from the run being resumed: {', '.join(changed)}"
+                )
         else:
             if self.checkpoint_file.exists():
-                raise ValueError(f"{self.path} already holds a run: pass --resume to continue it, or choose another --out")
+                raise ValueError(
+                    f"{self.path} already holds a run: pass --resume to continue it, or choose another --out"
+                )
             self.path.mkdir(parents=True, exist_ok=True)
             config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
@@ -84,8 +88,9 @@ class RunDirectory:
     def weights_file(self) -> Path:
         return self.path / "weights.pt"
 
-    def save(self, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-             generator: torch.Generator) -> None:
+    def save(
+        self, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer, generator: torch.Generator
+    ) -> None:
         state = {
             "step": step,
             "model": model.state_dict(),
@@ -152,9 +157,10 @@ class RunDirectory:
 
         rows = self.read_log()
         columns = [c for c in (rows[0] if rows else {}) if c != "step"]
-        fig, axes = plt.subplots(len(columns) or 1, 1, figsize=(7, 1.8 * max(1, len(columns))), sharex=True,
-                                 squeeze=False)
-        for ax, column in zip(axes[:, 0], columns):
+        fig, axes = plt.subplots(
+            len(columns) or 1, 1, figsize=(7, 1.8 * max(1, len(columns))), sharex=True, squeeze=False
+        )
+        for ax, column in zip(axes[:, 0], columns, strict=False):
             points = [(int(r["step"]), float(r[column])) for r in rows if r.get(column) not in (None, "")]
             ax.plot([p[0] for p in points], [p[1] for p in points], marker="." if len(points) < 30 else None)
             ax.set_ylabel(column, fontsize=8)
@@ -214,9 +220,20 @@ def calibrate_batchnorm(model: torch.nn.Module, forward_batch, batches: int) -> 
     model.eval()
 
 
-def fit(run: RunDirectory, model: torch.nn.Module, optimizer: torch.optim.Optimizer, generator: torch.Generator,
-        config, step_loss, evaluate, resume: bool, progress: bool, stop_at: int | None = None,
-        max_grad_norm: float = 5.0, forward_batch=None) -> RunDirectory:
+def fit(
+    run: RunDirectory,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+    config,
+    step_loss,
+    evaluate,
+    resume: bool,
+    progress: bool,
+    stop_at: int | None = None,
+    max_grad_norm: float = 5.0,
+    forward_batch=None,
+) -> RunDirectory:
     """The loop both trainers share: schedule, step, log, evaluate, checkpoint, export.
 
     step_loss() -> (loss, {name: value}) computes one batch's loss; evaluate(step) -> {name: value}

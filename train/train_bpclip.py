@@ -118,16 +118,18 @@ class SyntheticMOS:
             raise ValueError(f"level_sets needs batch_size >= {self.set_size}, got {config.batch_size}")
         self.config, self.images, self.generator = config, images, generator
         self.kinds = [kind for kind in TYPES if kind not in config.holdout_types]
-        self.content = TrainingContent(images, config.min_scale, config.procedural_probability,
-                                       config.crop + config.crop // 4, generator)
+        self.content = TrainingContent(
+            images, config.min_scale, config.procedural_probability, config.crop + config.crop // 4, generator
+        )
 
     def _draw(self) -> float:
         return float(torch.rand(1, generator=self.generator))
 
     def _reference(self) -> torch.Tensor:
         g = self.generator
-        return random_crop(self.content.photo(int(torch.randint(len(self.images), (1,), generator=g))),
-                           self.config.crop, g)
+        return random_crop(
+            self.content.photo(int(torch.randint(len(self.images), (1,), generator=g))), self.config.crop, g
+        )
 
     def level_set(self) -> tuple[torch.Tensor, torch.Tensor]:
         """One crop undegraded and at the 5 levels of one draw (6, 3, H, W), and its targets (6,)."""
@@ -135,8 +137,12 @@ class SyntheticMOS:
         reference = self._reference()
         if self._draw() < self.config.composite_probability:
             seed = int(torch.randint(2**62, (1,), generator=g))
-            levels = torch.stack([composite(reference[None], level, torch.Generator().manual_seed(seed),
-                                            allowed=self.kinds)[0][0] for level in range(NUM_LEVELS)])
+            levels = torch.stack(
+                [
+                    composite(reference[None], level, torch.Generator().manual_seed(seed), allowed=self.kinds)[0][0]
+                    for level in range(NUM_LEVELS)
+                ]
+            )
         else:
             levels = degrade_levels(reference[None], draw_kind(g, self.kinds), g)[:, 0]
         targets = 1.0 - torch.arange(self.set_size, dtype=torch.float32) / NUM_LEVELS
@@ -158,12 +164,17 @@ class SyntheticMOS:
         if self.config.level_sets:
             sets = [self.level_set() for _ in range(self.config.batch_size // self.set_size)]
             images = quantize(torch.cat([s[0] for s in sets]))
-            return {"image": images, "reference": images[:: self.set_size].repeat_interleave(self.set_size, 0),
-                    "target": torch.cat([s[1] for s in sets])}
+            return {
+                "image": images,
+                "reference": images[:: self.set_size].repeat_interleave(self.set_size, 0),
+                "target": torch.cat([s[1] for s in sets]),
+            }
         samples = [self.sample() for _ in range(self.config.batch_size)]
-        return {"image": quantize(torch.stack([s[0] for s in samples])),
-                "reference": quantize(torch.stack([s[1] for s in samples])),
-                "target": torch.tensor([s[2] for s in samples])}
+        return {
+            "image": quantize(torch.stack([s[0] for s in samples])),
+            "reference": quantize(torch.stack([s[1] for s in samples])),
+            "target": torch.tensor([s[2] for s in samples]),
+        }
 
 
 def set_ranking_loss(scores: torch.Tensor, margin: float) -> torch.Tensor:
@@ -181,7 +192,7 @@ def load_teacher(config: BPCLIPTrainConfig) -> BPCLIP | None:
     if get_card(config.model).task != "nr":
         raise ValueError(f"teacher: {config.model} is full-reference; a teacher trains a no-reference model")
     if config.data != "synthetic":
-        raise ValueError("teacher needs data = \"synthetic\": the teacher compares each crop with its pristine source")
+        raise ValueError('teacher needs data = "synthetic": the teacher compares each crop with its pristine source')
     if not 0.0 <= config.teacher_weight <= 1.0:
         raise ValueError(f"teacher_weight must lie in [0, 1], got {config.teacher_weight}")
     teacher = load_model(config.model.replace("bpclip-nr", "bpclip-fr"), config.teacher)
@@ -217,8 +228,14 @@ def dataset_loaders(config: BPCLIPTrainConfig, task: str, generator: torch.Gener
     train_samples, test_samples = split(info, samples, seed=config.split_seed)
     train_set = MOSDataset(train_samples, info, crop=config.crop, train=True, task=task)
     test_set = MOSDataset(test_samples, info, crop=config.crop, train=False, task=task)
-    train_loader = torch.utils.data.DataLoader(train_set, batch_size=config.batch_size, shuffle=True, drop_last=True,
-                                               num_workers=config.workers, generator=generator)
+    train_loader = torch.utils.data.DataLoader(
+        train_set,
+        batch_size=config.batch_size,
+        shuffle=True,
+        drop_last=True,
+        num_workers=config.workers,
+        generator=generator,
+    )
     test_loader = torch.utils.data.DataLoader(test_set, batch_size=config.batch_size, num_workers=config.workers)
     return _endless(train_loader), test_loader
 
@@ -227,12 +244,16 @@ def _optimizer(model: BPCLIP, config: BPCLIPTrainConfig) -> torch.optim.Optimize
     encoder = list(model.encoder.parameters())
     encoder_ids = {id(p) for p in encoder}
     head = [p for p in model.parameters() if id(p) not in encoder_ids]
-    return torch.optim.AdamW([{"params": encoder, "lr_scale": config.encoder_lr_scale},
-                              {"params": head, "lr_scale": 1.0}], lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.AdamW(
+        [{"params": encoder, "lr_scale": config.encoder_lr_scale}, {"params": head, "lr_scale": 1.0}],
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+    )
 
 
-def train_bpclip(config: BPCLIPTrainConfig, out: str, resume: bool = False, progress: bool = True,
-                 stop_at: int | None = None) -> RunDirectory:
+def train_bpclip(
+    config: BPCLIPTrainConfig, out: str, resume: bool = False, progress: bool = True, stop_at: int | None = None
+) -> RunDirectory:
     run = RunDirectory(out, {"trainer": "bpclip", **config_dict(config)}, resume)
     generator = seed_everything(config.seed)
     model = build_bpclip(config)
@@ -267,9 +288,27 @@ def train_bpclip(config: BPCLIPTrainConfig, out: str, resume: bool = False, prog
             return {f"test_{k}": v for k, v in mos_correlations(score, test_loader, full_reference).items()}
         if not eval_images:
             return {}
-        results = synthetic_ranking(score, eval_images, TYPES, config.crop, config.eval_crops_per_image,
-                                    seed=config.seed, full_reference=full_reference)
+        results = synthetic_ranking(
+            score,
+            eval_images,
+            TYPES,
+            config.crop,
+            config.eval_crops_per_image,
+            seed=config.seed,
+            full_reference=full_reference,
+        )
         return {f"srcc_{row['group']}": row["ranking_srcc"] for row in summarize_ranking(results, config.holdout_types)}
 
-    return fit(run, model, _optimizer(model, config), generator, config, step_loss, evaluate, resume, progress, stop_at,
-               forward_batch=predict_batch)
+    return fit(
+        run,
+        model,
+        _optimizer(model, config),
+        generator,
+        config,
+        step_loss,
+        evaluate,
+        resume,
+        progress,
+        stop_at,
+        forward_batch=predict_batch,
+    )

@@ -85,15 +85,18 @@ def training_types(config: QualiCLIPTrainConfig) -> list[str]:
     return [kind for kind in TYPES if kind not in config.holdout_types]
 
 
-def training_content(images: list[torch.Tensor], config: QualiCLIPTrainConfig,
-                     generator: torch.Generator) -> TrainingContent:
+def training_content(
+    images: list[torch.Tensor], config: QualiCLIPTrainConfig, generator: torch.Generator
+) -> TrainingContent:
     """Photos and dead leaves; a dead-leaves image leaves room for two overlapping crops."""
-    return TrainingContent(images, config.min_scale, config.procedural_probability,
-                           config.crop + config.crop // 2, generator)
+    return TrainingContent(
+        images, config.min_scale, config.procedural_probability, config.crop + config.crop // 2, generator
+    )
 
 
-def degraded_pairs(content: TrainingContent, config: QualiCLIPTrainConfig, kinds: list[str],
-                   generator: torch.Generator) -> torch.Tensor:
+def degraded_pairs(
+    content: TrainingContent, config: QualiCLIPTrainConfig, kinds: list[str], generator: torch.Generator
+) -> torch.Tensor:
     """(2 crops, 5 levels, batch, 3, crop, crop): each image's two crops at the same 5 levels of
     the same degradation, quantised to 8 bits."""
     per_image = []
@@ -101,16 +104,21 @@ def degraded_pairs(content: TrainingContent, config: QualiCLIPTrainConfig, kinds
         crops = overlapping_crops(content.photo(index), config.crop, generator)
         if float(torch.rand(1, generator=generator)) < config.composite_probability:
             seed = int(torch.randint(2**62, (1,), generator=generator))
-            levels = torch.stack([composite(crops, level, torch.Generator().manual_seed(seed), allowed=kinds)[0]
-                                  for level in range(NUM_LEVELS)])
+            levels = torch.stack(
+                [
+                    composite(crops, level, torch.Generator().manual_seed(seed), allowed=kinds)[0]
+                    for level in range(NUM_LEVELS)
+                ]
+            )
         else:
             levels = degrade_levels(crops, draw_kind(generator, kinds), generator)
         per_image.append(levels.transpose(0, 1))  # (2, 5, 3, H, W)
     return quantize(torch.stack(per_image, dim=2))
 
 
-def train_qualiclip(config: QualiCLIPTrainConfig, out: str, resume: bool = False, progress: bool = True,
-                    stop_at: int | None = None) -> RunDirectory:
+def train_qualiclip(
+    config: QualiCLIPTrainConfig, out: str, resume: bool = False, progress: bool = True, stop_at: int | None = None
+) -> RunDirectory:
     run = RunDirectory(out, {"trainer": "qualiclip", **config_dict(config)}, resume)
     generator = seed_everything(config.seed)
     kinds = training_types(config)
@@ -128,16 +136,31 @@ def train_qualiclip(config: QualiCLIPTrainConfig, out: str, resume: bool = False
         batch, features = embed_batch()
         similarities = model.similarities(features).reshape(*batch.shape[:3], model.num_pairs, 2)
         losses = qualiclip_losses(similarities, config.margin, config.consistency_margin)
-        terms = {"loss_positive": losses.positive.item(), "loss_negative": losses.negative.item(),
-                 "loss_consistency": losses.consistency.item()}
+        terms = {
+            "loss_positive": losses.positive.item(),
+            "loss_negative": losses.negative.item(),
+            "loss_consistency": losses.consistency.item(),
+        }
         return losses.total(config.weight_consistency, config.weight_positive, config.weight_negative), terms
 
     def evaluate(step: int) -> dict:
         if not eval_images:
             return {}
-        results = synthetic_ranking(model_score_fn(model), eval_images, TYPES, config.crop,
-                                    config.eval_crops_per_image, seed=config.seed)
+        results = synthetic_ranking(
+            model_score_fn(model), eval_images, TYPES, config.crop, config.eval_crops_per_image, seed=config.seed
+        )
         return {f"srcc_{row['group']}": row["ranking_srcc"] for row in summarize_ranking(results, config.holdout_types)}
 
-    return fit(run, model, optimizer, generator, config, step_loss, evaluate, resume, progress, stop_at,
-               forward_batch=embed_batch)
+    return fit(
+        run,
+        model,
+        optimizer,
+        generator,
+        config,
+        step_loss,
+        evaluate,
+        resume,
+        progress,
+        stop_at,
+        forward_batch=embed_batch,
+    )

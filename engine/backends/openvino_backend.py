@@ -41,7 +41,9 @@ def import_openvino():
     try:
         import openvino
     except ImportError:
-        raise ImportError("the openvino backend needs OpenVINO: pip install 'iqart[openvino]' (or pip install openvino)") from None
+        raise ImportError(
+            "the openvino backend needs OpenVINO: pip install 'iqart[openvino]' (or pip install openvino)"
+        ) from None
     return openvino
 
 
@@ -67,8 +69,13 @@ class OpenVinoBackend:
     takes_cuda_tensors = False  # host arrays: the session copies them itself
     _said: set[str] = set()
 
-    def __init__(self, artifact: str | os.PathLike, device: str | None = None, precision: str = "fp32",
-                 threads: int | None = None):
+    def __init__(
+        self,
+        artifact: str | os.PathLike,
+        device: str | None = None,
+        precision: str = "fp32",
+        threads: int | None = None,
+    ):
         if precision not in GRAPHS:
             raise ValueError(f"openvino backend: precision must be one of {', '.join(GRAPHS)}, not {precision!r}")
         if device not in (None, "cpu"):
@@ -88,8 +95,12 @@ class OpenVinoBackend:
 
     def config(self, hint: str) -> dict:
         streams = self.threads if hint == "THROUGHPUT" else 1
-        return {"INFERENCE_PRECISION_HINT": HINTS[self.precision], "PERFORMANCE_HINT": hint,
-                "NUM_STREAMS": streams, "INFERENCE_NUM_THREADS": self.threads}
+        return {
+            "INFERENCE_PRECISION_HINT": HINTS[self.precision],
+            "PERFORMANCE_HINT": hint,
+            "NUM_STREAMS": streams,
+            "INFERENCE_NUM_THREADS": self.threads,
+        }
 
     def compiled_for(self, shape: tuple[int, ...], hint: str = "LATENCY"):
         """The model compiled for one input shape (and the reference's, which is the same)."""
@@ -120,8 +131,11 @@ class OpenVinoBackend:
         self.runtime_precision = ran
         if ran != self.precision and self.graph.as_posix() + self.precision not in self._said:
             self._said.add(self.graph.as_posix() + self.precision)
-            reason = ("this CPU has no native bf16 (AVX512_BF16 or AMX)" if self.precision == "bf16" and not
-                      native_bf16(self.core) else "OpenVINO chose not to")
+            reason = (
+                "this CPU has no native bf16 (AVX512_BF16 or AMX)"
+                if self.precision == "bf16" and not native_bf16(self.core)
+                else "OpenVINO chose not to"
+            )
             print(f"iqart: openvino ran {ran}, not the {self.precision} asked for: {reason}", file=sys.stderr)
 
     def __call__(self, images: np.ndarray, references: np.ndarray | None = None) -> np.ndarray:
@@ -138,7 +152,7 @@ class OpenVinoBackend:
         requests = []
         for start in range(0, len(feeds["image"]), chunk):
             request = compiled.create_infer_request()
-            request.start_async({name: array[start:start + chunk] for name, array in feeds.items()})
+            request.start_async({name: array[start : start + chunk] for name, array in feeds.items()})
             requests.append(request)
         scores = []
         for request in requests:

@@ -172,12 +172,10 @@ class DatasetReader:
         files = folder.rglob("*") if recursive else folder.iterdir()
         index = {p.name.lower(): p for p in files if p.is_file()}
         paths = [index.get(Path(name).name.lower()) for name in names]
-        missing = sorted({name for name, path in zip(names, paths) if path is None})
+        missing = sorted({name for name, path in zip(names, paths, strict=True) if path is None})
         if missing:
             shown = ", ".join(missing[:MISSING_LISTED]) + (", ..." if len(missing) > MISSING_LISTED else "")
-            raise self.error(
-                f"{len(missing)} image(s) listed in {listed_in.name} are missing from {folder}: {shown}"
-            )
+            raise self.error(f"{len(missing)} image(s) listed in {listed_in.name} are missing from {folder}: {shown}")
         return paths
 
 
@@ -212,7 +210,7 @@ class KADID10k(DatasetReader):
                 reference=reference,
                 distortion=Path(row["dist_img"]).stem.split("_")[1] if "_" in row["dist_img"] else None,
             )
-            for line, (row, image, reference) in enumerate(zip(rows, distorted, references), start=2)
+            for line, (row, image, reference) in enumerate(zip(rows, distorted, references, strict=True), start=2)
         ]
         return samples, None
 
@@ -232,7 +230,7 @@ class KonIQ10k(DatasetReader):
         paths = self.resolve(self.folder("1024x768", "512x384"), [r["image_name"] for r in rows], labels)
         samples = [
             Sample(image=path, mos=self.number(row["MOS"], f"{labels.name} line {line}"), content=path.stem)
-            for line, (row, path) in enumerate(zip(rows, paths), start=2)
+            for line, (row, path) in enumerate(zip(rows, paths, strict=True), start=2)
         ]
         sets_file = self.root / "koniq10k_distributions_sets.csv"
         if not sets_file.is_file():
@@ -248,7 +246,7 @@ class KonIQ10k(DatasetReader):
                 f"{len(unassigned)} image(s) of {labels.name} have no set in {sets_file.name}: "
                 + ", ".join(unassigned[:MISSING_LISTED])
             )
-        test = frozenset(path for row, path in zip(rows, paths) if sets[row["image_name"]] == "test")
+        test = frozenset(path for row, path in zip(rows, paths, strict=True) if sets[row["image_name"]] == "test")
         return samples, test
 
 
@@ -280,12 +278,12 @@ class LIVE(DatasetReader):
         distorted = {}
         for folder, _ in self.FOLDERS:
             names = [entries[i][1] for i in keep if entries[i][0] == folder]
-            for name, path in zip(names, self.resolve(self.folder(folder), names, dmos_file)):
+            for name, path in zip(names, self.resolve(self.folder(folder), names, dmos_file), strict=True):
                 distorted[folder, name] = path
         references = self.resolve(self.folder("refimgs"), [refnames[i] for i in keep], refnames_file)
         return [
             Sample(distorted[entries[i]], float(dmos[i]), Path(refnames[i]).stem, reference, entries[i][0])
-            for i, reference in zip(keep, references)
+            for i, reference in zip(keep, references, strict=True)
         ], None
 
 
@@ -315,7 +313,9 @@ class CSIQ(DatasetReader):
         references = self.resolve(self.folder("src_imgs"), [c + ".png" for c in contents], labels)
         return [
             Sample(image, score, content, reference, name.split(".")[1].lower() if name.count(".") >= 2 else None)
-            for image, score, content, reference, name in zip(distorted, scores, contents, references, names)
+            for image, score, content, reference, name in zip(
+                distorted, scores, contents, references, names, strict=True
+            )
         ], None
 
 
@@ -345,7 +345,7 @@ class TID2013(DatasetReader):
         references = self.resolve(self.folder("reference_images"), [f"I{ref}.BMP" for ref, _, _ in parsed], labels)
         return [
             Sample(image, score, f"I{ref}", reference, kind)
-            for image, score, (ref, kind, _), reference in zip(distorted, scores, parsed, references)
+            for image, score, (ref, kind, _), reference in zip(distorted, scores, parsed, references, strict=True)
         ], None
 
 
@@ -371,7 +371,7 @@ class SPAQ(DatasetReader):
         paths = self.resolve(self.folder("TestImage"), [r["Image name"] for r in rows], labels)
         return [
             Sample(image=path, mos=self.number(row["MOS"], f"{labels.name} line {line}"), content=path.stem)
-            for line, (row, path) in enumerate(zip(rows, paths), start=2)
+            for line, (row, path) in enumerate(zip(rows, paths, strict=True), start=2)
         ], None
 
 
@@ -390,14 +390,16 @@ class CLIVE(DatasetReader):
         mos = self.mat_variable(mos_file, "AllMOS_release").astype(np.float64).ravel()
         if len(names) != len(mos):
             raise self.error(f"AllImages_release has {len(names)} names but AllMOS_release {len(mos)} scores")
-        rated = [(name, float(score)) for name, score in zip(names, mos) if not self.PRACTICE.match(name)]
+        rated = [(name, float(score)) for name, score in zip(names, mos, strict=True) if not self.PRACTICE.match(name)]
         if not rated:
             raise self.error(f"{names_file.name} lists no rated images")
         for name, score in rated:
             if not np.isfinite(score):
                 raise self.error(f"{mos_file.name}: MOS of {name} is {score}")
         paths = self.resolve(self.folder("Images"), [name for name, _ in rated], names_file)
-        return [Sample(image=path, mos=score, content=path.stem) for path, (_, score) in zip(paths, rated)], None
+        return [
+            Sample(image=path, mos=score, content=path.stem) for path, (_, score) in zip(paths, rated, strict=True)
+        ], None
 
 
 DATASETS: dict[str, type[DatasetReader]] = {
@@ -448,7 +450,9 @@ def split(info: DatasetInfo, samples: list[Sample], seed: int = 0, train_fractio
     random.Random(seed).shuffle(groups)
     n_train = min(max(round(train_fraction * len(groups)), 1), len(groups) - 1) if len(groups) > 1 else len(groups)
     train_keys = set(groups[:n_train])
-    return [s for s, k in zip(samples, keys) if k in train_keys], [s for s, k in zip(samples, keys) if k not in train_keys]
+    return [s for s, k in zip(samples, keys, strict=True) if k in train_keys], [
+        s for s, k in zip(samples, keys, strict=True) if k not in train_keys
+    ]
 
 
 def normalize_mos(info: DatasetInfo, mos: float) -> float:
@@ -488,8 +492,9 @@ class MOSDataset(torch.utils.data.Dataset):
     distorted image and its reference so the pair stays aligned; evaluation takes the centre crop.
     """
 
-    def __init__(self, samples: list[Sample], info: DatasetInfo, crop: int = 224, train: bool = True,
-                 task: str | None = None):
+    def __init__(
+        self, samples: list[Sample], info: DatasetInfo, crop: int = 224, train: bool = True, task: str | None = None
+    ):
         task = task or info.task
         if task not in ("nr", "fr"):
             raise ValueError(f"task must be 'nr' or 'fr', got {task!r}")

@@ -51,17 +51,23 @@ def _colours(count: int, generator: torch.Generator) -> np.ndarray:
     return value[:, None] * (1 - saturation[:, None] * np.clip(np.minimum(k, 4 - k), 0, 1))
 
 
-def dead_leaves(size: int | tuple[int, int], generator: torch.Generator, r_min: float = 4.0,
-                r_max: float | None = None, exponent: float = EXPONENT, supersample: int = 2,
-                textured: bool = True) -> torch.Tensor:
+def dead_leaves(
+    size: int | tuple[int, int],
+    generator: torch.Generator,
+    r_min: float = 4.0,
+    r_max: float | None = None,
+    exponent: float = EXPONENT,
+    supersample: int = 2,
+    textured: bool = True,
+) -> torch.Tensor:
     """A dead-leaves image, float (3, H, W) in [0, 1].
 
     `size` is the output size (an int for a square); radii are in output pixels, r_max defaults
     to half the longer side. r_min = 4 keeps the smallest leaves a few pixels wide: smaller ones
-    turn the picture into confetti that looks like impulse noise. `textured` gives each leaf one of: a flat colour, a linear shading
-    gradient, or a sinusoidal grating of random period and orientation, so that pristine content
-    is not only flat paint. No per-pixel grain: that is what the noise degradations add, and a
-    pristine image must not show it.
+    turn the picture into confetti that looks like impulse noise. `textured` gives each leaf one
+    of: a flat colour, a linear shading gradient, or a sinusoidal grating of random period and
+    orientation, so that pristine content is not only flat paint. No per-pixel grain: that is what
+    the noise degradations add, and a pristine image must not show it.
     """
     height, width = (size, size) if isinstance(size, int) else size
     s = int(supersample)
@@ -79,8 +85,13 @@ def dead_leaves(size: int | tuple[int, int], generator: torch.Generator, r_min: 
         cy = centres[:, 0] * (H + 2 * radii) - radii
         cx = centres[:, 1] * (W + 2 * radii) - radii
         colours = _colours(batch, generator)
-        kinds = torch.multinomial(torch.tensor(_TEXTURE_PROBABILITIES), batch, replacement=True,
-                                  generator=generator).numpy() if textured else np.zeros(batch, dtype=np.int64)
+        kinds = (
+            torch.multinomial(
+                torch.tensor(_TEXTURE_PROBABILITIES), batch, replacement=True, generator=generator
+            ).numpy()
+            if textured
+            else np.zeros(batch, dtype=np.int64)
+        )
         params = torch.rand(batch, 4, generator=generator, dtype=torch.float64).numpy()
         for i in range(batch):
             r = radii[i]
@@ -93,8 +104,7 @@ def dead_leaves(size: int | tuple[int, int], generator: torch.Generator, r_min: 
             inside = (ys * ys + xs * xs <= r * r) & uncovered[top:bottom, left:right]
             if not inside.any():
                 continue
-            canvas[top:bottom, left:right][inside] = _paint(kinds[i], params[i], colours[i], ys, xs, r, s,
-                                                            inside)
+            canvas[top:bottom, left:right][inside] = _paint(kinds[i], params[i], colours[i], ys, xs, r, s, inside)
             uncovered[top:bottom, left:right] &= ~inside
             remaining -= int(inside.sum())
         drawn += batch
@@ -106,14 +116,22 @@ def dead_leaves(size: int | tuple[int, int], generator: torch.Generator, r_min: 
     return image.clamp(0, 1)
 
 
-def _paint(kind: int, params: np.ndarray, colour: np.ndarray, ys: np.ndarray, xs: np.ndarray, r: float,
-           supersample: int, inside: np.ndarray) -> np.ndarray:
+def _paint(
+    kind: int,
+    params: np.ndarray,
+    colour: np.ndarray,
+    ys: np.ndarray,
+    xs: np.ndarray,
+    r: float,
+    supersample: int,
+    inside: np.ndarray,
+) -> np.ndarray:
     """The pixels of one leaf where `inside`, (count, 3)."""
     texture = _TEXTURES[kind]
     if texture == "flat":
         return np.broadcast_to(colour, (int(inside.sum()), 3))
     angle = params[0] * 2 * math.pi
-    along = (np.cos(angle) * xs + np.sin(angle) * ys)  # signed distance along a random direction
+    along = np.cos(angle) * xs + np.sin(angle) * ys  # signed distance along a random direction
     along = np.broadcast_to(along, inside.shape)[inside]
     if texture == "gradient":  # shading across the leaf: up to ±30 % brightness
         factor = 1 + 0.3 * params[1] * along / max(r, 1.0)

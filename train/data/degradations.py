@@ -662,7 +662,10 @@ def draw_kind(generator: torch.Generator, allowed: Collection[str] | None = None
 
 
 def composite(
-    images: torch.Tensor, level: int, generator: torch.Generator, groups: int | None = None,
+    images: torch.Tensor,
+    level: int,
+    generator: torch.Generator,
+    groups: int | None = None,
     allowed: Collection[str] | None = None,
 ) -> tuple[torch.Tensor, list[str]]:
     """Chain degradations from 1-4 distinct groups (``groups`` of them if given), all at ``level``.

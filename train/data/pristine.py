@@ -29,8 +29,9 @@ def _skimage_photo(name: str) -> np.ndarray:
     if name == "motorcycle":
         return data.stereo_motorcycle()[0]
     if name not in SKIMAGE_PHOTOS + SKIMAGE_GREY_PHOTOS:
-        raise ValueError(f"unknown scikit-image photo {name!r}; available: "
-                         f"{', '.join(SKIMAGE_PHOTOS + SKIMAGE_GREY_PHOTOS)}")
+        raise ValueError(
+            f"unknown scikit-image photo {name!r}; available: {', '.join(SKIMAGE_PHOTOS + SKIMAGE_GREY_PHOTOS)}"
+        )
     photo = getattr(data, name)()
     return np.repeat(photo[..., None], 3, axis=2) if photo.ndim == 2 else photo
 
@@ -50,8 +51,16 @@ def _bundled_photo(name: str) -> np.ndarray:
     return _skimage_photo(name)
 
 
-SKIMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry",
-                  "retina", "motorcycle")
+SKIMAGE_PHOTOS = (
+    "astronaut",
+    "chelsea",
+    "coffee",
+    "rocket",
+    "hubble_deep_field",
+    "immunohistochemistry",
+    "retina",
+    "motorcycle",
+)
 SKIMAGE_GREY_PHOTOS = ("camera", "brick", "grass", "gravel", "coins", "moon", "clock")
 SKLEARN_PHOTOS = ("china", "flower")  # sklearn.datasets.load_sample_images
 MATPLOTLIB_PHOTOS = ("grace_hopper",)  # matplotlib's sample data
@@ -86,8 +95,9 @@ def pristine_names(source: str) -> list[str]:
         return [n.strip() for n in names.split(",") if n.strip()] if names else list(_NAMED_SOURCES[named])
     root = Path(source)
     if not root.is_dir():
-        raise ValueError(f"pristine image source {source!r} is neither a folder nor "
-                         "'skimage[:name,...]' or 'bundled[:name,...]'")
+        raise ValueError(
+            f"pristine image source {source!r} is neither a folder nor 'skimage[:name,...]' or 'bundled[:name,...]'"
+        )
     names = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if not names:
         raise ValueError(f"{root}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) found")
@@ -104,7 +114,9 @@ def load_pristine(source: str) -> dict[str, torch.Tensor]:
     return {name: read_image(Path(source) / name) for name in names}
 
 
-def split_pristine(source: str, holdout: list[str] | tuple[str, ...]) -> tuple[list[torch.Tensor], dict[str, torch.Tensor]]:
+def split_pristine(
+    source: str, holdout: list[str] | tuple[str, ...]
+) -> tuple[list[torch.Tensor], dict[str, torch.Tensor]]:
     """Training images and the held-out ones (by name) of a source; unknown held-out names are errors."""
     images = load_pristine(source)
     unknown = sorted(set(holdout) - set(images))
@@ -140,7 +152,9 @@ def overlapping_crops(image: torch.Tensor, crop: int, generator: torch.Generator
     half = crop // 2
     top2 = min(max(0, top + _randint(-half, half, generator)), height - crop)
     left2 = min(max(0, left + _randint(-half, half, generator)), width - crop)
-    return torch.stack([image[:, top:top + crop, left:left + crop], image[:, top2:top2 + crop, left2:left2 + crop]])
+    return torch.stack(
+        [image[:, top : top + crop, left : left + crop], image[:, top2 : top2 + crop, left2 : left2 + crop]]
+    )
 
 
 def random_rescale(image: torch.Tensor, min_scale: float, generator: torch.Generator) -> torch.Tensor:
@@ -160,13 +174,12 @@ def random_crop(image: torch.Tensor, crop: int, generator: torch.Generator) -> t
     image = fit_short_side(image, crop)
     height, width = image.shape[-2:]
     top, left = _randint(0, height - crop, generator), _randint(0, width - crop, generator)
-    return image[:, top:top + crop, left:left + crop]
+    return image[:, top : top + crop, left : left + crop]
 
 
 def quantize(images: torch.Tensor) -> torch.Tensor:
     """Round to the 8-bit grid: the engine only ever sees uint8 images, so training should too."""
     return torch.round(images.clamp(0, 1) * 255.0) / 255.0
-
 
 
 class TrainingContent:
@@ -179,8 +192,15 @@ class TrainingContent:
     procedural content existed, so older configurations reproduce their weights.
     """
 
-    def __init__(self, photos: list[torch.Tensor], min_scale: float, procedural_probability: float,
-                 procedural_size: int, generator: torch.Generator, pool_capacity: int = 64):
+    def __init__(
+        self,
+        photos: list[torch.Tensor],
+        min_scale: float,
+        procedural_probability: float,
+        procedural_size: int,
+        generator: torch.Generator,
+        pool_capacity: int = 64,
+    ):
         if not 0 <= procedural_probability <= 1:
             raise ValueError(f"procedural_probability must be in [0, 1], got {procedural_probability}")
         if procedural_probability < 1 and not photos:

@@ -11,8 +11,8 @@ Layout matches the fused kernel: Q (B, Nq, H*D), K and V (B, Nk, H*D) -> O (B, N
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Callable, Iterator
 
 import torch
 
@@ -62,7 +62,9 @@ def cross_attention(
     return reference_cross_attention(q, k, v, num_heads, scale)
 
 
-def reference_cross_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_heads: int, scale: float) -> torch.Tensor:
+def reference_cross_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_heads: int, scale: float
+) -> torch.Tensor:
     """The plain-math core (also what an override may fall back to); logits and softmax in fp32."""
     qh, kh, vh = (split_heads(t, num_heads) for t in (q, k, v))
     with full_precision(q.device.type):  # logits in fp32, as the fused kernel accumulates them

@@ -174,7 +174,7 @@ class BPCLIP(nn.Module):
         taps_r = stage_features(self.encoder, reference) if reference is not None else [None] * len(taps_d)
         # Plain ints: BPCLIP is exported at a fixed size, so the grid is a graph constant.
         grid = (int(taps_d[-1].shape[-2]), int(taps_d[-1].shape[-1]))
-        return [scale(d, r, grid) for scale, d, r in zip(self.scales, taps_d, taps_r)]
+        return [scale(d, r, grid) for scale, d, r in zip(self.scales, taps_d, taps_r, strict=True)]
 
     def attributes(self, pooled: torch.Tensor) -> torch.Tensor:
         """(N, 40): scaled cosine similarity of the pooled semantics to each quality adjective."""
@@ -184,12 +184,16 @@ class BPCLIP(nn.Module):
     def embed(self, distorted: torch.Tensor, reference: torch.Tensor | None = None) -> torch.Tensor:
         """h5 (N, tokens, d_model): the end of the bottom-up chain, where the score head starts."""
         if (self.task == "fr") != (reference is not None):
-            raise ValueError(f"BPCLIP-{self.task.upper()} takes {'a reference' if self.task == 'fr' else 'no reference'}")
+            raise ValueError(
+                f"BPCLIP-{self.task.upper()} takes {'a reference' if self.task == 'fr' else 'no reference'}"
+            )
         if reference is not None and reference.shape != distorted.shape:
-            raise ValueError(f"reference {tuple(reference.shape)} and distorted {tuple(distorted.shape)} differ in shape")
+            raise ValueError(
+                f"reference {tuple(reference.shape)} and distorted {tuple(distorted.shape)} differ in shape"
+            )
         g = self.tokens(distorted, reference)
         h = g[0]
-        for block, query in zip(self.chain, g[1:]):
+        for block, query in zip(self.chain, g[1:], strict=True):
             h = block(query, context=h)
         return h
 
@@ -214,7 +218,9 @@ class BPCLIP(nn.Module):
     def init_from_clip(self, state: dict[str, torch.Tensor], source: str) -> None:
         """Start from pretrained CLIP: the image tower and the adjective embeddings of its text tower."""
         if not is_clip_state_dict(state):
-            raise CheckpointError(f"{source}: not a CLIP state dict (expected visual.*, transformer.*, token_embedding.*)")
+            raise CheckpointError(
+                f"{source}: not a CLIP state dict (expected visual.*, transformer.*, token_embedding.*)"
+            )
         clip = clip_from_state_dict(self.cfg.backbone, state, source)
         encoder_state = {k: v for k, v in select_prefix(state, "visual.").items() if not k.startswith("attnpool.")}
         self.encoder.load_state_dict(encoder_state)

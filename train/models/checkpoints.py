@@ -12,8 +12,8 @@ from __future__ import annotations
 import os
 import tempfile
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import torch
 
@@ -66,7 +66,9 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for corrupt or non-torch files
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (truncated or wrong format?): {reason}") from None
+        raise CheckpointError(
+            f"{path}: not a readable PyTorch checkpoint (truncated or wrong format?): {reason}"
+        ) from None
     return _unwrap(obj, path)
 
 
@@ -76,9 +78,7 @@ def _listed(keys: list[str]) -> str:
     return shown + (f" and {more} more" if more > 0 else "")
 
 
-def check_fit(
-    expected: Mapping[str, torch.Tensor], found: Mapping[str, torch.Tensor], source: str
-) -> None:
+def check_fit(expected: Mapping[str, torch.Tensor], found: Mapping[str, torch.Tensor], source: str) -> None:
     """Raise CheckpointError naming every missing, unexpected and mis-shaped key."""
     missing = sorted(k for k in expected if k not in found)
     unexpected = sorted(k for k in found if k not in expected)
@@ -100,7 +100,7 @@ def check_fit(
 
 def select_prefix(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
     """The entries under `prefix`, with the prefix removed."""
-    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
 
 
 def is_clip_state_dict(state: Mapping[str, torch.Tensor]) -> bool:

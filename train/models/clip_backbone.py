@@ -104,8 +104,10 @@ def openai_clip_state_dict(backbone: str) -> dict[str, torch.Tensor]:
     once into its cache; without a network (and no cached copy) a CheckpointError names both ways
     to get them: online through open_clip, or a local RN50.pt given as `init`."""
     if backbone != "RN50":
-        raise CheckpointError(f'init = "{OPENAI_INIT}": OpenAI released CLIP RN50 weights, which fit RN50 models only; '
-                              f"the {backbone!r} backbone starts from a weight file or at random")
+        raise CheckpointError(
+            f'init = "{OPENAI_INIT}": OpenAI released CLIP RN50 weights, which fit RN50 models only; '
+            f"the {backbone!r} backbone starts from a weight file or at random"
+        )
     try:
         model = open_clip.create_model("RN50", pretrained=OPENAI_INIT)
     except Exception as exc:  # open_clip and huggingface_hub raise several types for a failed download

@@ -7,7 +7,7 @@ positional embedding. Only the image tower is held; the 14 prompt embeddings are
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F

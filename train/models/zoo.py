@@ -77,23 +77,59 @@ _NATIVE = ResizePolicy("native")
 MODELS: dict[str, ModelCard] = {
     card.name: card
     for card in (
-        ModelCard("qualiclip", "qualiclip", "nr", "RN50", _NATIVE,
-                  "QualiCLIP (Agnolucci et al.), opinion-unaware NR-IQA, CLIP RN50, native resolution",
-                  official_url=QUALICLIP_URL),
-        ModelCard("bpclip-nr", "bpclip", "nr", "RN50", _FIXED_224,
-                  "BPCLIP (Song et al.) no-reference, CLIP RN50; iqart's reimplementation",
-                  bpclip=BPCLIPConfig(task="nr")),
-        ModelCard("bpclip-fr", "bpclip", "fr", "RN50", _FIXED_224,
-                  "BPCLIP (Song et al.) full-reference, CLIP RN50; iqart's reimplementation",
-                  bpclip=BPCLIPConfig(task="fr")),
-        ModelCard("qualiclip-tiny", "qualiclip", "nr", "tiny", _NATIVE,
-                  "QualiCLIP on a tiny CLIP ResNet: demo weights trained by iqart on a CPU"),
-        ModelCard("bpclip-nr-tiny", "bpclip", "nr", "tiny", _FIXED_224,
-                  "BPCLIP-NR on a tiny CLIP ResNet: demo weights trained by iqart on a CPU",
-                  bpclip=BPCLIPConfig(task="nr", **_TINY_BPCLIP)),
-        ModelCard("bpclip-fr-tiny", "bpclip", "fr", "tiny", _FIXED_224,
-                  "BPCLIP-FR on a tiny CLIP ResNet: demo weights trained by iqart on a CPU",
-                  bpclip=BPCLIPConfig(task="fr", **_TINY_BPCLIP)),
+        ModelCard(
+            "qualiclip",
+            "qualiclip",
+            "nr",
+            "RN50",
+            _NATIVE,
+            "QualiCLIP (Agnolucci et al.), opinion-unaware NR-IQA, CLIP RN50, native resolution",
+            official_url=QUALICLIP_URL,
+        ),
+        ModelCard(
+            "bpclip-nr",
+            "bpclip",
+            "nr",
+            "RN50",
+            _FIXED_224,
+            "BPCLIP (Song et al.) no-reference, CLIP RN50; iqart's reimplementation",
+            bpclip=BPCLIPConfig(task="nr"),
+        ),
+        ModelCard(
+            "bpclip-fr",
+            "bpclip",
+            "fr",
+            "RN50",
+            _FIXED_224,
+            "BPCLIP (Song et al.) full-reference, CLIP RN50; iqart's reimplementation",
+            bpclip=BPCLIPConfig(task="fr"),
+        ),
+        ModelCard(
+            "qualiclip-tiny",
+            "qualiclip",
+            "nr",
+            "tiny",
+            _NATIVE,
+            "QualiCLIP on a tiny CLIP ResNet: demo weights trained by iqart on a CPU",
+        ),
+        ModelCard(
+            "bpclip-nr-tiny",
+            "bpclip",
+            "nr",
+            "tiny",
+            _FIXED_224,
+            "BPCLIP-NR on a tiny CLIP ResNet: demo weights trained by iqart on a CPU",
+            bpclip=BPCLIPConfig(task="nr", **_TINY_BPCLIP),
+        ),
+        ModelCard(
+            "bpclip-fr-tiny",
+            "bpclip",
+            "fr",
+            "tiny",
+            _FIXED_224,
+            "BPCLIP-FR on a tiny CLIP ResNet: demo weights trained by iqart on a CPU",
+            bpclip=BPCLIPConfig(task="fr", **_TINY_BPCLIP),
+        ),
     )
 }
 
@@ -157,9 +193,14 @@ def _say_demo_weights(card: ModelCard) -> None:
     if card.name in _demo_notice_given:
         return
     _demo_notice_given.add(card.name)
-    real = (f"; the paper's model is {card.name.removesuffix('-tiny')!r} with --weights qualiclip.pth "
-            f"({QUALICLIP_URL})" if card.family == "qualiclip" else "; BPCLIP's paper weights are not public (see README)")
-    print(f"iqart: {card.name} runs on iqart's demo weights, trained on a CPU for demos and tests{real}", file=sys.stderr)
+    real = (
+        f"; the paper's model is {card.name.removesuffix('-tiny')!r} with --weights qualiclip.pth ({QUALICLIP_URL})"
+        if card.family == "qualiclip"
+        else "; BPCLIP's paper weights are not public (see README)"
+    )
+    print(
+        f"iqart: {card.name} runs on iqart's demo weights, trained on a CPU for demos and tests{real}", file=sys.stderr
+    )
 
 
 def resolve_weights(name: str, weights: str | os.PathLike | None = None) -> Path:
@@ -188,4 +229,3 @@ def load_model(name: str, weights: str | os.PathLike | None = None) -> nn.Module
     state = read_state_dict(path)
     model.load_weights(state, str(path))
     return model.eval()
-
