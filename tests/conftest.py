@@ -35,7 +35,9 @@ def pytest_runtest_makereport(item, call):
     report = yield
     if report.failed and SEED in item.stash:
         seed = item.stash[SEED]
-        report.sections.append(("random seed", f"this test ran with seed {seed}; replay it with {SEED_VARIABLE}={seed}"))
+        report.sections.append(
+            ("random seed", f"this test ran with seed {seed}; replay it with {SEED_VARIABLE}={seed}")
+        )
     return report
 
 

@@ -31,11 +31,17 @@ def test_a_truncated_cached_graph_is_exported_again_saying_so_once(home, tmp_pat
     graph = directory / "model.onnx"
     graph.write_bytes(graph.read_bytes()[: graph.stat().st_size // 2])  # a disk that filled up mid-copy
     out = tmp_path / "s.csv"
-    assert main(["score", str(EXAMPLE_IMAGES / "coffee.png"), "--model", MODEL, "-w", str(home), "--out", str(out)]) == 0
+    assert (
+        main(["score", str(EXAMPLE_IMAGES / "coffee.png"), "--model", MODEL, "-w", str(home), "--out", str(out)]) == 0
+    )
     err = capsys.readouterr().err
-    assert err.count("model.onnx does not match the sha256 in spec.json (truncated or damaged); exporting it again") == 1
+    assert (
+        err.count("model.onnx does not match the sha256 in spec.json (truncated or damaged); exporting it again") == 1
+    )
     assert sha256_file(graph) == read_spec(directory)["sha256"]["model.onnx"]
-    assert main(["score", str(EXAMPLE_IMAGES / "coffee.png"), "--model", MODEL, "-w", str(home), "--out", str(out)]) == 0
+    assert (
+        main(["score", str(EXAMPLE_IMAGES / "coffee.png"), "--model", MODEL, "-w", str(home), "--out", str(out)]) == 0
+    )
     assert "exporting it again" not in capsys.readouterr().err  # sound now: used as it is
 
 

@@ -13,7 +13,10 @@ from tests.helpers import full_attention_pool_token0
 def test_cross_attention_matches_sdpa(nq, nk, heads):
     q, k, v = torch.randn(3, nq, heads * 64), torch.randn(3, nk, heads * 64), torch.randn(3, nk, heads * 64)
     ours = cross_attention(q, k, v, heads)
-    split = lambda t: t.reshape(3, -1, heads, 64).transpose(1, 2)
+
+    def split(t):
+        return t.reshape(3, -1, heads, 64).transpose(1, 2)
+
     expected = F.scaled_dot_product_attention(split(q), split(k), split(v)).transpose(1, 2).reshape(3, nq, heads * 64)
     torch.testing.assert_close(ours, expected, rtol=1e-5, atol=1e-5)
 
@@ -30,4 +33,6 @@ def test_query_only_pool_equals_token0_of_full_attention(h, w):
         for p in pool.parameters():  # larger weights make the attention non-uniform
             p.normal_(0, 1 / math.sqrt(p.shape[-1]))
         features = torch.randn(2, pool.k_proj.in_features, h, w) * 3
-        torch.testing.assert_close(attention_pool(pool, features), full_attention_pool_token0(pool, features), rtol=2e-5, atol=2e-5)
+        torch.testing.assert_close(
+            attention_pool(pool, features), full_attention_pool_token0(pool, features), rtol=2e-5, atol=2e-5
+        )

@@ -25,8 +25,17 @@ from iqart.export.int8_artifact import add_int8_graph
 from iqart.train.models.zoo import get_card, load_model
 from tests.helpers import EXAMPLE_IMAGES, REPO
 
-REQUIRED_KEYS = {"backend", "model", "batch_size", "size", "images_per_s", "p50_ms", "p95_ms", "peak_rss_mb",
-                 "speedup_vs_torch"}
+REQUIRED_KEYS = {
+    "backend",
+    "model",
+    "batch_size",
+    "size",
+    "images_per_s",
+    "p50_ms",
+    "p95_ms",
+    "peak_rss_mb",
+    "speedup_vs_torch",
+}
 
 
 def parse(argv):
@@ -140,11 +149,30 @@ def test_batch_inputs_from_files_and_fr_references():
 
 
 def _record(backend, images_per_s, batch=8, size=224):
-    return BenchRecord(backend=backend, model="m", batch_size=batch, size=size, images_per_s=images_per_s, p50_ms=1,
-                       p95_ms=2, peak_rss_mb=100, working_mb=10, speedup_vs_torch=None, gflop_per_image=1,
-                       gflops_per_s=images_per_s, peak_gflops_per_s=100, fraction_of_peak=images_per_s / 100,
-                       spread=0.01, calls=10, device="cpu", threads=2, weights="random", end_to_end=False,
-                       machine="test machine", date="2026-11-22")
+    return BenchRecord(
+        backend=backend,
+        model="m",
+        batch_size=batch,
+        size=size,
+        images_per_s=images_per_s,
+        p50_ms=1,
+        p95_ms=2,
+        peak_rss_mb=100,
+        working_mb=10,
+        speedup_vs_torch=None,
+        gflop_per_image=1,
+        gflops_per_s=images_per_s,
+        peak_gflops_per_s=100,
+        fraction_of_peak=images_per_s / 100,
+        spread=0.01,
+        calls=10,
+        device="cpu",
+        threads=2,
+        weights="random",
+        end_to_end=False,
+        machine="test machine",
+        date="2026-11-22",
+    )
 
 
 def test_speedup_is_the_median_of_per_round_ratios():
@@ -190,16 +218,42 @@ def test_bench_command_writes_records(random_home):
     for name in ("qualiclip-tiny", "bpclip-nr-tiny"):  # int8 graphs from small image sets, to keep this fast
         add_int8_graph(cached_artifact(name, bench_weights(name).path), "skimage:astronaut", None)
     out = random_home / "bench.json"
-    assert main(["bench", "-m", "qualiclip-tiny", "-m", "bpclip-nr-tiny", "--backends", "torch,onnxruntime,onnxruntime-int8",
-                 "--batch-sizes", "1,2", "--sizes", "224,96x64", "--warmup", "1", "--iters", "2", "--threads", "1",
-                 "--json", str(out)]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "-m",
+                "qualiclip-tiny",
+                "-m",
+                "bpclip-nr-tiny",
+                "--backends",
+                "torch,onnxruntime,onnxruntime-int8",
+                "--batch-sizes",
+                "1,2",
+                "--sizes",
+                "224,96x64",
+                "--warmup",
+                "1",
+                "--iters",
+                "2",
+                "--threads",
+                "1",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     rows = json.loads(out.read_text())
     # bpclip-nr-tiny takes fixed 224x224 input: no 96x64 rows for it
-    assert {(r["model"], r["size"]) for r in rows} == {("qualiclip-tiny", 224), ("qualiclip-tiny", "96x64"),
-                                                        ("bpclip-nr-tiny", 224)}
+    assert {(r["model"], r["size"]) for r in rows} == {
+        ("qualiclip-tiny", 224),
+        ("qualiclip-tiny", "96x64"),
+        ("bpclip-nr-tiny", 224),
+    }
     assert len(rows) == 3 * 2 * 3
     for row in rows:
-        assert REQUIRED_KEYS <= row.keys() and row["weights"] == "random" and row["images_per_s"] > 0
+        assert row.keys() >= REQUIRED_KEYS and row["weights"] == "random" and row["images_per_s"] > 0
         assert row["p50_ms"] <= row["p95_ms"] and row["gflops_per_s"] > 0 and row["peak_rss_mb"] > 0
         assert row["speedup_vs_torch"] > 0
         if row["backend"] == "torch":
@@ -209,9 +263,31 @@ def test_bench_command_writes_records(random_home):
 
 def test_bench_end_to_end_from_files(random_home):
     out = random_home / "e2e.json"
-    assert main(["bench", "-m", "qualiclip-tiny", "--backends", "onnxruntime", "--batch-sizes", "4", "--sizes", "96",
-                 "--images", str(EXAMPLE_IMAGES), "--end-to-end", "--iters", "1", "--threads", "1",
-                 "--json", str(out)]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "-m",
+                "qualiclip-tiny",
+                "--backends",
+                "onnxruntime",
+                "--batch-sizes",
+                "4",
+                "--sizes",
+                "96",
+                "--images",
+                str(EXAMPLE_IMAGES),
+                "--end-to-end",
+                "--iters",
+                "1",
+                "--threads",
+                "1",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     (row,) = json.loads(out.read_text())
     assert row["end_to_end"] and row["calls"] == 4  # 16 example images in batches of 4
     assert row["speedup_vs_torch"] is None  # torch not in this run
@@ -235,11 +311,37 @@ def test_benchmark_suite_runs(tmp_path):
     env = {**os.environ, "IQART_HOME": str(tmp_path)}
     with pytest.MonkeyPatch.context() as patch:  # int8 from a small image set, so the suite finds it
         patch.setenv("IQART_HOME", str(tmp_path))
-        add_int8_graph(cached_artifact("qualiclip-tiny", bench_weights("qualiclip-tiny").path), "skimage:astronaut", None)
+        add_int8_graph(
+            cached_artifact("qualiclip-tiny", bench_weights("qualiclip-tiny").path), "skimage:astronaut", None
+        )
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", str(REPO / "benchmarks"), "--bench-models", "qualiclip-tiny", "--bench-sizes",
-         "64", "--bench-batch-sizes", "2", "--bench-backends", "torch,onnxruntime,onnxruntime-int8,tensorrt",
-         "--bench-threads", "1", "--benchmark-disable", "-q", "-p", "no:cacheprovider", "-rs"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False)
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            str(REPO / "benchmarks"),
+            "--bench-models",
+            "qualiclip-tiny",
+            "--bench-sizes",
+            "64",
+            "--bench-batch-sizes",
+            "2",
+            "--bench-backends",
+            "torch,onnxruntime,onnxruntime-int8,tensorrt",
+            "--bench-threads",
+            "1",
+            "--benchmark-disable",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-rs",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "3 passed, 1 skipped" in result.stdout and "TensorRT" in result.stdout

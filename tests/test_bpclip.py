@@ -61,7 +61,9 @@ def test_adjective_embeddings_come_from_the_text_tower():
     expected = encode_prompts(build_clip("tiny", seed=4), adjective_prompts())
     torch.testing.assert_close(model.adjective_features, expected)
     assert model.adjective_features.shape == (40, 256)
-    assert not any(name.startswith("adjective") for name, _ in model.named_parameters()), "text constants must not train"
+    assert not any(name.startswith("adjective") for name, _ in model.named_parameters()), (
+        "text constants must not train"
+    )
 
 
 def test_cross_attention_block_uses_its_context(random_images):

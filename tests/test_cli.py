@@ -34,8 +34,19 @@ def test_version_is_the_installed_distributions(capsys):
 
 def test_every_subcommand_has_a_description_and_every_option_help():
     parsers = {"iqart": build_parser(), **subcommands()}
-    assert {"score", "list", "report", "export", "validate", "build", "quantize", "bench", "degrade", "train",
-            "eval"} <= parsers.keys()
+    assert {
+        "score",
+        "list",
+        "report",
+        "export",
+        "validate",
+        "build",
+        "quantize",
+        "bench",
+        "degrade",
+        "train",
+        "eval",
+    } <= parsers.keys()
     missing = []
     for name, parser in parsers.items():
         if not parser.description:
@@ -87,7 +98,8 @@ def test_a_bug_prints_its_traceback_and_exits_70(monkeypatch, capsys):
 
 def test_an_os_error_about_no_named_path_is_a_bug_too(monkeypatch, capsys, tmp_path):
     def broken(card):
-        open(tmp_path / "internal" / "file")
+        with open(tmp_path / "internal" / "file"):
+            pass
 
     monkeypatch.setattr("iqart.engine.cli.models.describe", broken)
     assert main(["list"]) == 70
@@ -97,16 +109,29 @@ def test_an_os_error_about_no_named_path_is_a_bug_too(monkeypatch, capsys, tmp_p
 def test_a_scorer_argument_check_is_a_usage_error_without_traceback(weights, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("IQART_HOME", str(tmp_path / "home"))
     out = tmp_path / "s.csv"
-    code = main(["score", str(EXAMPLE_IMAGES / "chelsea.png"), "-m", MODEL, "-w", str(weights(MODEL)), "--backend", "torch",
-                 "--precision", "int8", "--out", str(out)])
+    code = main(
+        [
+            "score",
+            str(EXAMPLE_IMAGES / "chelsea.png"),
+            "-m",
+            MODEL,
+            "-w",
+            str(weights(MODEL)),
+            "--backend",
+            "torch",
+            "--precision",
+            "int8",
+            "--out",
+            str(out),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "the torch backend runs fp32, fp16, bf16, not 'int8'" in err
     assert "Traceback" not in err and not out.exists()
 
 
 def test_a_training_configuration_mistake_is_a_usage_error(capsys, tmp_path):
-    code = main(["train", "qualiclip", "--set", "no_such_setting=1", "-o",
-                 str(tmp_path / "run")])
+    code = main(["train", "qualiclip", "--set", "no_such_setting=1", "-o", str(tmp_path / "run")])
     err = capsys.readouterr().err
     assert code == 2 and "bad override 'no_such_setting=1'" in err and "Traceback" not in err
     assert not (tmp_path / "run").exists()
@@ -135,8 +160,18 @@ def test_a_missing_named_path_is_a_usage_error_before_any_work(weights, tmp_path
     missing = str(tmp_path / "missing.jpg")
     paths = [missing, str(EXAMPLE_IMAGES / "chelsea.png")]
     out = tmp_path / "s.csv"
-    code = main(["score", *(paths if order == "missing first" else paths[::-1]), "-m", MODEL, "-w", str(weights(MODEL)),
-                 "--out", str(out)])
+    code = main(
+        [
+            "score",
+            *(paths if order == "missing first" else paths[::-1]),
+            "-m",
+            MODEL,
+            "-w",
+            str(weights(MODEL)),
+            "--out",
+            str(out),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and f"no such file or folder: {missing}" in err and "chelsea" not in err
     assert not out.exists() and not home.exists()  # nothing exported, nothing written
@@ -148,7 +183,9 @@ def test_missing_paths_named_by_options_are_usage_errors(weights, tmp_path, caps
     model = "bpclip-fr-tiny" if option in ("--ref", "--pairs") else MODEL
     argv = [] if option in ("--pairs", "--paths-from") else [str(EXAMPLE_IMAGES)]
     extra = [] if option == "--weights" else ["-w", str(weights(MODEL))]
-    code = main(["score", *argv, "-m", model, *extra, option, str(tmp_path / "absent"), "--out", str(tmp_path / "s.csv")])
+    code = main(
+        ["score", *argv, "-m", model, *extra, option, str(tmp_path / "absent"), "--out", str(tmp_path / "s.csv")]
+    )
     assert code == 2 and f"no such file or folder: {option} {tmp_path / 'absent'}" in capsys.readouterr().err
     assert not (tmp_path / "s.csv").exists()
 
@@ -163,7 +200,10 @@ def test_report_checks_its_input_and_format_before_reading(tmp_path, capsys):
 
 def test_jsonl_escapes_the_line_separators_json_leaves_raw(tmp_path):
     out = tmp_path / "s.jsonl"
-    rows = [{"path": f"a{SEPARATORS}b.png", "score": 0.5, "error": None}, {"path": "c.png", "score": None, "error": "x"}]
+    rows = [
+        {"path": f"a{SEPARATORS}b.png", "score": 0.5, "error": None},
+        {"path": "c.png", "score": None, "error": "x"},
+    ]
     with AtomicResultWriter(out, ["path", "score", "error"]) as writer:
         for row in rows:
             writer.write(row)
@@ -179,8 +219,24 @@ def test_scoring_a_file_named_with_line_separators_into_jsonl(weights, tmp_path,
     image = tmp_path / f"odd{SEPARATORS}name.png"
     shutil.copy(EXAMPLE_IMAGES / "chelsea.png", image)
     out = tmp_path / "s.jsonl"
-    assert main(["score", str(image), str(EXAMPLE_IMAGES / "coffee.png"), "-m", MODEL, "-w", str(weights(MODEL)),
-                 "--backend", "torch", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "score",
+                str(image),
+                str(EXAMPLE_IMAGES / "coffee.png"),
+                "-m",
+                MODEL,
+                "-w",
+                str(weights(MODEL)),
+                "--backend",
+                "torch",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     lines = out.read_text(encoding="utf-8").splitlines()
     assert len(lines) == 2
     rows = {json.loads(line)["path"]: json.loads(line) for line in lines}

@@ -30,7 +30,23 @@ def read_csv(path):
 def test_scores_example_images_like_the_model(weights, scrambled, tmp_path):
     path, model = weights("qualiclip-tiny"), scrambled("qualiclip-tiny")
     out = tmp_path / "scores.csv"
-    assert main(["score", str(EXAMPLE_IMAGES), "--model", "qualiclip-tiny", "--weights", str(path), "-b", "3", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "score",
+                str(EXAMPLE_IMAGES),
+                "--model",
+                "qualiclip-tiny",
+                "--weights",
+                str(path),
+                "-b",
+                "3",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     rows = read_csv(out)
     assert [r["path"] for r in rows] and all(r["error"] == "" for r in rows)
     assert {r["path"] for r in rows} == {str(p) for p in EXAMPLE_IMAGES.glob("*.png")}
@@ -44,14 +60,43 @@ def test_scores_example_images_like_the_model(weights, scrambled, tmp_path):
 def test_every_file_failing_exits_non_zero(weights, tmp_path):
     path = weights("qualiclip-tiny")
     (tmp_path / "bad.png").write_text("x")
-    assert main(["score", str(tmp_path / "bad.png"), "--model", "qualiclip-tiny", "--weights", str(path), "--out", str(tmp_path / "o.csv")]) == 1
+    assert (
+        main(
+            [
+                "score",
+                str(tmp_path / "bad.png"),
+                "--model",
+                "qualiclip-tiny",
+                "--weights",
+                str(path),
+                "--out",
+                str(tmp_path / "o.csv"),
+            ]
+        )
+        == 1
+    )
 
 
 def test_full_reference_pairs_by_name(weights, scrambled, tmp_path):
     path, model = weights("bpclip-fr-tiny"), scrambled("bpclip-fr-tiny")
     out = tmp_path / "fr.csv"
-    assert main(["score", str(EXAMPLE_PAIRS / "distorted"), "--model", "bpclip-fr-tiny", "--weights", str(path),
-                 "--ref", str(EXAMPLE_PAIRS / "reference"), "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "score",
+                str(EXAMPLE_PAIRS / "distorted"),
+                "--model",
+                "bpclip-fr-tiny",
+                "--weights",
+                str(path),
+                "--ref",
+                str(EXAMPLE_PAIRS / "reference"),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     rows = read_csv(out)
     assert len(rows) == 3 and all(r["error"] == "" for r in rows)
     for row in rows:
@@ -71,7 +116,23 @@ def test_missing_reference_is_an_error_row(weights, tmp_path):
     Image.new("RGB", (64, 64), "blue").save(ref / "a.png")
     fr_path = weights("bpclip-fr-tiny")
     out = tmp_path / "o.csv"
-    assert main(["score", str(dist), "--model", "bpclip-fr-tiny", "--weights", str(fr_path), "--ref", str(ref), "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "score",
+                str(dist),
+                "--model",
+                "bpclip-fr-tiny",
+                "--weights",
+                str(fr_path),
+                "--ref",
+                str(ref),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     rows = {r["path"].rsplit("/", 1)[-1]: r for r in read_csv(out)}
     assert rows["a.png"]["error"] == "" and "no such file" in rows["b.png"]["error"]
 
@@ -85,15 +146,43 @@ def test_fr_model_requires_ref(weights, tmp_path, capsys):
 def test_failed_run_leaves_previous_output_untouched(tmp_path):
     out = tmp_path / "scores.csv"
     out.write_text("previous\n")
-    assert main(["score", str(EXAMPLE_IMAGES), "--model", "qualiclip-tiny", "--weights", str(tmp_path / "absent.pt"), "--out", str(out)]) == 2
+    assert (
+        main(
+            [
+                "score",
+                str(EXAMPLE_IMAGES),
+                "--model",
+                "qualiclip-tiny",
+                "--weights",
+                str(tmp_path / "absent.pt"),
+                "--out",
+                str(out),
+            ]
+        )
+        == 2
+    )
     assert out.read_text() == "previous\n"
     assert [p.name for p in tmp_path.iterdir()] == ["scores.csv"]
 
 
 def test_console_script_without_weights_says_where_they_come_from(tmp_path):
     env = {"IQART_HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
-    result = subprocess.run([sys.executable, "-m", "iqart.engine.cli.main", "score", str(EXAMPLE_IMAGES), "--model", "bpclip-nr",
-                             "--out", str(tmp_path / "s.csv")], capture_output=True, text=True, env=env)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "iqart.engine.cli.main",
+            "score",
+            str(EXAMPLE_IMAGES),
+            "--model",
+            "bpclip-nr",
+            "--out",
+            str(tmp_path / "s.csv"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert result.returncode == 2
     assert "no weights for model 'bpclip-nr'" in result.stderr and "--weights FILE" in result.stderr
     assert not (tmp_path / "s.csv").exists()
@@ -102,7 +191,16 @@ def test_console_script_without_weights_says_where_they_come_from(tmp_path):
 def test_fused_attention_flag_matches_reference_on_cpu(weights, tmp_path):
     path = weights("qualiclip-tiny")
     plain, fused = tmp_path / "plain.csv", tmp_path / "fused.csv"
-    common = ["score", str(EXAMPLE_IMAGES / "chelsea.png"), "--model", "qualiclip-tiny", "--weights", str(path), "--backend", "torch"]
+    common = [
+        "score",
+        str(EXAMPLE_IMAGES / "chelsea.png"),
+        "--model",
+        "qualiclip-tiny",
+        "--weights",
+        str(path),
+        "--backend",
+        "torch",
+    ]
     assert main(common + ["--out", str(plain)]) == 0
     assert main(common + ["--fused-attention", "--out", str(fused)]) == 0
     assert float(read_csv(plain)[0]["score"]) == pytest.approx(float(read_csv(fused)[0]["score"]), abs=1e-6)
@@ -111,7 +209,9 @@ def test_fused_attention_flag_matches_reference_on_cpu(weights, tmp_path):
 def read_rows(path):
     if path.suffix == ".jsonl":
         return [json.loads(line) for line in path.read_text().splitlines()]
-    return [{**r, "score": float(r["score"]) if r["score"] else None, "error": r["error"] or None} for r in read_csv(path)]
+    return [
+        {**r, "score": float(r["score"]) if r["score"] else None, "error": r["error"] or None} for r in read_csv(path)
+    ]
 
 
 def test_onnxruntime_default_agrees_with_torch_backend_on_examples(weights, tmp_path, capsys):
@@ -134,8 +234,22 @@ def test_summary_line_reports_counts_rate_and_time_split(weights, tmp_path, caps
     path = weights("qualiclip-tiny")
     (tmp_path / "bad.png").write_text("not an image")
     out = tmp_path / "s.csv"
-    assert main(["score", str(EXAMPLE_IMAGES / "coffee.png"), str(tmp_path / "bad.png"), "--model", "qualiclip-tiny",
-                 "-w", str(path), "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "score",
+                str(EXAMPLE_IMAGES / "coffee.png"),
+                str(tmp_path / "bad.png"),
+                "--model",
+                "qualiclip-tiny",
+                "-w",
+                str(path),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     captured = capsys.readouterr()
     assert "scored 1, failed 1" in captured.out and "images/s" in captured.out
     assert "decode" in captured.out and "inference" in captured.out
@@ -147,8 +261,25 @@ def test_workers_do_not_change_scores(weights, tmp_path):
     results = []
     for workers in ("1", "3"):
         out = tmp_path / f"w{workers}.csv"
-        assert main(["score", str(EXAMPLE_IMAGES), "--model", "qualiclip-tiny", "-w", str(path), "-b", "2",
-                     "--workers", workers, "--out", str(out)]) == 0
+        assert (
+            main(
+                [
+                    "score",
+                    str(EXAMPLE_IMAGES),
+                    "--model",
+                    "qualiclip-tiny",
+                    "-w",
+                    str(path),
+                    "-b",
+                    "2",
+                    "--workers",
+                    workers,
+                    "--out",
+                    str(out),
+                ]
+            )
+            == 0
+        )
         results.append({r["path"]: r["score"] for r in read_csv(out)})
     assert results[0] == results[1] and len(results[0]) == 16
 
@@ -163,10 +294,25 @@ def test_pairs_csv_resolves_paths_against_its_folder(weights, tmp_path):
         "distorted,reference\n"
         "distorted/astronaut.png,reference/astronaut.png\n"
         f"{absolute},reference/coffee.png\n"
-        "small_d.png,small_r.png\n")
+        "small_d.png,small_r.png\n"
+    )
     out = tmp_path / "fr.jsonl"
-    assert main(["score", "--pairs", str(tmp_path / "fr" / "pairs.csv"), "--model", "bpclip-fr-tiny", "-w", str(path),
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "score",
+                "--pairs",
+                str(tmp_path / "fr" / "pairs.csv"),
+                "--model",
+                "bpclip-fr-tiny",
+                "-w",
+                str(path),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     rows = {Path(r["path"]).name: r for r in read_rows(out)}
     assert rows["astronaut.png"]["reference"] == str(tmp_path / "fr" / "reference" / "astronaut.png")
     assert rows["coffee.png"]["path"] == str(absolute) and rows["coffee.png"]["error"] is None
@@ -180,16 +326,34 @@ def test_pairs_of_different_sizes_are_error_rows_with_ref_dir_too(weights, tmp_p
         (tmp_path / folder).mkdir()
         Image.new("RGB", size, "green").save(tmp_path / folder / "x.png")
     out = tmp_path / "o.csv"
-    assert main(["score", str(tmp_path / "d"), "--model", "bpclip-fr-tiny", "-w", str(path), "--ref", str(tmp_path / "r"),
-                 "--out", str(out)]) == 1  # the only pair failed
+    assert (
+        main(
+            [
+                "score",
+                str(tmp_path / "d"),
+                "--model",
+                "bpclip-fr-tiny",
+                "-w",
+                str(path),
+                "--ref",
+                str(tmp_path / "r"),
+                "--out",
+                str(out),
+            ]
+        )
+        == 1
+    )  # the only pair failed
     assert read_csv(out)[0]["error"] == "image 64x48 and reference 48x64 differ in size"
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["--pairs", "p.csv"], "no-reference model: --pairs does not apply"),
-    (["--ref", "."], "no-reference model: --ref does not apply"),
-    ([], "pass at least one image file or folder"),
-])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--pairs", "p.csv"], "no-reference model: --pairs does not apply"),
+        (["--ref", "."], "no-reference model: --ref does not apply"),
+        ([], "pass at least one image file or folder"),
+    ],
+)
 def test_usage_errors(weights, tmp_path, capsys, argv, message):
     path = weights("qualiclip-tiny")
     assert main(["score", "--model", "qualiclip-tiny", "-w", str(path), "--out", str(tmp_path / "o.csv"), *argv]) == 2
@@ -235,15 +399,59 @@ def test_resume_refuses_results_of_another_model_or_other_weights(weights, tmp_p
     nr_path = weights("qualiclip-tiny")
     fr_path = weights("bpclip-fr-tiny")
     out = tmp_path / "o.csv"
-    assert main(["score", str(EXAMPLE_PAIRS / "distorted"), "--model", "qualiclip-tiny", "-w", str(nr_path), "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "score",
+                str(EXAMPLE_PAIRS / "distorted"),
+                "--model",
+                "qualiclip-tiny",
+                "-w",
+                str(nr_path),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     before = out.read_bytes()
-    assert main(["score", str(EXAMPLE_PAIRS / "distorted"), "--model", "bpclip-fr-tiny", "-w", str(fr_path),
-                 "--ref", str(EXAMPLE_PAIRS / "reference"), "--out", str(out), "--resume"]) == 2
+    assert (
+        main(
+            [
+                "score",
+                str(EXAMPLE_PAIRS / "distorted"),
+                "--model",
+                "bpclip-fr-tiny",
+                "-w",
+                str(fr_path),
+                "--ref",
+                str(EXAMPLE_PAIRS / "reference"),
+                "--out",
+                str(out),
+                "--resume",
+            ]
+        )
+        == 2
+    )
     assert "holds scores of qualiclip-tiny" in capsys.readouterr().err and out.read_bytes() == before
     retrained = tmp_path / "retrained.pt"
     save_checkpoint(retrained, "qualiclip-tiny", scramble(build_model("qualiclip-tiny", seed=8), 8).state_dict())
-    assert main(["score", str(EXAMPLE_PAIRS / "distorted"), "--model", "qualiclip-tiny", "-w", str(retrained),
-                 "--out", str(out), "--resume"]) == 2
+    assert (
+        main(
+            [
+                "score",
+                str(EXAMPLE_PAIRS / "distorted"),
+                "--model",
+                "qualiclip-tiny",
+                "-w",
+                str(retrained),
+                "--out",
+                str(out),
+                "--resume",
+            ]
+        )
+        == 2
+    )
     assert "do not mix" in capsys.readouterr().err and out.read_bytes() == before
     rows = read_csv(out)
     assert {r["model"] for r in rows} == {"qualiclip-tiny"} and len({r["weights_sha256"] for r in rows}) == 1
@@ -285,7 +493,22 @@ def test_decode_official_reaches_the_pipeline(weights, tmp_path):
     scores = {}
     for decode in ("iqart", "official"):
         out = tmp_path / f"{decode}.csv"
-        assert main(["score", str(tmp_path / "cat.png"), "--model", "qualiclip-tiny", "-w", str(path),
-                     "--decode", decode, "--out", str(out)]) == 0
+        assert (
+            main(
+                [
+                    "score",
+                    str(tmp_path / "cat.png"),
+                    "--model",
+                    "qualiclip-tiny",
+                    "-w",
+                    str(path),
+                    "--decode",
+                    decode,
+                    "--out",
+                    str(out),
+                ]
+            )
+            == 0
+        )
         scores[decode] = float(read_csv(out)[0]["score"])
     assert abs(scores["iqart"] - scores["official"]) > 1e-4

@@ -66,8 +66,10 @@ def exported(home: Path, name: str) -> Path:
 
 
 def python_scores(home: Path, out: Path, name: str, *args) -> dict[str, float]:
-    checked([*IQART, "score", "-m", name, "--backend", "openvino", "-o", out, *args],
-            env={**os.environ, "IQART_HOME": str(home)})
+    checked(
+        [*IQART, "score", "-m", name, "--backend", "openvino", "-o", out, *args],
+        env={**os.environ, "IQART_HOME": str(home)},
+    )
     with open(out, newline="") as f:
         rows = list(csv.DictReader(f))
     assert rows and all(not row["error"] for row in rows), rows
@@ -99,7 +101,7 @@ def test_nr_scores_equal_the_python_engine(build, home, tmp_path):
     images = sorted((REPO / "examples" / "images").glob("*.png"))
     files = [*images, tmp_path / "coffee.jpg", tmp_path / "coffee-444.jpeg"]
     python = python_scores(home, tmp_path / "nr.csv", "qualiclip-tiny", *files)
-    cpp = cpp_scores(build, artifact, REPO / "examples" / "images", *files[len(images):])
+    cpp = cpp_scores(build, artifact, REPO / "examples" / "images", *files[len(images) :])
     assert_same_scores(cpp, python, len(images) + 2)
 
 
@@ -132,8 +134,9 @@ def policy_argument(policy: ResizePolicy) -> str:
     return f"short_side={policy.size[0]}" if policy.kind == "short_side" else "native"
 
 
-@pytest.mark.parametrize("width,height,policy", RESIZE_CASES,
-                         ids=[f"{w}x{h}-{policy_argument(p)}" for w, h, p in RESIZE_CASES])
+@pytest.mark.parametrize(
+    "width,height,policy", RESIZE_CASES, ids=[f"{w}x{h}-{policy_argument(p)}" for w, h, p in RESIZE_CASES]
+)
 def test_resize_equals_the_python_engine_byte_for_byte(build, tmp_path, width, height, policy):
     rng = np.random.default_rng(width * 10_000 + height)
     pixels = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
@@ -141,8 +144,9 @@ def test_resize_equals_the_python_engine_byte_for_byte(build, tmp_path, width, h
     pixels[: height // 2] = stripes[None, :, None]  # sharp edges above, noise below
     expected = np.asarray(resize(Image.fromarray(pixels), policy))
     pixels.tofile(tmp_path / "in.rgb")
-    result = checked([build / "iqart_resize_raw", tmp_path / "in.rgb", width, height, policy_argument(policy),
-                      tmp_path / "out.rgb"])
+    result = checked(
+        [build / "iqart_resize_raw", tmp_path / "in.rgb", width, height, policy_argument(policy), tmp_path / "out.rgb"]
+    )
     out_width, out_height = map(int, result.stdout.split())
     assert (out_height, out_width, 3) == expected.shape
     got = np.fromfile(tmp_path / "out.rgb", dtype=np.uint8).reshape(expected.shape)
@@ -213,7 +217,8 @@ def test_truncated_file_is_refused(build, home, tmp_path, suffix):
     assert f"{truncated}: corrupt or truncated {kind}" in message
     (tmp_path / "empty.png").write_bytes(b"")
     assert f"{tmp_path / 'empty.png'}: not a JPEG or PNG file (empty file)" in failure(
-        build, exported(home, "qualiclip-tiny"), tmp_path / "empty.png")
+        build, exported(home, "qualiclip-tiny"), tmp_path / "empty.png"
+    )
 
 
 def test_installed_library_serves_a_find_package_project(build, home, tmp_path):
@@ -229,8 +234,9 @@ def test_installed_library_serves_a_find_package_project(build, home, tmp_path):
     gradient = np.stack([x * 255 // (width - 1), y * 255 // (height - 1), (x + y) % 256], axis=-1).astype(np.uint8)
     Image.fromarray(gradient).save(tmp_path / "gradient.png")
     own = float(checked([app / "score_gradient", artifact, width, height]).stdout)
-    assert own == pytest.approx(cpp_scores(build, artifact, tmp_path / "gradient.png")[str(tmp_path / "gradient.png")],
-                                abs=1e-6)
+    assert own == pytest.approx(
+        cpp_scores(build, artifact, tmp_path / "gradient.png")[str(tmp_path / "gradient.png")], abs=1e-6
+    )
 
 
 def test_tensorrt_runtime_compiles_where_its_headers_are(build):

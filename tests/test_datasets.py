@@ -64,8 +64,14 @@ def make_kadid10k(root: Path, n_refs=3, n_dists=2):
     return expected, "dmos.csv", "images/I01_01_03.png"
 
 
-KONIQ_SETS = {"10004473376.jpg": "training", "10007357496.jpg": "test", "10007903636.jpg": "training",
-              "10009096245.jpg": "validation", "100117038.jpg": "test", "10012398043.jpg": "training"}
+KONIQ_SETS = {
+    "10004473376.jpg": "training",
+    "10007357496.jpg": "test",
+    "10007903636.jpg": "training",
+    "10009096245.jpg": "validation",
+    "100117038.jpg": "test",
+    "10012398043.jpg": "training",
+}
 
 
 def make_koniq10k(root: Path, with_sets=True):
@@ -76,11 +82,18 @@ def make_koniq10k(root: Path, with_sets=True):
         rows.append([name, 0.0, 0.1, 0.4, 0.4, 0.1, 100, mos, 0.5, 20.0 * mos - 20.0])
         set_rows.append([name, 0.0, 0.1, 0.4, 0.4, 0.1, 100, 20.0 * mos - 20.0, 0.5, KONIQ_SETS[name]])
         expected[name] = (mos, Path(name).stem, None, None)
-    write_csv(root / "koniq10k_scores_and_distributions.csv",
-              ["image_name", "c1", "c2", "c3", "c4", "c5", "c_total", "MOS", "SD", "MOS_zscore"], rows, quote_all=True)
+    write_csv(
+        root / "koniq10k_scores_and_distributions.csv",
+        ["image_name", "c1", "c2", "c3", "c4", "c5", "c_total", "MOS", "SD", "MOS_zscore"],
+        rows,
+        quote_all=True,
+    )
     if with_sets:
-        write_csv(root / "koniq10k_distributions_sets.csv",
-                  ["image_name", "c1", "c2", "c3", "c4", "c5", "c_total", "MOS", "SD", "set"], set_rows)
+        write_csv(
+            root / "koniq10k_distributions_sets.csv",
+            ["image_name", "c1", "c2", "c3", "c4", "c5", "c_total", "MOS", "SD", "set"],
+            set_rows,
+        )
     return expected, "koniq10k_scores_and_distributions.csv", "1024x768/10007357496.jpg"
 
 
@@ -106,8 +119,12 @@ def make_live(root: Path):
 
 
 def make_csiq(root: Path):
-    listed = [("1600.AWGN.1.png", "awgn", 0.061989), ("1600.BLUR.2", "blur", 0.2),
-              ("boston.jpeg2000.3.png", "jpeg2000", 0.35), ("boston.contrast.4.png", "contrast", 0.5)]
+    listed = [
+        ("1600.AWGN.1.png", "awgn", 0.061989),
+        ("1600.BLUR.2", "blur", 0.2),
+        ("boston.jpeg2000.3.png", "jpeg2000", 0.35),
+        ("boston.contrast.4.png", "contrast", 0.5),
+    ]
     expected, lines = {}, []
     for i, (name, folder, dmos) in enumerate(listed):
         file_name = name if name.endswith(".png") else name + ".png"
@@ -123,8 +140,12 @@ def make_csiq(root: Path):
 
 def make_tid2013(root: Path):
     # (name in mos_with_names.txt, name on disk): the real release mixes the case of both
-    listed = [("i01_01_1.bmp", "i01_01_1.bmp", 5.51429), ("I01_11_1.BMP", "i01_11_1.bmp", 5.91429),
-              ("i02_05_3.bmp", "I02_05_3.BMP", 5.43243), ("i25_24_5.bmp", "i25_24_5.bmp", 0.89189)]
+    listed = [
+        ("i01_01_1.bmp", "i01_01_1.bmp", 5.51429),
+        ("I01_11_1.BMP", "i01_11_1.bmp", 5.91429),
+        ("i02_05_3.bmp", "I02_05_3.BMP", 5.43243),
+        ("i25_24_5.bmp", "i25_24_5.bmp", 0.89189),
+    ]
     expected, lines = {}, []
     for i, (name, on_disk, mos) in enumerate(listed):
         write_image(root / "distorted_images" / on_disk, seed=i)
@@ -148,8 +169,11 @@ def make_spaq(root: Path):
         write_image(root / "TestImage" / name, seed=i)
         rows.append([name, mos, 50.0, 55.5, 60.0, 40.0, 42.0])
         expected[name] = (mos, f"{i:05d}", None, None)
-    write_csv(root / SPAQ_LABELS,
-              ["Image name", "MOS", "Brightness", "Colorfulness", "Contrast", "Noisiness", "Sharpness"], rows)
+    write_csv(
+        root / SPAQ_LABELS,
+        ["Image name", "MOS", "Brightness", "Colorfulness", "Contrast", "Noisiness", "Sharpness"],
+        rows,
+    )
     return expected, SPAQ_LABELS, "TestImage/00003.jpg"
 
 
@@ -169,8 +193,15 @@ def make_clive(root: Path):
     return expected, "Data/AllImages_release.mat", "Images/1001.JPG"
 
 
-BUILDERS = {"kadid10k": make_kadid10k, "koniq10k": make_koniq10k, "live": make_live, "csiq": make_csiq,
-            "tid2013": make_tid2013, "spaq": make_spaq, "clive": make_clive}
+BUILDERS = {
+    "kadid10k": make_kadid10k,
+    "koniq10k": make_koniq10k,
+    "live": make_live,
+    "csiq": make_csiq,
+    "tid2013": make_tid2013,
+    "spaq": make_spaq,
+    "clive": make_clive,
+}
 FULL_REFERENCE = {"kadid10k", "live", "csiq", "tid2013"}
 
 
@@ -328,8 +359,11 @@ def test_koniq_sets_file_must_cover_every_image(tmp_path):
 def synthetic(task: str, n_contents=20, per_content=5):
     info = DatasetInfo("test", task, (0.0, 1.0), True, official_split=False)
     if task == "fr":
-        samples = [Sample(Path(f"c{c}_d{d}.png"), 0.5, f"c{c}", Path(f"c{c}.png"), str(d))
-                   for c in range(n_contents) for d in range(per_content)]
+        samples = [
+            Sample(Path(f"c{c}_d{d}.png"), 0.5, f"c{c}", Path(f"c{c}.png"), str(d))
+            for c in range(n_contents)
+            for d in range(per_content)
+        ]
     else:
         samples = [Sample(Path(f"{i}.jpg"), 0.5, str(i)) for i in range(n_contents * per_content)]
     return info, samples
@@ -367,12 +401,25 @@ def test_split_rejects_a_bad_fraction():
         split(info, samples, train_fraction=1.0)
 
 
-@pytest.mark.parametrize("name, published, normalised", [
-    ("kadid10k", 1.0, 0.0), ("kadid10k", 5.0, 1.0), ("kadid10k", 3.0, 0.5),
-    ("koniq10k", 4.0, 0.75), ("tid2013", 4.5, 0.5), ("spaq", 25.0, 0.25), ("clive", 80.0, 0.8),
-    ("live", 0.0, 1.0), ("live", 100.0, 0.0), ("live", 25.0, 0.75), ("live", 120.0, 0.0),
-    ("csiq", 0.0, 1.0), ("csiq", 0.2, 0.8), ("csiq", 1.0, 0.0),
-])
+@pytest.mark.parametrize(
+    "name, published, normalised",
+    [
+        ("kadid10k", 1.0, 0.0),
+        ("kadid10k", 5.0, 1.0),
+        ("kadid10k", 3.0, 0.5),
+        ("koniq10k", 4.0, 0.75),
+        ("tid2013", 4.5, 0.5),
+        ("spaq", 25.0, 0.25),
+        ("clive", 80.0, 0.8),
+        ("live", 0.0, 1.0),
+        ("live", 100.0, 0.0),
+        ("live", 25.0, 0.75),
+        ("live", 120.0, 0.0),
+        ("csiq", 0.0, 1.0),
+        ("csiq", 0.2, 0.8),
+        ("csiq", 1.0, 0.0),
+    ],
+)
 def test_normalize_mos_maps_to_unit_range_higher_better(name, published, normalised):
     reader = DATASETS[name]
     info = DatasetInfo(name, reader.TASK, reader.MOS_RANGE, reader.HIGHER_BETTER, official_split=False)
@@ -415,12 +462,16 @@ def test_training_crop_and_flip_match_a_crop_of_the_full_image(tmp_path):
     flips = set()
     for _ in range(20):
         item = dataset[0]
-        crops = {(top, left): full[:, top:top + 32, left:left + 32] for top in range(9) for left in range(17)}
-        matches = [(top, left, flip) for (top, left), crop in crops.items() for flip in (False, True)
-                   if torch.equal(item["image"], crop.flip(-1) if flip else crop)]
+        crops = {(top, left): full[:, top : top + 32, left : left + 32] for top in range(9) for left in range(17)}
+        matches = [
+            (top, left, flip)
+            for (top, left), crop in crops.items()
+            for flip in (False, True)
+            if torch.equal(item["image"], crop.flip(-1) if flip else crop)
+        ]
         assert len(matches) == 1
         top, left, flip = matches[0]
-        crop_ref = full_ref[:, top:top + 32, left:left + 32]
+        crop_ref = full_ref[:, top : top + 32, left : left + 32]
         assert torch.equal(item["reference"], crop_ref.flip(-1) if flip else crop_ref)
         flips.add(flip)
     assert flips == {False, True}

@@ -68,8 +68,9 @@ def test_the_spectrum_falls_like_a_natural_images():
 def test_pool_refreshes_and_otherwise_only_flips_and_rotates():
     pool = DeadLeavesPool(32, torch.Generator().manual_seed(0), capacity=2, refresh=0.0)
     originals = [image.clone() for image in pool.images]
-    variants = [torch.rot90(im.flip(-1) if f else im, k, dims=(-2, -1)) for im in originals for f in (0, 1)
-                for k in range(4)]
+    variants = [
+        torch.rot90(im.flip(-1) if f else im, k, dims=(-2, -1)) for im in originals for f in (0, 1) for k in range(4)
+    ]
     for _ in range(10):
         drawn = pool.draw()
         assert any(torch.equal(drawn, v) for v in variants)
@@ -105,4 +106,3 @@ def test_training_content_mixes_and_without_procedural_draws_as_before():
     assert 10 < procedural < 30 and shapes.count((3, 40, 50)) == 40 - procedural
     with pytest.raises(ValueError, match="procedural_probability"):
         TrainingContent(photos, 1.0, 1.5, 48, torch.Generator())
-

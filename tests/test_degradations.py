@@ -90,7 +90,7 @@ def strictly_decreasing(values: list[float]) -> bool:
 def test_tables():
     assert list(D.GROUPS) == ["blur", "color", "compression", "noise", "brightness", "spatial", "sharpness_contrast"]
     assert [len(kinds) for kinds in D.GROUPS.values()] == [3, 4, 2, 4, 3, 5, 3]
-    assert D.TYPES == tuple(kind for kinds in D.GROUPS.values() for kind in kinds)
+    assert tuple(kind for kinds in D.GROUPS.values() for kind in kinds) == D.TYPES
     assert len(set(D.TYPES)) == 24
     assert tuple(D.LEVELS) == D.TYPES
     assert D.NUM_LEVELS == 5 and all(len(v) == 5 for v in D.LEVELS.values())

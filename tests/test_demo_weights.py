@@ -37,8 +37,15 @@ def _load(name: str, model_name: str) -> torch.Tensor:
 def test_every_degraded_example_scores_below_its_pristine_photo(model_name):
     model = load_model(model_name)
     with torch.no_grad():
-        scores = {name: float(model(normalize_float(_load(name, model_name))))
-                  for photo in PHOTOS for name in (photo, *(f"{photo}_{d}" for d in DEGRADATIONS))}
-    wrong = [f"{photo}_{d} {scores[f'{photo}_{d}']:.3f} >= {photo} {scores[photo]:.3f}"
-             for photo in PHOTOS for d in DEGRADATIONS if scores[f"{photo}_{d}"] >= scores[photo]]
+        scores = {
+            name: float(model(normalize_float(_load(name, model_name))))
+            for photo in PHOTOS
+            for name in (photo, *(f"{photo}_{d}" for d in DEGRADATIONS))
+        }
+    wrong = [
+        f"{photo}_{d} {scores[f'{photo}_{d}']:.3f} >= {photo} {scores[photo]:.3f}"
+        for photo in PHOTOS
+        for d in DEGRADATIONS
+        if scores[f"{photo}_{d}"] >= scores[photo]
+    ]
     assert not wrong, wrong

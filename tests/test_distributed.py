@@ -21,7 +21,9 @@ from iqart.engine.results.journal import journal_path
 from iqart.engine.results.output import ResultOutput
 
 ray = pytest.importorskip("ray", reason="Ray is not installed: pip install -e '.[ray]' (the dev extra includes it)")
-distributed = pytest.importorskip("iqart.engine.distributed", reason="Ray Data is not installed: pip install -e '.[ray]'")
+distributed = pytest.importorskip(
+    "iqart.engine.distributed", reason="Ray Data is not installed: pip install -e '.[ray]'"
+)
 
 MODEL = "qualiclip-tiny"
 BAD_FILES = {"empty.png": b"", "text.jpg": b"not an image", "truncated.png": None, "small.png": None}
@@ -58,7 +60,10 @@ def images(tmp_path_factory):
 def single_process(iqart_home, images, weights, tmp_path_factory):
     """{path: row} from `iqart score` without Ray: what every distributed run must reproduce."""
     out = tmp_path_factory.mktemp("single") / "scores.csv"
-    assert main(["score", str(images), "--model", MODEL, "--weights", str(weights(MODEL)), "-b", "2", "--out", str(out)]) == 0
+    assert (
+        main(["score", str(images), "--model", MODEL, "--weights", str(weights(MODEL)), "-b", "2", "--out", str(out)])
+        == 0
+    )
     rows = {row["path"]: row for row in read_result_file(out)}
     assert len(rows) == 24 + len(BAD_FILES) and sum(row["error"] is not None for row in rows.values()) == len(BAD_FILES)
     return rows
@@ -78,8 +83,11 @@ def assert_same_rows(rows: list[dict], expected: dict[str, dict]) -> None:
 
 
 def test_rows_survive_the_trip_through_arrow_with_any_file_name():
-    rows = [ScoreRow("caf\udce9/a.png", 0.25), ScoreRow("b.png", error="too small: 1x1"),
-            ScoreRow("c.png", 0.5, reference="ref/\udcff.png")]
+    rows = [
+        ScoreRow("caf\udce9/a.png", 0.25),
+        ScoreRow("b.png", error="too small: 1x1"),
+        ScoreRow("c.png", 0.5, reference="ref/\udcff.png"),
+    ]
     assert distributed.table_rows(distributed.rows_table(rows)) == rows
 
 
@@ -105,13 +113,33 @@ def test_cli_scores_a_parquet_list_and_resumes(cluster, images, weights, single_
     with ParquetResultWriter(out, ["path", "score", "error", *made_by]) as writer:
         writer.write({"path": kept, "score": 0.125, "error": None, **made_by})  # a score no model gives: kept as is
         writer.write({"path": failed_before, "score": None, "error": "backend failed: out of memory", **made_by})
-    code = main(["score", "--paths-from", str(manifest), "--path-column", "file", "--ray",
-                 "--model", MODEL, "--weights", str(weights(MODEL)), "-b", "2", "-j", "1",  # -j: an actor's own option wins
-                 "--out", str(out), "--resume"])
+    code = main(
+        [
+            "score",
+            "--paths-from",
+            str(manifest),
+            "--path-column",
+            "file",
+            "--ray",
+            "--model",
+            MODEL,
+            "--weights",
+            str(weights(MODEL)),
+            "-b",
+            "2",
+            "-j",
+            "1",  # -j: an actor's own option wins
+            "--out",
+            str(out),
+            "--resume",
+        ]
+    )
     assert code == 0
     rows = read_result_file(out)
     assert {row["path"]: row["score"] for row in rows}[kept] == 0.125
-    assert_same_rows([row for row in rows if row["path"] != kept], {p: r for p, r in single_process.items() if p != kept})
+    assert_same_rows(
+        [row for row in rows if row["path"] != kept], {p: r for p, r in single_process.items() if p != kept}
+    )
 
 
 def test_an_actor_killed_mid_run_loses_and_duplicates_no_rows(cluster, images, weights, single_process, tmp_path):
@@ -129,7 +157,9 @@ def test_an_actor_killed_mid_run_loses_and_duplicates_no_rows(cluster, images, w
             os._exit(1)
 
     out = tmp_path / "scores.csv"
-    summary = distributed.score_distributed([images], out, MODEL, weights=weights(MODEL), batch_size=2, actor_class=DiesOnce)
+    summary = distributed.score_distributed(
+        [images], out, MODEL, weights=weights(MODEL), batch_size=2, actor_class=DiesOnce
+    )
     assert marker.exists(), "no actor died: the test did not test anything"
     assert summary.missing == [] and summary.stopped is None
     assert summary.scored + summary.failed == len(single_process)
@@ -148,21 +178,25 @@ def test_a_block_that_kills_its_actor_every_time_becomes_error_rows(cluster, ima
             return super().__call__(block)
 
     out = tmp_path / "scores.csv"
-    summary = distributed.score_distributed([images], out, MODEL, weights=weights(MODEL), batch_size=2,
-                                            actor_class=DiesOnOneFile)
+    summary = distributed.score_distributed(
+        [images], out, MODEL, weights=weights(MODEL), batch_size=2, actor_class=DiesOnOneFile
+    )
     rows = read_result_file(out)
     given_up = {row["path"] for row in rows if row["error"] == distributed.GIVEN_UP}
     assert summary.missing == [] and summary.stopped is None  # the run went on to the end
     assert poison in given_up and len(given_up) <= distributed.BLOCK_BATCHES * 2  # one block of batches of 2
     assert summary.given_up == len(given_up) and summary.scored + summary.failed == len(single_process)
     assert all(row["score"] is None for row in rows if row["path"] in given_up)
-    assert_same_rows([row for row in rows if row["path"] not in given_up],
-                     {path: row for path, row in single_process.items() if path not in given_up})
+    assert_same_rows(
+        [row for row in rows if row["path"] not in given_up],
+        {path: row for path, row in single_process.items() if path not in given_up},
+    )
 
 
 @pytest.mark.slow  # another actor pool: about 20 s
 def test_ray_resumes_from_the_journal_of_a_killed_run_and_refuses_a_second_writer(
-        cluster, images, weights, single_process, tmp_path, capsys):
+    cluster, images, weights, single_process, tmp_path, capsys
+):
     out = tmp_path / "scores.csv"
     killed = ResultOutput(out, MODEL, weights_sha256(MODEL, weights(MODEL)), "nr")
     first = sorted(path for path, row in single_process.items() if row["error"] is None)[:5]
@@ -175,13 +209,28 @@ def test_ray_resumes_from_the_journal_of_a_killed_run_and_refuses_a_second_write
     assert summary.kept == 5 and summary.scored + summary.failed == len(single_process) - 5
     rows = read_result_file(out)
     assert {row["path"]: row["score"] for row in rows if row["path"] in first} == dict.fromkeys(first, 0.125)
-    assert_same_rows([row for row in rows if row["path"] not in first],
-                     {path: row for path, row in single_process.items() if path not in first})
+    assert_same_rows(
+        [row for row in rows if row["path"] not in first],
+        {path: row for path, row in single_process.items() if path not in first},
+    )
     assert not journal_path(out).exists()
 
 
 def test_ray_options_are_checked_before_any_work(images, weights, tmp_path, capsys):
-    code = main(["score", str(images), "--model", MODEL, "--weights", str(weights(MODEL)), "--ray", "--ray-actors", "0",
-                 "--out", str(tmp_path / "s.csv")])
+    code = main(
+        [
+            "score",
+            str(images),
+            "--model",
+            MODEL,
+            "--weights",
+            str(weights(MODEL)),
+            "--ray",
+            "--ray-actors",
+            "0",
+            "--out",
+            str(tmp_path / "s.csv"),
+        ]
+    )
     assert code == 2 and "--ray-actors must be at least 1" in capsys.readouterr().err
     assert not (tmp_path / "s.csv").exists()

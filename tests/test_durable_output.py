@@ -80,12 +80,20 @@ def test_a_killed_run_leaves_a_journal_that_resume_reads_and_a_torn_line_is_igno
 
 def test_a_second_writer_is_refused_at_once_until_the_first_dies(tmp_path, weights, capsys):
     out = tmp_path / "s.csv"
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\n"
-                               "from iqart.engine.results.output import ResultOutput\n"
-                               f"o = ResultOutput({str(out)!r}, 'm', 'ab' * 32, 'nr')\n"
-                               "o.write({'path': 'p', 'score': 1.0, 'error': None})\n"
-                               "print('locked', flush=True); time.sleep(60)"],
-                              stdout=subprocess.PIPE, text=True, cwd=REPO)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\n"
+            "from iqart.engine.results.output import ResultOutput\n"
+            f"o = ResultOutput({str(out)!r}, 'm', 'ab' * 32, 'nr')\n"
+            "o.write({'path': 'p', 'score': 1.0, 'error': None})\n"
+            "print('locked', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
     try:
         assert holder.stdout.readline().strip() == "locked"
         started = time.perf_counter()
@@ -95,7 +103,21 @@ def test_a_second_writer_is_refused_at_once_until_the_first_dies(tmp_path, weigh
     finally:
         holder.kill()
         holder.wait()
-    assert main(["score", str(EXAMPLE_IMAGES / "coffee.png"), "--model", MODEL, "-w", str(weights(MODEL)), "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "score",
+                str(EXAMPLE_IMAGES / "coffee.png"),
+                "--model",
+                MODEL,
+                "-w",
+                str(weights(MODEL)),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
 
 
 def test_merge_keeps_one_row_per_file_however_it_was_spelled(tmp_path):
@@ -103,10 +125,20 @@ def test_merge_keeps_one_row_per_file_however_it_was_spelled(tmp_path):
     os.symlink(tmp_path / "real", tmp_path / "link")
     a_real, a_link = str(tmp_path / "real" / "a.png"), str(tmp_path / "link" / "a.png")
     b_real, b_link = str(tmp_path / "real" / "b.png"), str(tmp_path / "link" / "b.png")
-    merged = merge_rows([row(a_real, None, "broken then"), row(b_real, None, "broken"), row(a_link, 0.7),
-                         row(b_link, None, "still broken"), row(str(tmp_path / "real" / "c.png"), 0.1)])
+    merged = merge_rows(
+        [
+            row(a_real, None, "broken then"),
+            row(b_real, None, "broken"),
+            row(a_link, 0.7),
+            row(b_link, None, "still broken"),
+            row(str(tmp_path / "real" / "c.png"), 0.1),
+        ]
+    )
     assert [(r["path"], r["score"], r["error"]) for r in merged] == [
-        (a_link, 0.7, None), (b_link, None, "still broken"), (str(tmp_path / "real" / "c.png"), 0.1, None)]
+        (a_link, 0.7, None),
+        (b_link, None, "still broken"),
+        (str(tmp_path / "real" / "c.png"), 0.1, None),
+    ]
     os.symlink(a_real, tmp_path / "real" / "alias.png")
     both = merge_rows([row(a_real, 0.7), row(str(tmp_path / "real" / "alias.png"), 0.7)])
     assert len(both) == 2  # two names of one file, both scored: both kept
@@ -136,18 +168,44 @@ def test_resume_exits_zero_when_only_failed_files_remain(tmp_path, weights):
     (tmp_path / "bad.png").write_text("never an image")
     out = tmp_path / "o" / "s.csv"
     out.parent.mkdir()
-    command = ["score", str(tmp_path / "good.png"), str(tmp_path / "bad.png"), "--model", MODEL, "-w", str(weights(MODEL)),
-               "--out", str(out), "--resume"]
+    command = [
+        "score",
+        str(tmp_path / "good.png"),
+        str(tmp_path / "bad.png"),
+        "--model",
+        MODEL,
+        "-w",
+        str(weights(MODEL)),
+        "--out",
+        str(out),
+        "--resume",
+    ]
     assert main(command) == 0
     assert main(command) == 0  # a scheduler that retries on failure must not loop for ever
-    assert main(["score", str(tmp_path / "bad.png"), "--model", MODEL, "-w", str(weights(MODEL)),
-                 "--out", str(tmp_path / "o" / "only_bad.csv")]) == 1  # nothing could be scored
+    assert (
+        main(
+            [
+                "score",
+                str(tmp_path / "bad.png"),
+                "--model",
+                MODEL,
+                "-w",
+                str(weights(MODEL)),
+                "--out",
+                str(tmp_path / "o" / "only_bad.csv"),
+            ]
+        )
+        == 1
+    )  # nothing could be scored
 
 
-@pytest.mark.parametrize("make,message", [
-    (lambda tmp: tmp / "dir.csv", "is a directory"),
-    (lambda tmp: tmp / "missing" / "s.csv", "does not exist"),
-])
+@pytest.mark.parametrize(
+    "make,message",
+    [
+        (lambda tmp: tmp / "dir.csv", "is a directory"),
+        (lambda tmp: tmp / "missing" / "s.csv", "does not exist"),
+    ],
+)
 def test_an_unwritable_out_is_a_usage_error_before_any_work(tmp_path, weights, capsys, make, message):
     out = make(tmp_path)
     if out.name == "dir.csv":
@@ -164,8 +222,21 @@ def test_an_unwritable_out_is_a_usage_error_before_any_work(tmp_path, weights, c
 @pytest.mark.skipif(os.geteuid() == 0, reason="running as root: a read-only folder is writable anyway")
 def test_a_read_only_folder_is_a_usage_error(tmp_path, weights, capsys):
     (tmp_path / "ro").mkdir(mode=0o555)
-    assert main(["score", str(EXAMPLE_IMAGES), "--model", MODEL, "-w", str(weights(MODEL)), "--out",
-                 str(tmp_path / "ro" / "s.csv")]) == 2
+    assert (
+        main(
+            [
+                "score",
+                str(EXAMPLE_IMAGES),
+                "--model",
+                MODEL,
+                "-w",
+                str(weights(MODEL)),
+                "--out",
+                str(tmp_path / "ro" / "s.csv"),
+            ]
+        )
+        == 2
+    )
     assert "is not writable" in capsys.readouterr().err
 
 
@@ -206,8 +277,22 @@ def test_stale_temporaries_of_a_killed_final_write_are_removed(tmp_path):
 
 
 def start_scoring(folder: Path, out: Path, weights: Path, *extra: str) -> subprocess.Popen:
-    command = [sys.executable, "-m", "iqart.engine.cli.main", "score", str(folder), "--model", MODEL, "-w", str(weights),
-               "-b", "4", "--out", str(out), *extra]
+    command = [
+        sys.executable,
+        "-m",
+        "iqart.engine.cli.main",
+        "score",
+        str(folder),
+        "--model",
+        MODEL,
+        "-w",
+        str(weights),
+        "-b",
+        "4",
+        "--out",
+        str(out),
+        *extra,
+    ]
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
 
 

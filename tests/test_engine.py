@@ -47,7 +47,12 @@ def example_paths(n=None):
 def test_list_models_and_attributes(scorers):
     assert set(TINY) <= set(iqart.list_models())
     scorer = scorers("qualiclip-tiny")
-    assert (scorer.task, scorer.score_range, scorer.higher_better, scorer.lower_better) == ("nr", (0.0, 1.0), True, False)
+    assert (scorer.task, scorer.score_range, scorer.higher_better, scorer.lower_better) == (
+        "nr",
+        (0.0, 1.0),
+        True,
+        False,
+    )
     assert scorers("bpclip-fr-tiny").task == "fr"
     assert "backend='onnxruntime'" in repr(scorer) and "device='cpu'" in repr(scorer)
 
@@ -296,5 +301,7 @@ def test_pipeline_rejects_nonsense_settings(scorers):
 
 def test_native_resolution_images_are_not_resized(scorers):
     assert get_card("qualiclip-tiny").resize.kind == "native"
-    assert load_image(EXAMPLE_IMAGES / "chelsea.png", scorers("qualiclip-tiny").resize).shape[:2] == \
-        Image.open(EXAMPLE_IMAGES / "chelsea.png").size[::-1]
+    assert (
+        load_image(EXAMPLE_IMAGES / "chelsea.png", scorers("qualiclip-tiny").resize).shape[:2]
+        == Image.open(EXAMPLE_IMAGES / "chelsea.png").size[::-1]
+    )

@@ -23,12 +23,23 @@ from iqart.engine.backends.plan_cache import (
     profile_for,
 )
 
-H100 = Environment("a" * 64, "NVIDIA H100 80GB HBM3", "9.0", "11.0.0", TRT_GRAPH, "0123456789abcdef",
-                   settings="5e77135e77135e77")
-RTX = Environment("a" * 64, "any GPU of its targets", "8.0,8.6,8.9,12.0", "1.7.1.116", NATIVE_GRAPH, NO_PLUGIN,
-                  library="tensorrt-rtx", settings="5e77135e77135e77")
+H100 = Environment(
+    "a" * 64, "NVIDIA H100 80GB HBM3", "9.0", "11.0.0", TRT_GRAPH, "0123456789abcdef", settings="5e77135e77135e77"
+)
+RTX = Environment(
+    "a" * 64,
+    "any GPU of its targets",
+    "8.0,8.6,8.9,12.0",
+    "1.7.1.116",
+    NATIVE_GRAPH,
+    NO_PLUGIN,
+    library="tensorrt-rtx",
+    settings="5e77135e77135e77",
+)
 NATIVE_SPEC = {"inputs": [{"name": "image", "shape": ["N", "H", "W", 3]}]}
-FIXED_SPEC = {"inputs": [{"name": "image", "shape": ["N", 224, 224, 3]}, {"name": "reference", "shape": ["N", 224, 224, 3]}]}
+FIXED_SPEC = {
+    "inputs": [{"name": "image", "shape": ["N", 224, 224, 3]}, {"name": "reference", "shape": ["N", 224, 224, 3]}]
+}
 
 
 def test_profile_checks_its_ranges():
@@ -45,7 +56,7 @@ def test_profile_coverage_and_shapes():
     assert wide.covers(narrow) and not narrow.covers(wide)
     assert not Profile((1, 8, 32)).covers(narrow)  # a fixed-size plan never serves native resolution
     assert narrow.accepts(8, 1024, 40) is None
-    assert "batch of 9 is outside the plan's batch range 1..8" == narrow.accepts(9, 64, 64)
+    assert narrow.accepts(9, 64, 64) == "batch of 9 is outside the plan's batch range 1..8"
     assert "1100x64 is outside the plan's image sides 32..1024" in narrow.accepts(1, 64, 1100)
     assert "--max-side" in narrow.accepts(1, 64, 1100)
     assert narrow.input_shapes(None) == ((1, 32, 32, 3), (8, 512, 512, 3), (8, 1024, 1024, 3))
@@ -98,7 +109,8 @@ def test_plan_of_other_build_settings_or_library_is_refused(tmp_path):
     assert cache.select(changed, key.profile) is None
     assert "built with other build settings" in mismatch(key, changed, key.profile)
     assert mismatch(key, replace(H100, library="tensorrt-rtx"), key.profile) == (
-        "built with tensorrt, this backend is tensorrt-rtx")
+        "built with tensorrt, this backend is tensorrt-rtx"
+    )
     record = json.loads(cache.record_path(key).read_text())
     del record["settings"]
     cache.record_path(key).write_text(json.dumps(record))
@@ -113,7 +125,8 @@ def test_store_select_and_load(tmp_path):
     for key in (wide, narrow, elsewhere):
         cache.store(key, f"plan for {key.digest}".encode())
     assert sorted(p.name for p in (tmp_path / "plans").iterdir()) == sorted(
-        f"{k.stem}{suffix}" for k in (wide, narrow, elsewhere) for suffix in (".plan", ".json"))  # nothing temporary
+        f"{k.stem}{suffix}" for k in (wide, narrow, elsewhere) for suffix in (".plan", ".json")
+    )  # nothing temporary
     assert cache.select(H100, Profile((1, 4, 4), (32, 512, 512))) == narrow  # the narrowest that covers
     assert cache.select(H100, Profile((1, 16, 16), (32, 512, 1024))) == wide
     assert cache.select(H100, Profile((1, 8, 64), (32, 512, 1024))) is None
@@ -216,8 +229,10 @@ def test_changed_plugin_build_is_rebuilt_not_reused(tmp_path, kernel_sources):
     assert after.plugin != before.plugin
     assert cache.select(after, key.profile) is None
     assert "plugin build" in cache.explain_missing(after, key.profile)
-    with pytest.raises(PlanMismatchError, match=f"built with plugin build {before.plugin}, the plugin library loaded "
-                                                f"now is {after.plugin}"):
+    with pytest.raises(
+        PlanMismatchError,
+        match=f"built with plugin build {before.plugin}, the plugin library loaded now is {after.plugin}",
+    ):
         cache.load(key, after)
     rebuilt = PlanKey(after, key.profile)
     cache.store(rebuilt, b"plan with the new plugin")

@@ -24,11 +24,14 @@ from iqart.train.models.zoo import build_model, get_card
 from tests.helpers import EXAMPLE_IMAGES, scramble
 
 HAS_TRT = any(importlib.util.find_spec(m) is not None for m in ("tensorrt", "tensorrt_bindings"))
-needs_trt = pytest.mark.skipif(not HAS_TRT, reason="TensorRT is not installed (pip install 'iqart[trt]' on a GPU machine)")
+needs_trt = pytest.mark.skipif(
+    not HAS_TRT, reason="TensorRT is not installed (pip install 'iqart[trt]' on a GPU machine)"
+)
 needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 without_trt = pytest.mark.skipif(HAS_TRT, reason="TensorRT is installed")
-needs_rtx = pytest.mark.skipif(not TENSORRT_RTX.installed(), reason="TensorRT for RTX is not installed "
-                               "(pip install 'iqart[trt-rtx]')")
+needs_rtx = pytest.mark.skipif(
+    not TENSORRT_RTX.installed(), reason="TensorRT for RTX is not installed (pip install 'iqart[trt-rtx]')"
+)
 
 
 def rtx_gpu_reason() -> str | None:
@@ -64,8 +67,23 @@ def test_build_without_tensorrt_exits_2_saying_so(artifact, capsys):
 def test_score_on_tensorrt_without_it_exits_2_before_exporting(artifact, tmp_path, monkeypatch, capsys):
     _, weights = artifact
     monkeypatch.setenv("IQART_HOME", str(tmp_path / "home"))
-    assert main(["score", str(EXAMPLE_IMAGES / "chelsea.png"), "--model", "qualiclip-tiny", "-w", str(weights),
-                 "--backend", "tensorrt", "--out", str(tmp_path / "o.csv")]) == 2
+    assert (
+        main(
+            [
+                "score",
+                str(EXAMPLE_IMAGES / "chelsea.png"),
+                "--model",
+                "qualiclip-tiny",
+                "-w",
+                str(weights),
+                "--backend",
+                "tensorrt",
+                "--out",
+                str(tmp_path / "o.csv"),
+            ]
+        )
+        == 2
+    )
     assert "needs TensorRT" in capsys.readouterr().err
     assert not (tmp_path / "home").exists() and not (tmp_path / "o.csv").exists()
 
@@ -205,8 +223,23 @@ def test_both_attention_graphs_score_like_the_fp16_graph(artifact, tmp_path, att
 def test_tensorrt_rtx_scoring_without_a_gpu_says_how_to_build_instead(artifact, tmp_path, monkeypatch, capsys):
     _, weights = artifact
     monkeypatch.setenv("IQART_HOME", str(tmp_path / "home"))
-    assert main(["score", str(EXAMPLE_IMAGES / "chelsea.png"), "--model", "qualiclip-tiny", "-w", str(weights),
-                 "--backend", "tensorrt-rtx", "--out", str(tmp_path / "o.csv")]) == 2
+    assert (
+        main(
+            [
+                "score",
+                str(EXAMPLE_IMAGES / "chelsea.png"),
+                "--model",
+                "qualiclip-tiny",
+                "-w",
+                str(weights),
+                "--backend",
+                "tensorrt-rtx",
+                "--out",
+                str(tmp_path / "o.csv"),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "the tensorrt-rtx backend runs plans on a CUDA GPU" in err and "iqart build --backend tensorrt-rtx" in err
     assert not (tmp_path / "home").exists() and not (tmp_path / "o.csv").exists()
@@ -221,8 +254,23 @@ def test_tensorrt_rtx_plan_built_ahead_of_time_scores_like_the_fp16_graph(artifa
     from iqart.engine.backends.tensorrt_rtx_backend import TensorRTRTXBackend
 
     directory = shutil.copytree(artifact[0], tmp_path / "a")
-    assert main(["build", str(directory), "--backend", "tensorrt-rtx", "--attention", "native",
-                 "--batch-sizes", "2", "--max-side", "256"]) == 0
+    assert (
+        main(
+            [
+                "build",
+                str(directory),
+                "--backend",
+                "tensorrt-rtx",
+                "--attention",
+                "native",
+                "--batch-sizes",
+                "2",
+                "--max-side",
+                "256",
+            ]
+        )
+        == 0
+    )
     backend = TensorRTRTXBackend(directory, batch_size=2, max_side=256, build=False, attention="native")
     policy = get_card("qualiclip-tiny").resize
     images = np.stack([load_image(EXAMPLE_IMAGES / name, policy)[:200, :200] for name in ("chelsea.png", "coffee.png")])

@@ -79,7 +79,7 @@ def test_fp32_graph_matches_torch_with_dynamic_batch_and_size(artifacts, name, r
     card = get_card(name)
     session = ort_session(artifact / "model.onnx")
     sizes = [(224, 224)] if card.resize.kind == "fixed" else [(224, 160), (97, 131)]
-    for batch, (h, w) in zip((1, 3), sizes * 2):
+    for batch, (h, w) in zip((1, 3), sizes * 2, strict=False):
         feeds = feeds_for(card, batch, h, w, rng)
         got, expected = session.run(None, feeds)[0], torch_scores(model, card, feeds)
         assert got.shape == (batch,) and np.isfinite(got).all()
@@ -90,21 +90,27 @@ def test_fp32_graph_matches_torch_with_dynamic_batch_and_size(artifacts, name, r
 def test_fp16_graph_is_strongly_typed_with_fp32_islands(artifacts, name):
     artifact, model, _ = artifacts[name]
     graph = onnx.shape_inference.infer_shapes(onnx.load(artifact / "model.fp16.onnx"), strict_mode=True).graph
-    types = {vi.name: vi.type.tensor_type.elem_type for vi in list(graph.value_info) + list(graph.input) + list(graph.output)}
+    types = {
+        vi.name: vi.type.tensor_type.elem_type for vi in list(graph.value_info) + list(graph.input) + list(graph.output)
+    }
     types.update({init.name: init.data_type for init in graph.initializer})
     computes = [n for n in graph.node if n.op_type in ("Conv", "MatMul", "Gemm")]
     half_computes = [n for n in computes if types.get(n.output[0]) == TensorProto.FLOAT16]
     assert len(half_computes) >= 0.8 * len(computes), "the backbone's convolutions and matmuls run in fp16"
     for node in graph.node:
         if node.op_type in FP32_OPS:
-            assert all(types.get(i) == TensorProto.FLOAT for i in node.input[:1]), f"{node.op_type} {node.name} must be fp32"
+            assert all(types.get(i) == TensorProto.FLOAT for i in node.input[:1]), (
+                f"{node.op_type} {node.name} must be fp32"
+            )
     conv_weights = [n.input[1] for n in graph.node if n.op_type == "Conv"]
     assert conv_weights and all(types[w] == TensorProto.FLOAT16 for w in conv_weights), "weights are stored in fp16"
     softmax_inputs = [types.get(n.input[0]) for n in graph.node if n.op_type == "Softmax"]
     assert softmax_inputs and all(t == TensorProto.FLOAT for t in softmax_inputs)
     spec = read_spec(artifact)
     assert "score head" in spec["fp16"]["fp32"] and spec["fp16"]["fp32_node_counts"]
-    assert spec["fp16"]["fp32_node_counts"]["Softmax"] == len(softmax_inputs), "the report counts the graph's own fp32 nodes"
+    assert spec["fp16"]["fp32_node_counts"]["Softmax"] == len(softmax_inputs), (
+        "the report counts the graph's own fp32 nodes"
+    )
 
 
 @pytest.mark.parametrize("name", TINY)
@@ -157,13 +163,23 @@ def test_native_graph_is_the_plugin_graph_with_attention_ops(artifacts, name, rn
         factor = constants[scale_q.input[1]]
         assert factor.dtype == np.float16 and float(factor) == 1 / 8
     scalings = {producers[n.input[0]].name for n in attention}
-    others = lambda m: [(n.op_type, list(n.input)) for n in m.graph.node
-                        if n.op_type not in ("Attention", PLUGIN_NAME) and n.name not in scalings]
+
+    def others(m):
+        return [
+            (n.op_type, list(n.input))
+            for n in m.graph.node
+            if n.op_type not in ("Attention", PLUGIN_NAME) and n.name not in scalings
+        ]
+
     assert others(native) == others(plugin)
     spec = read_spec(artifact)
     assert spec["sha256"][NATIVE_GRAPH] == sha256_file(artifact / NATIVE_GRAPH)
-    assert spec["native_attention"] == {"graph": NATIVE_GRAPH, "op": "Attention", "opset": NATIVE_OPSET,
-                                        "nodes": len(attention)}
+    assert spec["native_attention"] == {
+        "graph": NATIVE_GRAPH,
+        "op": "Attention",
+        "opset": NATIVE_OPSET,
+        "nodes": len(attention),
+    }
     card = get_card(name)
     feeds = feeds_for(card, 3, 224, 224, rng)
     got = ort_session(artifact / NATIVE_GRAPH).run(None, feeds)[0]
@@ -176,7 +192,10 @@ def test_native_graph_runs_on_the_reference_evaluator(artifacts, rng):
     artifact, model, _ = artifacts["qualiclip-tiny"]
     feeds = feeds_for(get_card("qualiclip-tiny"), 1, 64, 96, rng)
     got = ReferenceEvaluator(str(artifact / NATIVE_GRAPH)).run(None, feeds)[0]
-    assert np.isfinite(got).all() and np.abs(got - torch_scores(model, get_card("qualiclip-tiny"), feeds)).max() <= FP16_ABS_TOL
+    assert (
+        np.isfinite(got).all()
+        and np.abs(got - torch_scores(model, get_card("qualiclip-tiny"), feeds)).max() <= FP16_ABS_TOL
+    )
 
 
 def test_numpy_plugin_matches_the_torch_core(rng):
@@ -255,7 +274,10 @@ def test_trt_graph_runs_on_the_reference_evaluator(artifacts, rng):
     artifact, model, _ = artifacts["qualiclip-tiny"]
     feeds = feeds_for(get_card("qualiclip-tiny"), 2, 64, 96, rng)
     got = ReferenceEvaluator(str(artifact / "model.trt.onnx"), new_ops=[FusedCrossAttention]).run(None, feeds)[0]
-    assert np.isfinite(got).all() and np.abs(got - torch_scores(model, get_card("qualiclip-tiny"), feeds)).max() <= FP16_ABS_TOL
+    assert (
+        np.isfinite(got).all()
+        and np.abs(got - torch_scores(model, get_card("qualiclip-tiny"), feeds)).max() <= FP16_ABS_TOL
+    )
 
 
 @pytest.mark.slow

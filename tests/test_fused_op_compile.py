@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_kernels import CUOBJDUMP
+from tests.cuda_tools import CUOBJDUMP
 
 CUDA_ROOT = Path("/usr/local/cuda")
 # gpu_verify.sh names the toolkit this way (torch guesses CUDA_HOME from nvcc's folder, which a
@@ -35,12 +35,15 @@ print("schema:", torch.ops.iqart.fused_cross_attention.default._schema)
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(CUDA_HOME is None or not (Path(CUDA_HOME) / "include" / "cuda_runtime_api.h").is_file(),
-                    reason="needs the CUDA toolkit (nvcc and its headers; set CUDA_HOME)")
+@pytest.mark.skipif(
+    CUDA_HOME is None or not (Path(CUDA_HOME) / "include" / "cuda_runtime_api.h").is_file(),
+    reason="needs the CUDA toolkit (nvcc and its headers; set CUDA_HOME)",
+)
 def test_torch_op_compiles_for_sm90_with_torchs_flags_and_registers(tmp_path):
     env = {**os.environ, "CUDA_HOME": CUDA_HOME, "TORCH_CUDA_ARCH_LIST": "9.0", "MAX_JOBS": "2"}
-    result = subprocess.run([sys.executable, "-c", COMPILE, str(tmp_path)], capture_output=True, text=True,
-                            env=env, timeout=1200)
+    result = subprocess.run(
+        [sys.executable, "-c", COMPILE, str(tmp_path)], capture_output=True, text=True, env=env, timeout=1200
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
     assert f"schema: {SCHEMA}" in result.stdout
     assert (tmp_path / "iqart_fused_attention.so").is_file()
@@ -50,6 +53,10 @@ def test_torch_op_compiles_for_sm90_with_torchs_flags_and_registers(tmp_path):
     assert "-O3" in cuda_flags and "--expt-relaxed-constexpr" in cuda_flags  # ours, and one of torch's own
     assert re.search(r"^build fused_cross_attention\.cuda\.o: cuda_compile ", ninja, re.MULTILINE)
     if CUOBJDUMP:  # the library holds sm_90 machine code, not only PTX for the driver to compile
-        listing = subprocess.run([CUOBJDUMP, "--list-elf", str(tmp_path / "iqart_fused_attention.so")],
-                                 capture_output=True, text=True, check=True).stdout
+        listing = subprocess.run(
+            [CUOBJDUMP, "--list-elf", str(tmp_path / "iqart_fused_attention.so")],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         assert "sm_90" in listing, listing

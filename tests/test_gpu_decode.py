@@ -41,12 +41,18 @@ NATIVE = ResizePolicy("native")
 FIXED = ResizePolicy("fixed", (224, 224))
 SHORT = ResizePolicy("short_side", (96,))
 CUDA = torch.cuda.is_available()
+
+
 def needs_gpu(test):
     """Marked gpu (`-m gpu` selects it) and skipped without CUDA, unless IQART_REQUIRE_GPU=1 (a GPU
     check, where a skip would be a broken run: the test fails instead), as in test_kernels.py."""
-    skip = pytest.mark.skipif(not CUDA and not os.environ.get("IQART_REQUIRE_GPU"),
-                              reason="nvJPEG needs a CUDA GPU; torch.cuda.is_available() is False")
+    skip = pytest.mark.skipif(
+        not CUDA and not os.environ.get("IQART_REQUIRE_GPU"),
+        reason="nvJPEG needs a CUDA GPU; torch.cuda.is_available() is False",
+    )
     return pytest.mark.gpu(skip(test))
+
+
 no_gpu_here = pytest.mark.skipif(CUDA, reason="checks the error given where there is no CUDA GPU")
 SRGB_PROFILE = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
 
@@ -95,11 +101,19 @@ def folder(tmp_path_factory) -> Path:
 
 
 GPU_FILES = [f"o{n}.jpg" for n in range(1, 9)] + ["grey.jpg", "srgb.jpg", "ref.jpg"]
-CPU_FILES = {"png.png": "not a JPEG", "progressive.jpg": "progressive JPEG", "cmyk.jpg": "CMYK JPEG",
-             "p3.jpg": "ICC profile other than sRGB", "grey_icc.jpg": "ICC profile other than sRGB",
-             "truncated.jpg": "no end-of-image marker", "garbage.jpg": "header not read",
-             "empty.jpg": "not a JPEG", "thin.jpg": "size out of range", "fifo.jpg": "header not read",
-             "missing.jpg": "header not read"}
+CPU_FILES = {
+    "png.png": "not a JPEG",
+    "progressive.jpg": "progressive JPEG",
+    "cmyk.jpg": "CMYK JPEG",
+    "p3.jpg": "ICC profile other than sRGB",
+    "grey_icc.jpg": "ICC profile other than sRGB",
+    "truncated.jpg": "no end-of-image marker",
+    "garbage.jpg": "header not read",
+    "empty.jpg": "not a JPEG",
+    "thin.jpg": "size out of range",
+    "fifo.jpg": "header not read",
+    "missing.jpg": "header not read",
+}
 
 
 class Recording:
@@ -125,6 +139,7 @@ def rows_by_name(rows) -> dict:
 
 # --- what goes where ------------------------------------------------------------------------------
 
+
 def test_dispatch_by_format_and_kind(folder):
     for name in GPU_FILES:
         assert not isinstance(gpu_readable(folder / name), str), name
@@ -147,6 +162,7 @@ def test_a_pair_goes_to_the_gpu_only_whole_and_matching(folder):
 
 
 # --- orientation and resize on tensors ------------------------------------------------------------
+
 
 @pytest.mark.parametrize("orientation", range(1, 9))
 def test_orientation_on_tensors_is_pils_exif_transpose(folder, orientation):
@@ -186,6 +202,7 @@ def test_resize_target_is_the_cpu_paths_rule():
 
 # --- the pipeline ---------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("policy", [NATIVE, SHORT], ids=["native", "short_side"])
 def test_gpu_path_gives_the_cpu_paths_rows(folder, policy):
     """Same rows either way: scores within the resize's rounding, every error row word for word."""
@@ -193,8 +210,7 @@ def test_gpu_path_gives_the_cpu_paths_rows(folder, policy):
     rows = {}
     for gpu in (None, GpuDecoder("cpu")):
         stats = PipelineStats()
-        rows[gpu is None] = rows_by_name(score_jobs(jobs, Recording(), policy, 4, 2, stats, gpu=gpu,
-                                                    decode_timeout=5))
+        rows[gpu is None] = rows_by_name(score_jobs(jobs, Recording(), policy, 4, 2, stats, gpu=gpu, decode_timeout=5))
     cpu, ours = rows[True], rows[False]
     assert stats.gpu_decoded == len(GPU_FILES) and stats.gpu_rejected == 0
     assert cpu.keys() == ours.keys() == {job.path.name for job in jobs}
@@ -226,20 +242,27 @@ def test_fixed_size_is_a_full_decode_and_the_resize(folder):
 
 
 def test_pairs_on_the_gpu_path(folder):
-    jobs = [ScoreJob(folder / "o1.jpg", folder / "ref.jpg"), ScoreJob(folder / "o6.jpg", folder / "ref.jpg"),
-            ScoreJob(folder / "o1.jpg", folder / "missing.jpg")]
+    jobs = [
+        ScoreJob(folder / "o1.jpg", folder / "ref.jpg"),
+        ScoreJob(folder / "o6.jpg", folder / "ref.jpg"),
+        ScoreJob(folder / "o1.jpg", folder / "missing.jpg"),
+    ]
     cpu = {(row.path, row.reference): row for row in score_jobs(jobs, Recording(), NATIVE, 2, 1)}
     stats = PipelineStats()
-    ours = {(row.path, row.reference): row for row in score_jobs(jobs, Recording(), NATIVE, 2, 1, stats,
-                                                                 gpu=GpuDecoder("cpu"))}
+    ours = {
+        (row.path, row.reference): row
+        for row in score_jobs(jobs, Recording(), NATIVE, 2, 1, stats, gpu=GpuDecoder("cpu"))
+    }
     assert stats.gpu_decoded == 1
     assert {key: (row.score, row.error) for key, row in ours.items()} == {
-        key: (row.score, row.error) for key, row in cpu.items()}
+        key: (row.score, row.error) for key, row in cpu.items()
+    }
     errors = sorted(row.error for row in ours.values() if not row.ok)
     assert "differ in size" in errors[0] and errors[1].startswith("reference ")
 
 
 # --- fallback ---------------------------------------------------------------------------------------
+
 
 def test_a_file_the_decoder_rejects_costs_only_itself(folder):
     """The batched call fails, each file is retried alone, and the one still failing is decoded
@@ -279,19 +302,24 @@ def test_a_decode_of_the_wrong_size_goes_to_the_cpu(folder):
         return [image[:, :-1] for image in torchvision_decode(data, device)]
 
     stats = PipelineStats()
-    rows = list(score_jobs([ScoreJob(folder / "o1.jpg")], Recording(), NATIVE, 1, 1, stats,
-                           gpu=GpuDecoder("cpu", cropping)))
+    rows = list(
+        score_jobs([ScoreJob(folder / "o1.jpg")], Recording(), NATIVE, 1, 1, stats, gpu=GpuDecoder("cpu", cropping))
+    )
     assert rows[0].ok and stats.gpu_rejected == 1
 
 
 def test_decode_official_never_uses_the_gpu_decoder(folder):
     stats = PipelineStats()
-    rows = list(score_jobs([ScoreJob(folder / "o6.jpg")], Recording(), NATIVE, 1, 1, stats, decode="official",
-                           gpu=GpuDecoder("cpu")))
+    rows = list(
+        score_jobs(
+            [ScoreJob(folder / "o6.jpg")], Recording(), NATIVE, 1, 1, stats, decode="official", gpu=GpuDecoder("cpu")
+        )
+    )
     assert rows[0].ok and stats.gpu_decoded == 0
 
 
 # --- options ----------------------------------------------------------------------------------------
+
 
 class CudaBackend:
     """Only what the dispatch reads of a backend on a GPU."""
@@ -330,8 +358,18 @@ def test_bad_decode_devices_are_errors():
 def test_cuda_without_a_gpu_is_a_clear_error(tmp_path, capsys):
     with pytest.raises(ValueError, match="needs a CUDA GPU"):
         gpu_decoder_for("cuda", Recording())
-    code = main(["score", str(EXAMPLE_IMAGES / "chelsea.png"), "-m", "qualiclip-tiny", "--decode-device", "cuda",
-                 "--out", str(tmp_path / "s.csv")])
+    code = main(
+        [
+            "score",
+            str(EXAMPLE_IMAGES / "chelsea.png"),
+            "-m",
+            "qualiclip-tiny",
+            "--decode-device",
+            "cuda",
+            "--out",
+            str(tmp_path / "s.csv"),
+        ]
+    )
     assert code == 2
     assert "--decode-device cuda needs a CUDA GPU" in capsys.readouterr().err
     assert not (tmp_path / "s.csv").exists()
@@ -342,8 +380,25 @@ def test_the_cli_takes_the_option(tmp_path, capsys, iqart_home):
         main(["score", "x.jpg", "--decode-device", "tpu"])
     assert "invalid choice: 'tpu'" in capsys.readouterr().err
     out = tmp_path / "s.csv"
-    assert main(["score", str(EXAMPLE_IMAGES / "chelsea.png"), "-m", "qualiclip-tiny", "--backend", "torch",
-                 "--device", "cpu", "--decode-device", "cpu", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "score",
+                str(EXAMPLE_IMAGES / "chelsea.png"),
+                "-m",
+                "qualiclip-tiny",
+                "--backend",
+                "torch",
+                "--device",
+                "cpu",
+                "--decode-device",
+                "cpu",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert "scored 1, failed 0" in capsys.readouterr().out
 
 
@@ -368,6 +423,7 @@ def test_the_scorer_passes_the_decode_device_on(folder):
 
 # --- what backends are given ------------------------------------------------------------------------
 
+
 def test_batches_stay_tensors_only_for_backends_that_take_cuda_tensors():
     tensor, array = torch.zeros(4, 4, 3, dtype=torch.uint8), np.ones((4, 4, 3), np.uint8)
     assert isinstance(_stack([array, array], Recording()), np.ndarray)
@@ -385,6 +441,7 @@ def test_torch_backend_and_graph_feeds_take_tensors(scrambled):
 
 
 # --- on a GPU ---------------------------------------------------------------------------------------
+
 
 @needs_gpu
 def test_nvjpeg_rows_and_pixels_against_the_cpu_path(folder):

@@ -18,8 +18,18 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "benchmarks" / "gpu_verify.sh"
-PY_STEPS = ("imports", "build", "gpu-tests", "decode-tests", "memcheck", "racecheck", "initcheck", "fused-bench",
-            "model-bench", "decode-bench")
+PY_STEPS = (
+    "imports",
+    "build",
+    "gpu-tests",
+    "decode-tests",
+    "memcheck",
+    "racecheck",
+    "initcheck",
+    "fused-bench",
+    "model-bench",
+    "decode-bench",
+)
 CHECKS = {"imports", "sanitizer-preflight", "build", "gpu-tests", "decode-tests", "memcheck", "racecheck", "initcheck"}
 BENCHES = {"fused-bench", "model-bench", "decode-bench"}
 CARRIED = "open_clip_torch ftfy wcwidth"
@@ -28,8 +38,13 @@ CARRIED = "open_clip_torch ftfy wcwidth"
 def dry_run(repo: Path, tmp_path: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "TMPDIR": str(tmp_path), "OUT": str(tmp_path / "out-must-stay-empty")}
     env.pop("PYTHONPATH", None)
-    return subprocess.run(["bash", str(repo / "benchmarks" / "gpu_verify.sh"), "--dry-run"], capture_output=True,
-                          text=True, env=env, timeout=600)
+    return subprocess.run(
+        ["bash", str(repo / "benchmarks" / "gpu_verify.sh"), "--dry-run"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
 
 
 def summary_rows(output: str) -> dict[str, str]:
@@ -38,8 +53,9 @@ def summary_rows(output: str) -> dict[str, str]:
 
 def plan() -> tuple[int, int, list[tuple[str, str, int]]]:
     """(budget, setup seconds, [(step, kind, cap)]) as `gpu_verify.sh --plan` prints them."""
-    lines = subprocess.run(["bash", str(SCRIPT), "--plan"], capture_output=True, text=True, check=True,
-                           timeout=30).stdout.splitlines()
+    lines = subprocess.run(
+        ["bash", str(SCRIPT), "--plan"], capture_output=True, text=True, check=True, timeout=30
+    ).stdout.splitlines()
     _, budget, _, setup = lines[0].split()
     return int(budget), int(setup), [(name, kind, int(cap)) for name, kind, cap in map(str.split, lines[1:])]
 
@@ -61,8 +77,10 @@ def test_dry_run_checks_every_step_with_what_the_device_image_lacks_blocked(tmp_
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert summary_rows(result.stdout) == {step: "ok" for step in (*PY_STEPS, "sanitizer-preflight")}
     log = (Path(re.search(r"^results: (\S+) ", result.stdout, re.MULTILINE).group(1)) / "gpu_verify.log").read_text()
-    ran = [(m.group(1), m.group(2), int(m.group(3))) for m in re.finditer(r"^== step (\S+) \((\w+), cap (\d+) s\)", log,
-                                                                           re.MULTILINE)]
+    ran = [
+        (m.group(1), m.group(2), int(m.group(3)))
+        for m in re.finditer(r"^== step (\S+) \((\w+), cap (\d+) s\)", log, re.MULTILINE)
+    ]
     assert ran == plan()[2]  # the steps start in the plan's order, each with the plan's cap
     assert "dry run ok: python3 -m pytest --noconftest" in log
     assert "whole-model bench: qualiclip:224x224, bpclip-nr:224x224, qualiclip:1024x768 at batch 1,32,128 builds" in log
@@ -73,9 +91,13 @@ def test_dry_run_checks_every_step_with_what_the_device_image_lacks_blocked(tmp_
 
 def _python(code: str, **env: str) -> subprocess.CompletedProcess:
     inherited = {k: v for k, v in os.environ.items() if not k.startswith(("IQART_DEVICE", "IQART_CARRIED"))}
-    environment = {**inherited, "PYTHONPATH": str(REPO / "benchmarks" / "device_image"),
-                   "IQART_DEVICE_PACKAGES": str(REPO / "benchmarks" / "device_image" / "packages.txt"),
-                   "IQART_CARRIED_DISTS": CARRIED, **env}
+    environment = {
+        **inherited,
+        "PYTHONPATH": str(REPO / "benchmarks" / "device_image"),
+        "IQART_DEVICE_PACKAGES": str(REPO / "benchmarks" / "device_image" / "packages.txt"),
+        "IQART_CARRIED_DISTS": CARRIED,
+        **env,
+    }
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=environment, timeout=120)
 
 
@@ -105,8 +127,13 @@ def test_device_image_blocks_installed_packages_it_does_not_list():
 @pytest.mark.skipif(shutil.which("bash") is None or shutil.which("git") is None, reason="needs bash and git")
 def test_dry_run_fails_naming_the_step_when_the_op_imports_the_model_zoo(tmp_path):
     copy = tmp_path / "repo"
-    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO,
-                           capture_output=True, text=True, check=True).stdout.split()
+    files = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     for name in files:
         if (REPO / name).is_file() and not name.endswith(".pt"):
             (copy / name).parent.mkdir(parents=True, exist_ok=True)

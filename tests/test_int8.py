@@ -81,15 +81,38 @@ def test_batch_reader_feeds_every_image_once():
 
 
 def test_quantisable_nodes_cover_both_siamese_passes_and_respect_keep_fp32():
-    names = ["/conv1/Conv", "/conv2/Conv", "/layer1/layer1.0/conv1/Conv", "/conv1_1/Conv", "/conv2_1/Conv",
-             "/layer1/layer1.0/conv1_1/Conv", "/avgpool_1/AveragePool", "/scales.0/gate/gate.0/Conv",
-             "/scales.2/value/Conv", "/attnpool/q_proj/MatMul", "/preprocess/Sub", "/head/Conv"]
+    names = [
+        "/conv1/Conv",
+        "/conv2/Conv",
+        "/layer1/layer1.0/conv1/Conv",
+        "/conv1_1/Conv",
+        "/conv2_1/Conv",
+        "/layer1/layer1.0/conv1_1/Conv",
+        "/avgpool_1/AveragePool",
+        "/scales.0/gate/gate.0/Conv",
+        "/scales.2/value/Conv",
+        "/attnpool/q_proj/MatMul",
+        "/preprocess/Sub",
+        "/head/Conv",
+    ]
     nodes = [helper.make_node(name.rsplit("/", 1)[1], ["x"], [f"y{i}"], name=name) for i, name in enumerate(names)]
-    graph = helper.make_model(helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
-                                                [helper.make_tensor_value_info("y0", TensorProto.FLOAT, [1])]))
-    assert quantisable_nodes(graph) == ["/conv2/Conv", "/layer1/layer1.0/conv1/Conv", "/conv2_1/Conv",
-                                        "/layer1/layer1.0/conv1_1/Conv", "/avgpool_1/AveragePool",
-                                        "/scales.0/gate/gate.0/Conv", "/scales.2/value/Conv"]
+    graph = helper.make_model(
+        helper.make_graph(
+            nodes,
+            "g",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+            [helper.make_tensor_value_info("y0", TensorProto.FLOAT, [1])],
+        )
+    )
+    assert quantisable_nodes(graph) == [
+        "/conv2/Conv",
+        "/layer1/layer1.0/conv1/Conv",
+        "/conv2_1/Conv",
+        "/layer1/layer1.0/conv1_1/Conv",
+        "/avgpool_1/AveragePool",
+        "/scales.0/gate/gate.0/Conv",
+        "/scales.2/value/Conv",
+    ]
     assert quantisable_nodes(graph, [r"^/scales", r"_1/"]) == ["/conv2/Conv", "/layer1/layer1.0/conv1/Conv"]
 
 
@@ -97,9 +120,11 @@ def test_only_feature_map_convolutions_are_quantised(int8_home):
     _, _, artifact, report = int8_home
     graph = onnx.load(artifact / INT8_GRAPH)
     producers = {out: node for node in graph.graph.node for out in node.output}
-    quantised = Counter(node.op_type for node in graph.graph.node
-                        if any(producers.get(i) is not None and producers[i].op_type == "DequantizeLinear"
-                               for i in node.input))
+    quantised = Counter(
+        node.op_type
+        for node in graph.graph.node
+        if any(producers.get(i) is not None and producers[i].op_type == "DequantizeLinear" for i in node.input)
+    )
     convs = [node.name for node in graph.graph.node if node.op_type == "Conv"]
     assert quantised["Conv"] == len(convs) - 1 == report.quantised["Conv"] > 0
     assert report.fp32_convs == ["/conv1/Conv"]  # the stem's first convolution stays fp32
@@ -137,11 +162,13 @@ def test_parity_rows_judge_srcc_only_when_scores_spread():
     assert parity_rows(spread)[0].passed is False
     spread.srcc = INT8_MIN_SRCC
     assert parity_rows(spread)[0].passed is True
-    flat = Int8Parity(100, srcc=0.2, mean_abs_delta=1e-4, p95_abs_delta=1e-4, max_abs_delta=1e-4,
-                      fp32_span=SRCC_MIN_SPAN / 2)
+    flat = Int8Parity(
+        100, srcc=0.2, mean_abs_delta=1e-4, p95_abs_delta=1e-4, max_abs_delta=1e-4, fp32_span=SRCC_MIN_SPAN / 2
+    )
     assert parity_rows(flat)[0].passed is None and parity_rows(flat)[0].status() == "n/a"
-    openvino = Int8Parity(100, srcc=0.992, mean_abs_delta=1e-3, p95_abs_delta=2e-3, max_abs_delta=4e-3,
-                          fp32_span=0.5, runtime="openvino")  # passes ONNX Runtime's floor, not OpenVINO's
+    openvino = Int8Parity(
+        100, srcc=0.992, mean_abs_delta=1e-3, p95_abs_delta=2e-3, max_abs_delta=4e-3, fp32_span=0.5, runtime="openvino"
+    )  # passes ONNX Runtime's floor, not OpenVINO's
     assert parity_rows(openvino)[0].passed is False and "openvino" in parity_rows(openvino)[0].check
 
 
@@ -158,8 +185,9 @@ def test_scorer_and_backend_run_int8_on_the_cpu(int8_home, monkeypatch):
 
 def test_quantize_command_prints_the_parity_table(int8_home, tmp_path, capsys):
     artifact = shutil.copytree(int8_home[2], tmp_path / "artifact")  # the shared one stays as it was
-    code = main(["quantize", str(artifact), "--calibration", CALIBRATION, "--parity", PARITY,
-                 "--keep-fp32", r"^/layer4/"])
+    code = main(
+        ["quantize", str(artifact), "--calibration", CALIBRATION, "--parity", PARITY, "--keep-fp32", r"^/layer4/"]
+    )
     out = capsys.readouterr().out
     assert code == 0  # scrambled weights: the scores barely spread, so SRCC is n/a rather than a failure
     assert "| model.int8.onnx on onnxruntime vs model.onnx | SRCC over 44 real + degraded images |" in out
@@ -177,8 +205,25 @@ def test_quantize_command_without_parity(int8_home, tmp_path, capsys):
 
 def test_export_int8_writes_the_int8_graph_with_the_artifact(int8_home, tmp_path, capsys):
     out = tmp_path / "exported"
-    assert main(["export", "-m", "qualiclip-tiny", "-w", str(int8_home[1]), "-o", str(out), "--int8",
-                 "--calibration", CALIBRATION, "--parity", PARITY]) == 0
+    assert (
+        main(
+            [
+                "export",
+                "-m",
+                "qualiclip-tiny",
+                "-w",
+                str(int8_home[1]),
+                "-o",
+                str(out),
+                "--int8",
+                "--calibration",
+                CALIBRATION,
+                "--parity",
+                PARITY,
+            ]
+        )
+        == 0
+    )
     assert (out / INT8_GRAPH).is_file() and read_spec(out)["int8"]["report"] == REPORT
     assert "SRCC over 44 real + degraded images" in capsys.readouterr().out
 

@@ -8,6 +8,7 @@ tests/test_kernels.py` (benchmarks/gpu_verify.sh)."""
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import random
@@ -22,20 +23,10 @@ import torch.nn.functional as F
 
 from iqart.engine.backends import fused_op
 from iqart.train.models.attention import cross_attention, merge_heads, split_heads
+from tests.cuda_tools import CUOBJDUMP, NVCC
 
 KERNELS = Path(__file__).resolve().parents[1] / "kernels"
 GXX = shutil.which("g++")
-
-
-def _nvcc() -> str | None:
-    found = shutil.which("nvcc")
-    cuda_home = Path(os.environ.get("CUDA_HOME", "/usr/local/cuda"))
-    if found is None and (cuda_home / "bin" / "nvcc").is_file():
-        found = str(cuda_home / "bin" / "nvcc")
-    return found
-
-
-NVCC = _nvcc()
 
 
 def _cuda_include() -> Path | None:
@@ -48,8 +39,9 @@ def _cuda_include() -> Path | None:
 
 
 # IQART_REQUIRE_GPU=1 (gpu_verify.sh) turns the skip into a failure: there, a GPU test that skips is a broken run.
-needs_gpu = pytest.mark.skipif(not torch.cuda.is_available() and not os.environ.get("IQART_REQUIRE_GPU"),
-                               reason="needs a CUDA GPU")
+needs_gpu = pytest.mark.skipif(
+    not torch.cuda.is_available() and not os.environ.get("IQART_REQUIRE_GPU"), reason="needs a CUDA GPU"
+)
 needs_trt = pytest.mark.skipif(importlib.util.find_spec("tensorrt") is None, reason="TensorRT not installed")
 
 
@@ -72,28 +64,30 @@ def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
 # --- builds -----------------------------------------------------------------------------------
 
 
-def _cuobjdump() -> str | None:
-    """cuobjdump from PATH, the CUDA toolkit, or pip's nvidia-cuda-cuobjdump (a dev extra)."""
-    found = shutil.which("cuobjdump")
-    if found is None and NVCC:
-        candidate = Path(NVCC).resolve().parent / "cuobjdump"
-        found = str(candidate) if candidate.is_file() else None
-    if found is None and importlib.util.find_spec("nvidia") is not None:
-        import nvidia
-        found = next((str(path) for root in nvidia.__path__ for path in sorted(Path(root).glob("*/bin/cuobjdump"))), None)
-    return found
-
-
-CUOBJDUMP = _cuobjdump()
-
-
 @pytest.fixture(scope="module")
 def kernel_object(tmp_path_factory) -> tuple[Path, str]:
     """The CUDA source compiled for sm_80 and sm_90 (once per module), with ptxas's report."""
     obj = tmp_path_factory.mktemp("kernels") / "fused_cross_attention.o"
-    result = _run([NVCC, "-std=c++17", "-O3", "-Werror", "all-warnings", "--resource-usage",
-                   "-gencode", "arch=compute_80,code=sm_80", "-gencode", "arch=compute_90,code=sm_90",
-                   "-I", KERNELS, "-c", KERNELS / "fused_cross_attention.cu", "-o", obj])
+    result = _run(
+        [
+            NVCC,
+            "-std=c++17",
+            "-O3",
+            "-Werror",
+            "all-warnings",
+            "--resource-usage",
+            "-gencode",
+            "arch=compute_80,code=sm_80",
+            "-gencode",
+            "arch=compute_90,code=sm_90",
+            "-I",
+            KERNELS,
+            "-c",
+            KERNELS / "fused_cross_attention.cu",
+            "-o",
+            obj,
+        ]
+    )
     return obj, result.stdout + result.stderr
 
 
@@ -103,7 +97,11 @@ def test_kernel_compiles_for_sm80_and_sm90(kernel_object):
     assert obj.stat().st_size > 0
     assert "for 'sm_80'" in report and "for 'sm_90'" in report, report
     # Register spills would silently cost the kernels much of their speed.
-    spills = [line for line in report.splitlines() if "spill" in line and "0 bytes spill stores, 0 bytes spill loads" not in line]
+    spills = [
+        line
+        for line in report.splitlines()
+        if "spill" in line and "0 bytes spill stores, 0 bytes spill loads" not in line
+    ]
     assert not spills, spills
 
 
@@ -119,8 +117,9 @@ def _sass_by_kernel(sass: str) -> dict[tuple[str, str], str]:
     return kernels
 
 
-@pytest.mark.skipif(NVCC is None or CUOBJDUMP is None,
-                    reason="needs nvcc and cuobjdump (pip install nvidia-cuda-cuobjdump)")
+@pytest.mark.skipif(
+    NVCC is None or CUOBJDUMP is None, reason="needs nvcc and cuobjdump (pip install nvidia-cuda-cuobjdump)"
+)
 def test_fp16_tiled_kernel_runs_on_tensor_cores(kernel_object):
     """What the compiler made of the fp16 tiled kernel, read without a GPU: tensor-core products
     (HMMA) fed by ldmatrix (LDSM) and cp.async copies (LDGSTS), for every head size and both
@@ -129,8 +128,11 @@ def test_fp16_tiled_kernel_runs_on_tensor_cores(kernel_object):
     kernels = _sass_by_kernel(_run([CUOBJDUMP, "-sass", obj]).stdout)
     for arch in ("sm_80", "sm_90"):
         for head_dim in (32, 64, 128):
-            tensor = [sass for (a, name), sass in kernels.items()
-                      if a == arch and f"tensorCoreTiledKernelILi{head_dim}E" in name]
+            tensor = [
+                sass
+                for (a, name), sass in kernels.items()
+                if a == arch and f"tensorCoreTiledKernelILi{head_dim}E" in name
+            ]
             assert len(tensor) == 1, (arch, head_dim, sorted(kernels))
             # One key tile: D/16 x BK/8 products for S, BK/16 x D/8 for O (BK = 32 for D = 128, else 64).
             keys = 32 if head_dim == 128 else 64
@@ -144,8 +146,22 @@ def test_fp16_tiled_kernel_runs_on_tensor_cores(kernel_object):
 @pytest.mark.skipif(GXX is None, reason="g++ not found")
 def test_plugin_core(tmp_path):
     exe = tmp_path / "test_plugin_core"
-    _run([GXX, "-std=c++17", "-O1", "-Wall", "-Wextra", "-Werror", "-I", KERNELS,
-          KERNELS / "tests" / "test_plugin_core.cpp", KERNELS / "plugin_core.cpp", "-o", exe])
+    _run(
+        [
+            GXX,
+            "-std=c++17",
+            "-O1",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-I",
+            KERNELS,
+            KERNELS / "tests" / "test_plugin_core.cpp",
+            KERNELS / "plugin_core.cpp",
+            "-o",
+            exe,
+        ]
+    )
     assert "all checks passed" in _run([exe]).stdout
 
 
@@ -153,8 +169,21 @@ def test_plugin_core(tmp_path):
 def test_tensor_core_fragment_maps(tmp_path):
     """The fp16 kernel's lane/register/tile indexing, emulated for one warp against plain products."""
     exe = tmp_path / "test_fragments"
-    _run([GXX, "-std=c++17", "-O1", "-Wall", "-Wextra", "-Werror", "-I", KERNELS,
-          KERNELS / "tests" / "test_fragments.cpp", "-o", exe])
+    _run(
+        [
+            GXX,
+            "-std=c++17",
+            "-O1",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-I",
+            KERNELS,
+            KERNELS / "tests" / "test_fragments.cpp",
+            "-o",
+            exe,
+        ]
+    )
     assert "all checks passed" in _run([exe]).stdout
 
 
@@ -164,16 +193,38 @@ def _tensorrt_include() -> Path | None:
     return include if include and (include / "NvInferRuntime.h").is_file() else None
 
 
-@pytest.mark.skipif(GXX is None or _tensorrt_include() is None or _cuda_include() is None,
-                    reason="needs g++, the CUDA headers and TensorRT headers (TRT_ROOT=<root with include/>)")
+@pytest.mark.skipif(
+    GXX is None or _tensorrt_include() is None or _cuda_include() is None,
+    reason="needs g++, the CUDA headers and TensorRT headers (TRT_ROOT=<root with include/>)",
+)
 def test_plugin_compiles_against_tensorrt_headers():
-    _run([GXX, "-std=c++17", "-Wall", "-Wextra", "-Werror", "-fsyntax-only", "-isystem", _tensorrt_include(),
-          "-isystem", _cuda_include(), "-I", KERNELS, KERNELS / "fused_cross_attention_plugin.cpp"])
+    _run(
+        [
+            GXX,
+            "-std=c++17",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-fsyntax-only",
+            "-isystem",
+            _tensorrt_include(),
+            "-isystem",
+            _cuda_include(),
+            "-I",
+            KERNELS,
+            KERNELS / "fused_cross_attention_plugin.cpp",
+        ]
+    )
 
 
-@pytest.mark.skipif(GXX is None or NVCC is None or shutil.which("cmake") is None or _tensorrt_include() is None
-                    or _cuda_include() is None,
-                    reason="needs g++, nvcc, cmake and TensorRT headers (TRT_ROOT=<root with include/>)")
+@pytest.mark.skipif(
+    GXX is None
+    or NVCC is None
+    or shutil.which("cmake") is None
+    or _tensorrt_include() is None
+    or _cuda_include() is None,
+    reason="needs g++, nvcc, cmake and TensorRT headers (TRT_ROOT=<root with include/>)",
+)
 def test_plugin_library_builds_and_serves_its_creator(tmp_path, monkeypatch):
     from iqart.engine.backends import plugin
 
@@ -183,9 +234,27 @@ def test_plugin_library_builds_and_serves_its_creator(tmp_path, monkeypatch):
     assert library.is_file() and library.is_relative_to(tmp_path / "plugins")
     assert plugin.build_plugin().path == library  # cached by source hash
     exe = tmp_path / "test_plugin_host"
-    _run([GXX, "-std=c++17", "-O1", "-Wall", "-Wextra", "-Werror", "-isystem", _tensorrt_include(),
-          "-isystem", _cuda_include(), "-I", KERNELS, KERNELS / "tests" / "test_plugin_host.cpp",
-          KERNELS / "plugin_core.cpp", "-ldl", "-o", exe])
+    _run(
+        [
+            GXX,
+            "-std=c++17",
+            "-O1",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-isystem",
+            _tensorrt_include(),
+            "-isystem",
+            _cuda_include(),
+            "-I",
+            KERNELS,
+            KERNELS / "tests" / "test_plugin_host.cpp",
+            KERNELS / "plugin_core.cpp",
+            "-ldl",
+            "-o",
+            exe,
+        ]
+    )
     assert "all checks passed" in _run([exe, library]).stdout
 
 
@@ -260,11 +329,14 @@ def test_fused_op_says_why_it_is_unavailable():
 # --- CPU fallback -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("batch,q_len,kv_len,heads,scale", [
-    (2, 1, 50, 32, None),     # QualiCLIP pool at 224 px
-    (1, 49, 49, 4, None),     # BPCLIP 7x7 grid
-    (3, 5, 13, 4, 0.3),       # odd sizes, explicit scale
-])
+@pytest.mark.parametrize(
+    "batch,q_len,kv_len,heads,scale",
+    [
+        (2, 1, 50, 32, None),  # QualiCLIP pool at 224 px
+        (1, 49, 49, 4, None),  # BPCLIP 7x7 grid
+        (3, 5, 13, 4, 0.3),  # odd sizes, explicit scale
+    ],
+)
 def test_cpu_fallback_matches_reference_and_sdpa(batch, q_len, kv_len, heads, scale):
     generator = torch.Generator().manual_seed(batch * 1000 + q_len * 10 + kv_len)
     q = torch.randn(batch, q_len, heads * 64, generator=generator)
@@ -314,7 +386,7 @@ def test_cuda_op_matches_sdpa(dtype, tolerance):
         q = torch.randn(batch, q_len, heads * head_dim, device="cuda", dtype=dtype)
         k, v = (torch.randn(batch, kv_len, heads * head_dim, device="cuda", dtype=dtype) for _ in range(2))
         scale = rng.choice((None, 0.05))
-        out = _poisoned_call(lambda: fused_op.fused_cross_attention(q, k, v, heads, scale), q)
+        out = _poisoned_call(functools.partial(fused_op.fused_cross_attention, q, k, v, heads, scale), q)
         ref = sdpa(q.double(), k.double(), v.double(), heads, scale)
         assert out.dtype == dtype and out.shape == q.shape, where
         assert not out.isnan().any(), where
@@ -341,11 +413,14 @@ def test_cuda_op_handles_views_and_empty_batches():
 
 
 @pytest.mark.trt
-@pytest.mark.parametrize("dtype,q_len,kv_len,kv_max,heads", [
-    (torch.float16, 1, 3000, 4096, 32),   # split-keys path with a workspace
-    (torch.float16, 49, 49, 400, 4),      # tiled path
-    (torch.float32, 144, 144, 400, 4),
-])
+@pytest.mark.parametrize(
+    "dtype,q_len,kv_len,kv_max,heads",
+    [
+        (torch.float16, 1, 3000, 4096, 32),  # split-keys path with a workspace
+        (torch.float16, 49, 49, 400, 4),  # tiled path
+        (torch.float32, 144, 144, 400, 4),
+    ],
+)
 @needs_gpu
 @needs_trt  # evaluated first: the reason shown where neither is present
 def test_tensorrt_plugin_matches_reference(dtype, q_len, kv_len, kv_max, heads):
@@ -363,14 +438,20 @@ def test_tensorrt_plugin_matches_reference(dtype, q_len, kv_len, kv_max, heads):
     network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
     profile = builder.create_optimization_profile()
     inputs = []
-    for name, length, longest in (("q", q_len, kv_max if q_len > 1 else 1), ("k", kv_len, kv_max), ("v", kv_len, kv_max)):
+    for name, length, longest in (
+        ("q", q_len, kv_max if q_len > 1 else 1),
+        ("k", kv_len, kv_max),
+        ("v", kv_len, kv_max),
+    ):
         inputs.append(network.add_input(name, trt_type, (-1, -1, width)))
         profile.set_shape(name, (1, 1, width), (batch, length, width), (4, longest, width))
     creator = trt.get_plugin_registry().get_creator(PLUGIN_NAME, PLUGIN_VERSION, PLUGIN_NAMESPACE)
-    fields = trt.PluginFieldCollection([
-        trt.PluginField("num_heads", np.array([heads], np.int32), trt.PluginFieldType.INT32),
-        trt.PluginField("scale", np.array([scale], np.float32), trt.PluginFieldType.FLOAT32),
-    ])
+    fields = trt.PluginFieldCollection(
+        [
+            trt.PluginField("num_heads", np.array([heads], np.int32), trt.PluginFieldType.INT32),
+            trt.PluginField("scale", np.array([scale], np.float32), trt.PluginFieldType.FLOAT32),
+        ]
+    )
     plugin = creator.create_plugin("attention", fields, trt.TensorRTPhase.BUILD)
     output = network.add_plugin_v3(inputs, [], plugin).get_output(0)
     output.name = "o"

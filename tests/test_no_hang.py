@@ -46,8 +46,12 @@ def test_a_fifo_is_an_error_row_and_is_never_opened(tmp_path, weights):
     shutil.copy(EXAMPLE_IMAGES / "coffee.png", tmp_path / "y.png")
     out = tmp_path / "s.csv"
     done = []
-    runner = threading.Thread(target=lambda: done.append(main(["score", str(tmp_path), "--model", MODEL, "-w", str(weights(MODEL)),
-                                                                "--out", str(out)])), daemon=True)
+    runner = threading.Thread(
+        target=lambda: done.append(
+            main(["score", str(tmp_path), "--model", MODEL, "-w", str(weights(MODEL)), "--out", str(out)])
+        ),
+        daemon=True,
+    )
     runner.start()
     runner.join(120)
     assert done == [0], "the run hung on the FIFO"
@@ -60,11 +64,30 @@ def test_a_decode_over_the_time_limit_is_an_error_row_and_the_run_goes_on(tmp_pa
     for name in ("chelsea.png", "coffee.png", "rocket.png"):
         shutil.copy(EXAMPLE_IMAGES / name, tmp_path / name)
     out = tmp_path / "s.csv"
-    assert main(["score", str(tmp_path), "--model", MODEL, "-w", str(weights(MODEL)), "-j", "1", "--decode-timeout", "0.15",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "score",
+                str(tmp_path),
+                "--model",
+                MODEL,
+                "-w",
+                str(weights(MODEL)),
+                "-j",
+                "1",
+                "--decode-timeout",
+                "0.15",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     rows = {Path(r["path"]).name: r for r in read_result_file(out)}
     assert rows["a_slow.png"]["error"].startswith("decode did not finish within 0.15 s")  # not "truncated"
-    assert all(rows[name]["error"] is None for name in ("chelsea.png", "coffee.png", "rocket.png"))  # one worker, replaced
+    assert all(
+        rows[name]["error"] is None for name in ("chelsea.png", "coffee.png", "rocket.png")
+    )  # one worker, replaced
 
 
 def test_an_abandoned_worker_is_replaced_and_does_not_hold_the_process(tmp_path):
@@ -77,9 +100,11 @@ def test_an_abandoned_worker_is_replaced_and_does_not_hold_the_process(tmp_path)
     workers.abandon(stuck)
     assert after.wait(5) == "decoded"  # the queue behind the stuck call moves on
     workers.shutdown([])
-    script = ("import threading\nfrom iqart.engine.pipeline.decode_workers import DecodeWorkers\n"
-              "w = DecodeWorkers(2)\nt = w.submit(threading.Event().wait)\n"
-              "import time; time.sleep(0.2)\nw.shutdown([t])\nprint('exiting')\n")
+    script = (
+        "import threading\nfrom iqart.engine.pipeline.decode_workers import DecodeWorkers\n"
+        "w = DecodeWorkers(2)\nt = w.submit(threading.Event().wait)\n"
+        "import time; time.sleep(0.2)\nw.shutdown([t])\nprint('exiting')\n"
+    )
     started = time.perf_counter()
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=REPO)
     assert result.returncode == 0 and result.stdout.strip() == "exiting" and time.perf_counter() - started < 30
@@ -92,9 +117,31 @@ def test_one_ctrl_c_stops_a_run_while_a_decode_is_stuck(tmp_path, weights, slow_
     for index in range(6):
         os.link(slow_png, folder / f"b{index}.png")
     out = tmp_path / "s.csv"
-    child = subprocess.Popen([sys.executable, "-m", "iqart.engine.cli.main", "score", str(folder), "--model", MODEL,
-                              "-w", str(weights(MODEL)), "-j", "1", "-b", "1", "--decode-timeout", "0", "--out", str(out)],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "iqart.engine.cli.main",
+            "score",
+            str(folder),
+            "--model",
+            MODEL,
+            "-w",
+            str(weights(MODEL)),
+            "-j",
+            "1",
+            "-b",
+            "1",
+            "--decode-timeout",
+            "0",
+            "--out",
+            str(out),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
     deadline = time.monotonic() + 120
     while not (journal_path(out).exists() and journal_path(out).read_bytes().count(b"\n") >= 2):
         assert child.poll() is None and time.monotonic() < deadline, child.communicate()

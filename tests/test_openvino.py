@@ -25,7 +25,9 @@ def paths():
 
 @pytest.fixture(scope="module")
 def fp32_scores(paths, iqart_home):
-    return {model: iqart.Scorer(model, "onnxruntime", "cpu").score(paths) for model in ("qualiclip-tiny", "bpclip-nr-tiny")}
+    return {
+        model: iqart.Scorer(model, "onnxruntime", "cpu").score(paths) for model in ("qualiclip-tiny", "bpclip-nr-tiny")
+    }
 
 
 @pytest.mark.parametrize("model", ["qualiclip-tiny", "bpclip-nr-tiny"])
@@ -56,8 +58,10 @@ def test_bf16_reports_what_ran(paths, fp32_scores, capsys):
         rank_corr = srcc(fp32_scores["qualiclip-tiny"], scores)
         delta = float(np.abs(scores - fp32_scores["qualiclip-tiny"]).max())
         if rank_corr < BF16_MIN_SRCC or delta > BF16_MAX_ABS:  # measured and explained in docs/cpu-engine.md
-            pytest.xfail(f"OpenVINO bf16 misses its parity target on this CPU: SRCC {rank_corr:.4f} "
-                         f"(target {BF16_MIN_SRCC}), max |delta| {delta:.4f} (target {BF16_MAX_ABS})")
+            pytest.xfail(
+                f"OpenVINO bf16 misses its parity target on this CPU: SRCC {rank_corr:.4f} "
+                f"(target {BF16_MIN_SRCC}), max |delta| {delta:.4f} (target {BF16_MAX_ABS})"
+            )
     else:  # OpenVINO silently runs fp32 on such a CPU: we say so
         assert "this CPU has no native bf16" in capsys.readouterr().err
         np.testing.assert_allclose(scores, fp32_scores["qualiclip-tiny"], rtol=FP32_REL_TOL, atol=1e-7)

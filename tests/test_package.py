@@ -19,8 +19,14 @@ TOP_LEVEL = ("train", "export", "engine")
 
 
 def run_python(code: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def test_every_subpackage_is_listed_for_the_build():
@@ -29,7 +35,8 @@ def test_every_subpackage_is_listed_for_the_build():
     assert config["package-dir"] == {"iqart": "."}
     on_disk = {"iqart"} | {
         "iqart." + ".".join(init.parent.relative_to(REPO).parts)
-        for top in TOP_LEVEL for init in (REPO / top).rglob("__init__.py")
+        for top in TOP_LEVEL
+        for init in (REPO / top).rglob("__init__.py")
     }
     assert set(config["packages"]) == on_disk
 
@@ -55,12 +62,15 @@ def test_installing_iqart_claims_no_generic_top_level_name(tmp_path, name):
 def test_public_names_and_light_import(tmp_path):
     """`import iqart` loads neither ONNX Runtime nor open_clip until a public name is used, so the
     kernel code runs on GPU machines without them."""
-    result = run_python("import sys, iqart, iqart.engine.backends.fused_op, iqart.engine.backends.plugin\n"
-                        "heavy = [m for m in ('onnxruntime', 'open_clip') if m in sys.modules]\n"
-                        "assert not heavy, heavy\n"
-                        "assert {'Scorer', 'create_metric', 'list_models'} <= set(iqart.__all__)\n"
-                        "assert 'qualiclip-tiny' in iqart.list_models() and callable(iqart.create_metric)\n"
-                        "print(iqart.__version__)", tmp_path)
+    result = run_python(
+        "import sys, iqart, iqart.engine.backends.fused_op, iqart.engine.backends.plugin\n"
+        "heavy = [m for m in ('onnxruntime', 'open_clip') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+        "assert {'Scorer', 'create_metric', 'list_models'} <= set(iqart.__all__)\n"
+        "assert 'qualiclip-tiny' in iqart.list_models() and callable(iqart.create_metric)\n"
+        "print(iqart.__version__)",
+        tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip()
 
@@ -72,11 +82,30 @@ def test_wheel_installs_and_scores_without_the_checkout(tmp_path):
     work.mkdir()
     # from a copy: setuptools builds in-tree, and a stale build/ would put deleted modules in the wheel
     shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(".git", "build", "*.egg-info", "__pycache__", "runs"))
-    subprocess.run([sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation", "-q",
-                    "-w", str(wheels)], check=True, capture_output=True, timeout=600)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            str(source),
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(wheels),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
     (wheel,) = wheels.glob("iqart-*.whl")
-    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
-                   check=True, capture_output=True, timeout=600)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
     env = {"PYTHONPATH": str(target), "IQART_HOME": str(tmp_path / "home")}
     code = (
         "import iqart, pathlib\n"
@@ -88,9 +117,14 @@ def test_wheel_installs_and_scores_without_the_checkout(tmp_path):
     )
     result = run_python(code, work, env)
     assert result.returncode == 0, result.stderr
-    cli = subprocess.run([str(target / "bin" / "iqart"), "score", str(EXAMPLE_IMAGES), "-m", "qualiclip-tiny",
-                          "-o", "scores.csv"], cwd=work, capture_output=True, text=True, timeout=600,
-                         env={**os.environ, **env})
+    cli = subprocess.run(
+        [str(target / "bin" / "iqart"), "score", str(EXAMPLE_IMAGES), "-m", "qualiclip-tiny", "-o", "scores.csv"],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, **env},
+    )
     assert cli.returncode == 0, cli.stderr
     with open(work / "scores.csv", newline="") as f:
         rows = list(csv.DictReader(f))
@@ -101,10 +135,24 @@ def test_wheel_installs_and_scores_without_the_checkout(tmp_path):
 def test_first_run_prints_only_iqart_lines(tmp_path):
     """The quickstart on an empty cache (so the model is exported): stderr holds iqart's own lines
     only, among them one notice that demo weights are in use."""
-    result = subprocess.run([sys.executable, "-m", "iqart.engine.cli.main", "score", str(EXAMPLE_IMAGES),
-                             "--model", "qualiclip-tiny", "--out", str(tmp_path / "scores.csv")],
-                            cwd=tmp_path, capture_output=True, text=True, timeout=600,
-                            env={**os.environ, "IQART_HOME": str(tmp_path / "home")})
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "iqart.engine.cli.main",
+            "score",
+            str(EXAMPLE_IMAGES),
+            "--model",
+            "qualiclip-tiny",
+            "--out",
+            str(tmp_path / "scores.csv"),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "IQART_HOME": str(tmp_path / "home")},
+    )
     assert result.returncode == 0, result.stderr
     lines = [line for line in result.stderr.replace("\r", "\n").splitlines() if line.strip()]
     assert all(line.startswith("iqart: ") for line in lines), lines

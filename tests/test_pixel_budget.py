@@ -50,8 +50,9 @@ def test_the_pipeline_batches_large_images_one_by_one(tmp_path):
         Image.new("RGB", (64, 48), (index * 60, 90, 30)).save(tmp_path / f"small{index}.png")
     backend = Recording(TorchBackend(build_model("qualiclip-tiny", seed=0)))
     jobs = [ScoreJob(path) for path in sorted(tmp_path.iterdir())]
-    rows = list(score_jobs(jobs, backend, get_card("qualiclip-tiny").resize, batch_size=8, workers=1,
-                           pixel_budget=200_000))
+    rows = list(
+        score_jobs(jobs, backend, get_card("qualiclip-tiny").resize, batch_size=8, workers=1, pixel_budget=200_000)
+    )
     assert len(rows) == 6 and all(row.ok for row in rows)
     assert sorted(shape[:3] for shape in backend.shapes) == [(1, 300, 400)] * 3 + [(3, 48, 64)]
     assert PIXEL_BUDGET >= 8 * 1024 * 768  # the default does not shrink batches of ordinary photos

@@ -109,7 +109,9 @@ def test_shape_mismatch_is_named(model, tmp_path):
     state = official_layout(model)
     state["prompts_features"] = torch.randn(12, 256)
     torch.save(state, tmp_path / "wrong.pth")
-    with pytest.raises(CheckpointError, match=r"shape mismatch.*prompts_features \(model \(14, 256\), file \(12, 256\)\)"):
+    with pytest.raises(
+        CheckpointError, match=r"shape mismatch.*prompts_features \(model \(14, 256\), file \(12, 256\)\)"
+    ):
         load_model("qualiclip-tiny", tmp_path / "wrong.pth")
 
 
@@ -128,8 +130,12 @@ def test_truncated_and_foreign_files_are_rejected(model, tmp_path):
     (tmp_path / "truncated.pth").write_bytes(data[: len(data) // 2])
     (tmp_path / "text.pth").write_text("not a checkpoint")
     (tmp_path / "empty.pth").write_bytes(b"")
-    for name, reason in [("truncated.pth", "truncated or wrong format"), ("text.pth", "truncated or wrong format"),
-                         ("empty.pth", "empty file"), ("absent.pth", "no such weight file")]:
+    for name, reason in [
+        ("truncated.pth", "truncated or wrong format"),
+        ("text.pth", "truncated or wrong format"),
+        ("empty.pth", "empty file"),
+        ("absent.pth", "no such weight file"),
+    ]:
         with pytest.raises(CheckpointError, match=reason) as info:
             read_state_dict(tmp_path / name)
         assert name in str(info.value)

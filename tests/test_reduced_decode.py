@@ -38,11 +38,18 @@ def test_reduced_decode_keeps_twice_the_target_and_nearly_the_same_pixels(big_ph
 
 def test_what_is_decoded_in_full(big_photo):
     native = ResizePolicy("native")
-    assert decode_job(ScoreJob(big_photo / "photo.jpg"), native)[0].shape == (1800, 2400, 3)  # QualiCLIP needs every pixel
+    assert decode_job(ScoreJob(big_photo / "photo.jpg"), native)[0].shape == (
+        1800,
+        2400,
+        3,
+    )  # QualiCLIP needs every pixel
     assert open_image(big_photo / "photo.png", reduce_for=(224, 224)).size == (2400, 1800)  # not a JPEG
     official = decode_job(ScoreJob(big_photo / "photo.jpg"), POLICY, decode="official")[0]
-    expected = np.asarray(Image.open(big_photo / "photo.jpg").convert("RGB").resize((224, 224), Image.Resampling.BICUBIC,
-                                                                                       reducing_gap=None))
+    expected = np.asarray(
+        Image.open(big_photo / "photo.jpg")
+        .convert("RGB")
+        .resize((224, 224), Image.Resampling.BICUBIC, reducing_gap=None)
+    )
     np.testing.assert_array_equal(official, expected)
     # a full-reference pair of a JPEG and a PNG of the same size still matches in size
     image, reference = decode_job(ScoreJob(big_photo / "photo.jpg", big_photo / "photo.png"), POLICY)

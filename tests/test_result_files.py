@@ -4,10 +4,14 @@ import pytest
 
 from iqart.engine.results.formats import open_result_writer, read_result_file
 
-pytest.importorskip("pyarrow", reason="Parquet output needs pyarrow, which comes with the ray extra: pip install -e '.[ray]'")
+pytest.importorskip(
+    "pyarrow", reason="Parquet output needs pyarrow, which comes with the ray extra: pip install -e '.[ray]'"
+)
 
-ROWS = [{"path": "a.png", "reference": "ra.png", "score": 0.25, "error": None},
-        {"path": "b.png", "reference": "rb.png", "score": None, "error": "not a recognised image format"}]
+ROWS = [
+    {"path": "a.png", "reference": "ra.png", "score": 0.25, "error": None},
+    {"path": "b.png", "reference": "rb.png", "score": None, "error": "not a recognised image format"},
+]
 
 
 @pytest.mark.parametrize("suffix", [".parquet", ".jsonl", ".csv"])

@@ -26,8 +26,10 @@ from iqart.train.models.zoo import build_model
 TINY = ["qualiclip-tiny", "bpclip-nr-tiny", "bpclip-fr-tiny"]
 RN50 = ["qualiclip", "bpclip-nr", "bpclip-fr"]
 BATCH = (1, 8, 8)  # the backend's profile at its default batch size
-needs_rtx = pytest.mark.skipif(not TENSORRT_RTX.installed(), reason="TensorRT for RTX is not installed "
-                               "(pip install 'iqart[trt-rtx]'; the dev extra has it)")
+needs_rtx = pytest.mark.skipif(
+    not TENSORRT_RTX.installed(),
+    reason="TensorRT for RTX is not installed (pip install 'iqart[trt-rtx]'; the dev extra has it)",
+)
 plugin_usable, plugin_reason = plugin_status()
 needs_plugin = pytest.mark.skipif(not plugin_usable, reason=f"the plugin library cannot be built here: {plugin_reason}")
 pytestmark = needs_rtx
@@ -71,9 +73,10 @@ def check_built(artifact, path, key, attention: str) -> dict:
     return record
 
 
-@pytest.mark.parametrize(("name", "attention"),
-                         [(name, attention) for name in TINY for attention in ("native", "unfused")]
-                         + [(name, "native") for name in RN50])
+@pytest.mark.parametrize(
+    ("name", "attention"),
+    [(name, attention) for name in TINY for attention in ("native", "unfused")] + [(name, "native") for name in RN50],
+)
 def test_graph_builds_into_an_engine_on_the_cpu(artifacts, name, attention):
     artifact = artifacts[name]
     profile = profile_for(read_spec(artifact), BATCH)
@@ -93,8 +96,7 @@ def test_plugin_graph_builds_with_our_plugin_library(artifacts, name):
     """TensorRT-RTX's parser creates our FusedCrossAttention and its builder calls the plugin's
     build-time methods; the plan carries the plugin's name, namespace and serialized fields."""
     artifact = artifacts[name]
-    path, key = build_plan(artifact, profile_for(read_spec(artifact), BATCH), attention="plugin",
-                           library=TENSORRT_RTX)
+    path, key = build_plan(artifact, profile_for(read_spec(artifact), BATCH), attention="plugin", library=TENSORRT_RTX)
     record = check_built(artifact, path, key, "plugin")
     assert record["plugin"] == load_plugin(TENSORRT_RTX).key != NO_PLUGIN
     plan = path.read_bytes()
@@ -105,12 +107,24 @@ def test_plugin_graph_builds_with_our_plugin_library(artifacts, name):
 def plugin_graph(path, width: int, heads: int, key_width: int | None = None) -> None:
     """One FusedCrossAttention node on fp16 inputs (B, 1, width), (B, N, key_width)."""
     key_width = key_width or width
-    inputs = [helper.make_tensor_value_info("q", TensorProto.FLOAT16, ["B", 1, width]),
-              helper.make_tensor_value_info("k", TensorProto.FLOAT16, ["B", "N", key_width]),
-              helper.make_tensor_value_info("v", TensorProto.FLOAT16, ["B", "N", key_width])]
-    node = helper.make_node(PLUGIN_NAME, ["q", "k", "v"], ["o"], domain=PLUGIN_DOMAIN, num_heads=heads, scale=0.0,
-                            plugin_version=PLUGIN_VERSION, plugin_namespace=PLUGIN_NAMESPACE)
-    graph = helper.make_graph([node], "attention", inputs, [helper.make_tensor_value_info("o", TensorProto.FLOAT16, None)])
+    inputs = [
+        helper.make_tensor_value_info("q", TensorProto.FLOAT16, ["B", 1, width]),
+        helper.make_tensor_value_info("k", TensorProto.FLOAT16, ["B", "N", key_width]),
+        helper.make_tensor_value_info("v", TensorProto.FLOAT16, ["B", "N", key_width]),
+    ]
+    node = helper.make_node(
+        PLUGIN_NAME,
+        ["q", "k", "v"],
+        ["o"],
+        domain=PLUGIN_DOMAIN,
+        num_heads=heads,
+        scale=0.0,
+        plugin_version=PLUGIN_VERSION,
+        plugin_namespace=PLUGIN_NAMESPACE,
+    )
+    graph = helper.make_graph(
+        [node], "attention", inputs, [helper.make_tensor_value_info("o", TensorProto.FLOAT16, None)]
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid(PLUGIN_DOMAIN, 1)])
     onnx.save(model, path)
 
@@ -145,8 +159,23 @@ def test_plugin_checks_run_under_the_real_builder(tmp_path, capfd):
 
 def test_iqart_build_writes_a_tensorrt_rtx_plan_without_a_gpu(artifacts, capsys):
     artifact = artifacts["bpclip-fr-tiny"]
-    assert main(["build", str(artifact), "--backend", "tensorrt-rtx", "--attention", "native",
-                 "--batch-sizes", "1", "4", "16"]) == 0
+    assert (
+        main(
+            [
+                "build",
+                str(artifact),
+                "--backend",
+                "tensorrt-rtx",
+                "--attention",
+                "native",
+                "--batch-sizes",
+                "1",
+                "4",
+                "16",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     records = [json.loads(p.read_text()) for p in (artifact / "plans").glob("*.json")]
     built = [r for r in records if r["profile"]["batch"] == [1, 4, 16]]

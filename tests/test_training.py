@@ -92,8 +92,12 @@ def test_overlapping_crops_share_content():
     image = torch.rand(3, 300, 400)
     crops = overlapping_crops(image, 128, torch.Generator().manual_seed(1))
     assert crops.shape == (2, 3, 128, 128)
-    matches = [(t, l) for t in range(300 - 127) for l in range(400 - 127)
-               if torch.equal(image[:, t:t + 128, l:l + 128], crops[1])]
+    matches = [
+        (top, left)
+        for top in range(300 - 127)
+        for left in range(400 - 127)
+        if torch.equal(image[:, top : top + 128, left : left + 128], crops[1])
+    ]
     assert matches  # crop 2 is a real window of the image
 
 
@@ -112,12 +116,19 @@ def losses_over_steps(loss_fn, optimizer: torch.optim.Optimizer, steps: int = 25
 def test_qualiclip_training_steps_lower_the_loss_on_a_batch():
     """The loss, its gradients and the optimiser work together: repeated steps on one batch of
     degraded crops (train mode, as in training) must bring its loss well down."""
-    config = QualiCLIPTrainConfig(model="qualiclip-tiny", images_per_step=4, crop=64, margin=0.02,
-                                  consistency_margin=0.01, images="skimage:astronaut")
+    config = QualiCLIPTrainConfig(
+        model="qualiclip-tiny",
+        images_per_step=4,
+        crop=64,
+        margin=0.02,
+        consistency_margin=0.01,
+        images="skimage:astronaut",
+    )
     images = list(load_pristine(config.images).values())
     generator = torch.Generator().manual_seed(5)
-    batch = degraded_pairs(training_content(images, config, generator), config, ["white_noise", "gaussian_blur"],
-                           generator)
+    batch = degraded_pairs(
+        training_content(images, config, generator), config, ["white_noise", "gaussian_blur"], generator
+    )
     model = build_qualiclip(config).train()
 
     def loss():
@@ -130,9 +141,17 @@ def test_qualiclip_training_steps_lower_the_loss_on_a_batch():
 
 
 def test_a_short_qualiclip_run_writes_its_outputs(tmp_path):
-    config = QualiCLIPTrainConfig(model="qualiclip-tiny", steps=12, lr=2e-3, images_per_step=2,
-                                  freeze_batchnorm=False, warmup_steps=3, holdout_images=("chelsea",),
-                                  holdout_types=("jpeg2000",), **SMALL)
+    config = QualiCLIPTrainConfig(
+        model="qualiclip-tiny",
+        steps=12,
+        lr=2e-3,
+        images_per_step=2,
+        freeze_batchnorm=False,
+        warmup_steps=3,
+        holdout_images=("chelsea",),
+        holdout_types=("jpeg2000",),
+        **SMALL,
+    )
     run = train_qualiclip(config, tmp_path / "run", progress=False)
     trained = load_model("qualiclip-tiny", run.weights_file)
     assert not torch.equal(trained.visual.conv1.weight, build_qualiclip(config).visual.conv1.weight)
@@ -146,8 +165,9 @@ def test_a_short_qualiclip_run_writes_its_outputs(tmp_path):
 
 
 def test_resuming_an_interrupted_run_gives_the_same_weights(tmp_path):
-    config = QualiCLIPTrainConfig(model="qualiclip-tiny", steps=10, lr=1e-3, images_per_step=2,
-                                  freeze_batchnorm=False, warmup_steps=2, **SMALL)
+    config = QualiCLIPTrainConfig(
+        model="qualiclip-tiny", steps=10, lr=1e-3, images_per_step=2, freeze_batchnorm=False, warmup_steps=2, **SMALL
+    )
     straight = train_qualiclip(config, tmp_path / "straight", progress=False)
     interrupted = train_qualiclip(config, tmp_path / "resumed", progress=False, stop_at=5)
     assert not interrupted.weights_file.exists()  # weights are exported only when all steps are done
@@ -159,8 +179,9 @@ def test_resuming_an_interrupted_run_gives_the_same_weights(tmp_path):
 
 
 def test_synthetic_mos_targets_follow_the_level():
-    config = BPCLIPTrainConfig(model="bpclip-nr-tiny", crop=48, batch_size=64, pristine_probability=0.2,
-                               composite_probability=0.0)
+    config = BPCLIPTrainConfig(
+        model="bpclip-nr-tiny", crop=48, batch_size=64, pristine_probability=0.2, composite_probability=0.0
+    )
     source = SyntheticMOS(config, list(load_pristine("skimage:astronaut").values()), torch.Generator().manual_seed(0))
     batch = source.batch()
     assert batch["image"].shape == batch["reference"].shape == (64, 3, 48, 48)
@@ -172,8 +193,15 @@ def test_synthetic_mos_targets_follow_the_level():
 
 
 def test_level_sets_hold_one_crop_clean_and_at_every_level():
-    config = BPCLIPTrainConfig(model="bpclip-nr-tiny", crop=48, batch_size=14, level_sets=True,
-                               composite_probability=0.0, holdout_types=("jpeg2000",), procedural_probability=0.5)
+    config = BPCLIPTrainConfig(
+        model="bpclip-nr-tiny",
+        crop=48,
+        batch_size=14,
+        level_sets=True,
+        composite_probability=0.0,
+        holdout_types=("jpeg2000",),
+        procedural_probability=0.5,
+    )
     source = SyntheticMOS(config, list(load_pristine("skimage:astronaut").values()), torch.Generator().manual_seed(0))
     batch = source.batch()
     assert batch["image"].shape == batch["reference"].shape == (12, 3, 48, 48)  # 2 sets of 6; 14 // 6 = 2
@@ -192,13 +220,18 @@ def test_init_encoder_takes_only_the_encoder_of_other_bpclip_weights(tmp_path):
     save_checkpoint(tmp_path / "fr.pt", "bpclip-fr-tiny", fr.state_dict())
     nr = build_bpclip(BPCLIPTrainConfig(model="bpclip-nr-tiny", init_encoder=str(tmp_path / "fr.pt")))
     fresh = build_bpclip(BPCLIPTrainConfig(model="bpclip-nr-tiny"))
-    assert all(torch.equal(a, b) for a, b in zip(nr.encoder.state_dict().values(), fr.encoder.state_dict().values()))
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(nr.encoder.state_dict().values(), fr.encoder.state_dict().values(), strict=True)
+    )
     assert torch.equal(nr.head_mlp[1].weight, fresh.head_mlp[1].weight)  # the rest as a fresh model
     tower = build_qualiclip(QualiCLIPTrainConfig(model="qualiclip-tiny", init_encoder=str(tmp_path / "fr.pt"))).visual
     fresh_tower = build_qualiclip(QualiCLIPTrainConfig(model="qualiclip-tiny")).visual
     assert torch.equal(tower.layer4[0].conv1.weight, fr.encoder.layer4[0].conv1.weight)
     assert torch.equal(tower.attnpool.q_proj.weight, fresh_tower.attnpool.q_proj.weight)  # the pool is not in BPCLIP
-    save_checkpoint(tmp_path / "q.pt", "qualiclip-tiny", build_qualiclip(QualiCLIPTrainConfig(model="qualiclip-tiny")).state_dict())
+    save_checkpoint(
+        tmp_path / "q.pt", "qualiclip-tiny", build_qualiclip(QualiCLIPTrainConfig(model="qualiclip-tiny")).state_dict()
+    )
     with pytest.raises(Exception, match="q.pt"):
         build_bpclip(BPCLIPTrainConfig(model="bpclip-nr-tiny", init_encoder=str(tmp_path / "q.pt")))
 
@@ -218,10 +251,13 @@ def test_openai_init_without_a_network_names_both_ways_to_get_the_weights():
     assert "RN50.pt" in message and "set init to that local file's path" in message  # offline: a local file
 
 
-@pytest.mark.parametrize("build, config", [
-    (build_qualiclip, QualiCLIPTrainConfig(model="qualiclip-tiny", init="openai")),
-    (build_bpclip, BPCLIPTrainConfig(model="bpclip-fr-tiny", init="openai")),
-])
+@pytest.mark.parametrize(
+    "build, config",
+    [
+        (build_qualiclip, QualiCLIPTrainConfig(model="qualiclip-tiny", init="openai")),
+        (build_bpclip, BPCLIPTrainConfig(model="bpclip-fr-tiny", init="openai")),
+    ],
+)
 def test_openai_init_fits_rn50_models_only(build, config):
     with pytest.raises(CheckpointError, match="fit RN50 models only; the 'tiny' backbone"):
         build(config)
@@ -241,8 +277,14 @@ def _save_fr_teacher(path, constant: float | None = None) -> None:
 
 def test_teacher_targets_blend_the_teachers_scores_of_each_pair_with_the_level(tmp_path):
     _save_fr_teacher(tmp_path / "fr.pt")
-    config = BPCLIPTrainConfig(model="bpclip-nr-tiny", crop=48, batch_size=6, level_sets=True,
-                               teacher=str(tmp_path / "fr.pt"), teacher_weight=0.25)
+    config = BPCLIPTrainConfig(
+        model="bpclip-nr-tiny",
+        crop=48,
+        batch_size=6,
+        level_sets=True,
+        teacher=str(tmp_path / "fr.pt"),
+        teacher_weight=0.25,
+    )
     teacher = load_teacher(config)
     assert teacher is not None and teacher.task == "fr" and not teacher.training
     assert not any(p.requires_grad for p in teacher.parameters())
@@ -263,9 +305,19 @@ def test_a_student_run_regresses_its_teachers_score_not_the_level(tmp_path):
     """A teacher that scores every pair 0.9: the student learns to score its training crops 0.9,
     where the level targets (1 for a clean crop, 0.8 .. 0 for its 5 levels) average 0.5."""
     _save_fr_teacher(tmp_path / "fr.pt", constant=0.9)
-    config = BPCLIPTrainConfig(model="bpclip-nr-tiny", steps=25, lr=1e-2, warmup_steps=1, batch_size=6,
-                               level_sets=True, plcc_weight=0.0, holdout_images=("chelsea",), eval_crops_per_image=1,
-                               teacher=str(tmp_path / "fr.pt"), **{**SMALL, "crop": 48})
+    config = BPCLIPTrainConfig(
+        model="bpclip-nr-tiny",
+        steps=25,
+        lr=1e-2,
+        warmup_steps=1,
+        batch_size=6,
+        level_sets=True,
+        plcc_weight=0.0,
+        holdout_images=("chelsea",),
+        eval_crops_per_image=1,
+        teacher=str(tmp_path / "fr.pt"),
+        **{**SMALL, "crop": 48},
+    )
     run = train_bpclip(config, tmp_path / "run", progress=False)
     student = load_model("bpclip-nr-tiny", run.weights_file)
     sets = SyntheticMOS(config, list(load_pristine("skimage:astronaut").values()), torch.Generator().manual_seed(1))
@@ -288,14 +340,22 @@ def test_bpclip_training_steps_lower_the_loss_on_a_batch(name):
     fixed = SyntheticMOS(config, list(load_pristine(config.images).values()), torch.Generator().manual_seed(9)).batch()
     model = build_bpclip(config).train()
     args = [normalize_float(fixed["image"])] + ([normalize_float(fixed["reference"])] if model.task == "fr" else [])
-    losses = losses_over_steps(lambda: mos_loss(model(*args), fixed["target"], plcc_weight=1.0),
-                               torch.optim.AdamW(model.parameters(), lr=1e-3))
+    losses = losses_over_steps(
+        lambda: mos_loss(model(*args), fixed["target"], plcc_weight=1.0), torch.optim.AdamW(model.parameters(), lr=1e-3)
+    )
     assert losses[-1] < 0.5 * losses[0], losses
 
 
 def test_a_short_bpclip_run_writes_its_outputs(tmp_path):
-    config = BPCLIPTrainConfig(model="bpclip-fr-tiny", steps=6, batch_size=4, holdout_images=("chelsea",),
-                               eval_crops_per_image=1, half_weights=True, **SMALL)
+    config = BPCLIPTrainConfig(
+        model="bpclip-fr-tiny",
+        steps=6,
+        batch_size=4,
+        holdout_images=("chelsea",),
+        eval_crops_per_image=1,
+        half_weights=True,
+        **SMALL,
+    )
     run = train_bpclip(config, tmp_path / "run", progress=False)
     stored = read_state_dict(run.weights_file)["to_clip_space.weight"]
     assert stored.dtype == torch.float16  # half_weights: stored small in git, loaded as float32
@@ -315,8 +375,9 @@ def test_synthetic_ranking_rewards_a_model_that_orders_levels():
         return -(images_ - reference).abs().mean(dim=(1, 2, 3))
 
     good = synthetic_ranking(oracle, images, ["white_noise"], crop=64, crops_per_image=2, full_reference=True)
-    bad = synthetic_ranking(lambda x, r: -oracle(x, r), images, ["white_noise"], crop=64, crops_per_image=2,
-                            full_reference=True)
+    bad = synthetic_ranking(
+        lambda x, r: -oracle(x, r), images, ["white_noise"], crop=64, crops_per_image=2, full_reference=True
+    )
     assert good[0].ranking == pytest.approx(1.0) and bad[0].ranking == pytest.approx(-1.0)
     rows = summarize_ranking(good + [RankingResult("jpeg", 0.5, 0.5, 2)], held_out_kinds=("jpeg",))
     assert [r["group"] for r in rows] == ["compression", "noise", "all", "held-out types"]  # GROUPS order
