@@ -254,6 +254,6 @@ def test_int8_ranks_like_fp32_on_demo_weights(name, tmp_path, monkeypatch):
     report = add_int8_graph(cached_artifact(name, card.demo_weights))
     assert report.parity.srcc_meaningful, f"demo weights' scores span only {report.parity.fp32_span:.3g}"
     assert report.parity.srcc >= INT8_MIN_SRCC, report.parity
-    if report.parity_openvino is not None:  # the CPU speed engine's int8 target (issue 16)
+    if report.parity_openvino is not None:  # the CPU speed engine's int8 target
         assert report.parity_openvino.min_srcc == OPENVINO_INT8_MIN_SRCC
         assert report.parity_openvino.srcc >= OPENVINO_INT8_MIN_SRCC, report.parity_openvino

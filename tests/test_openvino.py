@@ -38,7 +38,7 @@ def test_fp32_equals_onnxruntime(model, paths, fp32_scores):
 
 @pytest.mark.parametrize("model", ["qualiclip-tiny", pytest.param("bpclip-nr-tiny", marks=pytest.mark.slow)])
 def test_int8_ranks_the_examples_as_fp32_does(model, paths, fp32_scores):
-    """The 16 sample images: int8 keeps the int8 floor (issue 7). The OpenVINO int8 target of
+    """The 16 sample images: int8 keeps the int8 floor (INT8_MIN_SRCC). The OpenVINO int8 target of
     0.995 is asserted where ranks mean something, on the 176 parity images (tests/test_int8.py,
     slow): here one swap of two scores 0.004 apart already costs 0.006."""
     scorer = iqart.Scorer(model, "openvino", precision="int8")

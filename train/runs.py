@@ -239,7 +239,7 @@ def fit(
     step_loss() -> (loss, {name: value}) computes one batch's loss; evaluate(step) -> {name: value}
     scores the model (in eval mode); forward_batch() runs one training batch forward, for
     calibrate_batchnorm before the first step when config.calibrate_batchnorm > 0. `stop_at`
-    ends this session early at that step, with a checkpoint, so that `resume` continues it; the
+    ends this run early at that step, with a checkpoint, so that `resume` continues it; the
     weights are exported when all steps are done.
     """
     from tqdm import tqdm
