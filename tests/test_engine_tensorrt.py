@@ -47,6 +47,13 @@ def rtx_gpu_reason() -> str | None:
 needs_rtx_gpu = pytest.mark.skipif(rtx_gpu_reason() is not None, reason=str(rtx_gpu_reason()))
 
 
+def score_one_example(weights, backend: str, tmp_path, monkeypatch) -> int:
+    """`iqart score` of one example image on `backend`, with an empty IQART_HOME: the exit code."""
+    monkeypatch.setenv("IQART_HOME", str(tmp_path / "home"))
+    command = ["score", str(EXAMPLE_IMAGES / "chelsea.png"), "--model", "qualiclip-tiny", "-w", str(weights)]
+    return main([*command, "--backend", backend, "--out", str(tmp_path / "o.csv")])
+
+
 @pytest.fixture(scope="module")
 def artifact(tmp_path_factory):
     root = tmp_path_factory.mktemp("trt")
@@ -65,25 +72,7 @@ def test_build_without_tensorrt_exits_2_saying_so(artifact, capsys):
 
 @without_trt
 def test_score_on_tensorrt_without_it_exits_2_before_exporting(artifact, tmp_path, monkeypatch, capsys):
-    _, weights = artifact
-    monkeypatch.setenv("IQART_HOME", str(tmp_path / "home"))
-    assert (
-        main(
-            [
-                "score",
-                str(EXAMPLE_IMAGES / "chelsea.png"),
-                "--model",
-                "qualiclip-tiny",
-                "-w",
-                str(weights),
-                "--backend",
-                "tensorrt",
-                "--out",
-                str(tmp_path / "o.csv"),
-            ]
-        )
-        == 2
-    )
+    assert score_one_example(artifact[1], "tensorrt", tmp_path, monkeypatch) == 2
     assert "needs TensorRT" in capsys.readouterr().err
     assert not (tmp_path / "home").exists() and not (tmp_path / "o.csv").exists()
 
@@ -221,25 +210,7 @@ def test_both_attention_graphs_score_like_the_fp16_graph(artifact, tmp_path, att
 @needs_rtx
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without a GPU")
 def test_tensorrt_rtx_scoring_without_a_gpu_says_how_to_build_instead(artifact, tmp_path, monkeypatch, capsys):
-    _, weights = artifact
-    monkeypatch.setenv("IQART_HOME", str(tmp_path / "home"))
-    assert (
-        main(
-            [
-                "score",
-                str(EXAMPLE_IMAGES / "chelsea.png"),
-                "--model",
-                "qualiclip-tiny",
-                "-w",
-                str(weights),
-                "--backend",
-                "tensorrt-rtx",
-                "--out",
-                str(tmp_path / "o.csv"),
-            ]
-        )
-        == 2
-    )
+    assert score_one_example(artifact[1], "tensorrt-rtx", tmp_path, monkeypatch) == 2
     err = capsys.readouterr().err
     assert "the tensorrt-rtx backend runs plans on a CUDA GPU" in err and "iqart build --backend tensorrt-rtx" in err
     assert not (tmp_path / "home").exists() and not (tmp_path / "o.csv").exists()
