@@ -23,6 +23,7 @@ from iqart.engine.artifact_cache import cached_artifact, cached_int8_graph
 from iqart.engine.backends.plan_cache import DEFAULT_MAX_SIDE
 from iqart.engine.backends.registry import BACKENDS as BACKEND_TABLE
 from iqart.engine.backends.registry import BackendOptions
+from iqart.engine.backends.tensorrt_import import LIBRARIES as TENSORRT_LIBRARIES
 from iqart.engine.hardware import default_workers
 from iqart.engine.pipeline.batch_scoring import DECODE_TIMEOUT_S, PipelineStats, score_jobs
 from iqart.engine.pipeline.gpu_decode import GpuDecoder, gpu_decoder_for
@@ -70,7 +71,7 @@ class Scorer:
             raise ValueError(f"the {backend} backend runs {', '.join(PRECISION_CHOICES[backend])}, not {precision!r}")
         if fused_attention and backend != "torch":
             raise ValueError("fused_attention applies to the torch backend (the tensorrt backend always fuses)")
-        if attention is not None and not backend.startswith("tensorrt"):
+        if attention is not None and backend not in TENSORRT_LIBRARIES:
             raise ValueError("attention= picks the tensorrt backends' graph (plugin, native or unfused)")
         if batch_size < 1:
             raise ValueError(f"batch size must be at least 1, not {batch_size}")

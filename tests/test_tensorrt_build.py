@@ -8,12 +8,11 @@ from __future__ import annotations
 import hashlib
 import json
 
-import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from iqart.engine.backends.plan_cache import GRAPHS, NO_PLUGIN, PlanCache, profile_for
+from iqart.engine.backends.plan_cache import GRAPHS, NO_PLUGIN, PlanCache, fixed_size, profile_for
 from iqart.engine.backends.plugin import load_plugin, plugin_status
 from iqart.engine.backends.tensorrt_build import RTX_TARGETS, _build, build_plan, settings_for, target_capabilities
 from iqart.engine.backends.tensorrt_import import TENSORRT_RTX
@@ -65,8 +64,8 @@ def check_built(artifact, path, key, attention: str) -> dict:
     assert len(plan) > 100_000 and record["plan_sha256"] == hashlib.sha256(plan).hexdigest()
     assert [(t["name"], t["mode"], t["dtype"], t["shape"]) for t in record["io"]] == expected_io(spec)
     profile = profile_for(spec, BATCH)
-    shapes = [list(map(list, profile.input_shapes(None if profile.side else tuple(spec["inputs"][0]["shape"][1:3]))))]
-    assert all(t["profile"] == shapes[0] for t in record["io"] if t["mode"] == "input")
+    shapes = [list(shape) for shape in profile.input_shapes(fixed_size(spec))]
+    assert all(t["profile"] == shapes for t in record["io"] if t["mode"] == "input")
     assert record["library"] == "tensorrt-rtx" and record["sm"] == target_capabilities(RTX_TARGETS)
     assert record["graph"] == GRAPHS[attention] and record["graph_sha256"] == spec["sha256"][GRAPHS[attention]]
     assert record["settings"] == settings_for(TENSORRT_RTX, spec, profile).digest()
@@ -180,4 +179,4 @@ def test_iqart_build_writes_a_tensorrt_rtx_plan_without_a_gpu(artifacts, capsys)
     records = [json.loads(p.read_text()) for p in (artifact / "plans").glob("*.json")]
     built = [r for r in records if r["profile"]["batch"] == [1, 4, 16]]
     assert len(built) == 1 and built[0]["library"] == "tensorrt-rtx" and "plan" in out
-    assert np.array(built[0]["io"][0]["profile"]).tolist()[2] == [16, 224, 224, 3]
+    assert built[0]["io"][0]["profile"][2] == [16, 224, 224, 3]

@@ -77,7 +77,7 @@ def _tensorrt_rtx(artifact, device, precision, options) -> Backend:
     return TensorRTRTXBackend(artifact, device, options.batch_size, options.max_side, attention=options.attention)
 
 
-def _needs_gpu_and(library_name: str) -> Callable[[str | None], None]:
+def _tensorrt_preflight(library_name: str) -> Callable[[str | None], None]:
     def preflight(device: str | None) -> None:
         LIBRARIES[library_name].load()
         cuda_device(device, library_name)
@@ -89,6 +89,6 @@ BACKENDS: dict[str, BackendEntry] = {
     "onnxruntime": BackendEntry(tuple(ONNXRUNTIME_GRAPHS), True, _onnxruntime),
     "openvino": BackendEntry(tuple(OPENVINO_GRAPHS), True, _openvino),
     "torch": BackendEntry(tuple(TORCH_PRECISIONS), False, _torch),
-    "tensorrt": BackendEntry(("fp16",), True, _tensorrt, _needs_gpu_and("tensorrt")),
-    "tensorrt-rtx": BackendEntry(("fp16",), True, _tensorrt_rtx, _needs_gpu_and("tensorrt-rtx")),
+    "tensorrt": BackendEntry(("fp16",), True, _tensorrt, _tensorrt_preflight("tensorrt")),
+    "tensorrt-rtx": BackendEntry(("fp16",), True, _tensorrt_rtx, _tensorrt_preflight("tensorrt-rtx")),
 }

@@ -72,12 +72,17 @@ class BuildSettings:
 
 
 def settings_for(library: TensorRTLibrary, spec: dict, profile: Profile) -> BuildSettings:
-    shapes = profile.input_shapes(fixed_size(spec))
+    """TensorRT-RTX builds ahead of time for RTX_TARGETS (no GPU, no tactic timing); TensorRT for
+    the GPU it builds on."""
+    shapes = tuple(profile.input_shapes(fixed_size(spec)) for _ in spec["inputs"])
     if library is TENSORRT_RTX:
-        return BuildSettings(
-            WORKSPACE_BYTES, tuple(shapes for _ in spec["inputs"]), compute_capabilities=RTX_TARGETS, timing_cache=False
-        )
-    return BuildSettings(WORKSPACE_BYTES, tuple(shapes for _ in spec["inputs"]))
+        return BuildSettings(WORKSPACE_BYTES, shapes, compute_capabilities=RTX_TARGETS, timing_cache=False)
+    return BuildSettings(WORKSPACE_BYTES, shapes)
+
+
+def ahead_of_time(settings: BuildSettings) -> bool:
+    """A build for listed targets needs no GPU; one without targets builds for the GPU it runs on."""
+    return bool(settings.compute_capabilities)
 
 
 def choose_attention(requested: str | None, artifact: str | os.PathLike) -> tuple[str, str]:
@@ -101,14 +106,11 @@ def cuda_device(device: str | None, backend: str = TENSORRT.name):
     import torch
 
     if not torch.cuda.is_available():
+        hint = (
+            " (`iqart build --backend tensorrt-rtx` builds one without a GPU)" if backend == TENSORRT_RTX.name else ""
+        )
         raise TensorRTUnavailableError(
-            f"the {backend} backend runs plans on a CUDA GPU; torch.cuda.is_available() "
-            f"is False"
-            + (
-                " (`iqart build --backend tensorrt-rtx` builds one without a GPU)"
-                if backend == TENSORRT_RTX.name
-                else ""
-            )
+            f"the {backend} backend runs plans on a CUDA GPU; torch.cuda.is_available() is False{hint}"
         )
     device = torch.device(device or "cuda")
     if device.type != "cuda":
@@ -131,7 +133,7 @@ def environment(
     `device`; TensorRT-RTX: its targets (no GPU). For the plugin graph this loads the plugin
     library, whose build key is part of the plan's key."""
     trt = library.load()
-    if settings.compute_capabilities:
+    if ahead_of_time(settings):
         gpu, sm = AHEAD_OF_TIME, target_capabilities(settings.compute_capabilities)
     else:
         gpu, sm = gpu_identity(device)
@@ -165,10 +167,9 @@ def build_plan(
     TensorRT builds on the GPU `device`; TensorRT-RTX on any machine."""
     trt = library.load()
     artifact = Path(artifact)
-    spec = read_spec(artifact)
-    cuda = None if library is TENSORRT_RTX else cuda_device(device, library.name)
+    settings = settings_for(library, read_spec(artifact), profile)
+    cuda = None if ahead_of_time(settings) else cuda_device(device, library.name)
     attention, _ = choose_attention(attention, artifact)
-    settings = settings_for(library, spec, profile)
     env = environment(artifact, library, attention, settings, cuda)
     cache = PlanCache(artifact)
     key = PlanKey(env, profile)

@@ -6,8 +6,8 @@
   IAttention. Builds on the GPU it will run on; serves every CUDA GPU it supports, Hopper included.
 - TensorRT for RTX (`pip install 'iqart[trt-rtx]'`): the module `tensorrt_rtx`, the same builder,
   parser and plugin API. Its builder runs ahead of time on any machine, a CPU-only one included;
-  the plan is JIT-specialised on the GPU (compute capabilities in its `ComputeCapability` enum:
-  SM75-SM89, SM120, SM121; no Hopper).
+  the plan is JIT-specialised on the GPU (its `ComputeCapability` enum lists SM75-SM89, SM120 and
+  SM121, no Hopper; iqart's plans target iqart.engine.backends.tensorrt_build.RTX_TARGETS).
 
 Kept apart from the backends so that the plugin loader can use it without importing them.
 """

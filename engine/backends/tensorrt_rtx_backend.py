@@ -23,20 +23,19 @@ class TensorRTRTXBackend(TensorRTBackend):
 
     def check_gpu(self, key: PlanKey) -> None:
         """The plan must target this GPU's compute capability (checked before TensorRT-RTX reads it)."""
-        gpu, sm = gpu_identity(self.device)
-        self.sm = sm
+        gpu, self.sm = gpu_identity(self.device)
         targets = key.environment.sm.split(",")
-        if sm not in targets:
+        if self.sm not in targets:
             raise PlanMismatchError(
                 f"{self.plan_path} targets compute capabilities {', '.join(targets)}; this GPU, "
-                f"{gpu}, is {sm}: TensorRT for RTX serves {', '.join(targets)} (run Hopper "
+                f"{gpu}, is {self.sm}: TensorRT for RTX serves {', '.join(targets)} (run Hopper "
                 f"and other datacenter GPUs on the tensorrt backend)"
             )
-        self.runtime_cache_path = self.cache.runtime_cache_path(key, sm)
-        self.seen_sizes: set[tuple[int, int]] = set()
 
     def create_context(self):
         """An execution context whose JIT reads and extends the plan's runtime cache."""
+        self.runtime_cache_path = self.cache.runtime_cache_path(self.key, self.sm)
+        self.seen_sizes: set[tuple[int, int]] = set()
         config = self.engine.create_runtime_config()
         self.runtime_cache = config.create_runtime_cache()
         if self.runtime_cache_path.is_file():
