@@ -12,11 +12,13 @@ from iqart.train.models.zoo import get_card, load_model
 @pytest.mark.parametrize("h,w", [(224, 224), (256, 192)])
 def test_output_shape_and_range(scrambled, random_images, name, h, w):
     model = scrambled(name)
-    images = random_images(3, h, w)
-    args = (images, random_images(3, h, w)) if model.task == "fr" else (images,)
+    # 8 images: the scrambled tiny NR model's score spread over 3 noise images fell below 1e-5
+    # for 1 seed in 100 (5.4e-6); over 8 images its smallest in 100 seeds is 2.0e-5
+    images = random_images(8, h, w)
+    args = (images, random_images(8, h, w)) if model.task == "fr" else (images,)
     with torch.no_grad():
         scores = model(*args)
-    assert scores.shape == (3,)
+    assert scores.shape == (8,)
     assert torch.isfinite(scores).all() and (scores > 0).all() and (scores < 1).all()
     assert scores.std() > 1e-5, "scores should depend on the input"
 
