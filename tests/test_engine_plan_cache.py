@@ -100,7 +100,7 @@ def test_key_round_trips_and_names_its_file():
 
 
 def test_plan_of_other_build_settings_or_library_is_refused(tmp_path):
-    """Changing how plans are built (workspace, flags, targets, profile shapes) changes the
+    """Changing how plans are built (workspace, flags, targets) changes the
     settings digest, and the old plan is rebuilt, not reused; as is one of the other TensorRT."""
     cache = PlanCache(tmp_path)
     key = PlanKey(H100, Profile((1, 8, 8)))

@@ -12,9 +12,16 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from iqart.engine.backends.plan_cache import GRAPHS, NO_PLUGIN, PlanCache, fixed_size, profile_for
+from iqart.engine.backends.plan_cache import GRAPHS, NO_PLUGIN, PlanCache, PlanMismatchError, fixed_size, profile_for
 from iqart.engine.backends.plugin import load_plugin, plugin_status
-from iqart.engine.backends.tensorrt_build import RTX_TARGETS, _build, build_plan, settings_for, target_capabilities
+from iqart.engine.backends.tensorrt_build import (
+    RTX_TARGETS,
+    _build,
+    build_plan,
+    cached_or_built_plan,
+    settings_for,
+    target_capabilities,
+)
 from iqart.engine.backends.tensorrt_import import TENSORRT_RTX
 from iqart.engine.cli.main import main
 from iqart.export.artifact import export_artifact
@@ -68,7 +75,7 @@ def check_built(artifact, path, key, attention: str) -> dict:
     assert all(t["profile"] == shapes for t in record["io"] if t["mode"] == "input")
     assert record["library"] == "tensorrt-rtx" and record["sm"] == target_capabilities(RTX_TARGETS)
     assert record["graph"] == GRAPHS[attention] and record["graph_sha256"] == spec["sha256"][GRAPHS[attention]]
-    assert record["settings"] == settings_for(TENSORRT_RTX, spec, profile).digest()
+    assert record["settings"] == settings_for(TENSORRT_RTX).digest()
     return record
 
 
@@ -128,13 +135,11 @@ def plugin_graph(path, width: int, heads: int, key_width: int | None = None) -> 
     onnx.save(model, path)
 
 
-def attention_settings(width: int, key_width: int | None = None):
-    from iqart.engine.backends.tensorrt_build import BuildSettings
-
+def attention_shapes(width: int, key_width: int | None = None):
     key_width = key_width or width
     q = ((1, 1, width), (4, 1, width), (8, 1, width))
     kv = ((1, 1, key_width), (4, 50, key_width), (8, 4096, key_width))
-    return BuildSettings(1 << 30, (q, kv, kv), compute_capabilities=RTX_TARGETS, timing_cache=False)
+    return (q, kv, kv)
 
 
 @needs_plugin
@@ -145,13 +150,13 @@ def test_plugin_checks_run_under_the_real_builder(tmp_path, capfd):
     load_plugin(TENSORRT_RTX)
     good = tmp_path / "good.onnx"
     plugin_graph(good, 128, 2)
-    plan, _, io = _build(trt, good, attention_settings(128), None)
+    plan, _, io = _build(trt, good, settings_for(TENSORRT_RTX), attention_shapes(128), None)
     assert len(plan) > 0 and [t["name"] for t in io] == ["q", "k", "v", "o"] and io[3]["dtype"] == "HALF"
     for width, heads, key_width, message in ((96, 2, None, "head size"), (128, 2, 64, "same width")):
         bad = tmp_path / f"bad-{width}-{heads}.onnx"
         plugin_graph(bad, width, heads, key_width)
         with pytest.raises(RuntimeError):
-            _build(trt, bad, attention_settings(width, key_width), None)
+            _build(trt, bad, settings_for(TENSORRT_RTX), attention_shapes(width, key_width), None)
         logged = "".join(capfd.readouterr())  # TensorRT's Python logger writes to stdout
         assert "FusedCrossAttention::" in logged and message in logged, logged[-2000:]
 
@@ -180,3 +185,34 @@ def test_iqart_build_writes_a_tensorrt_rtx_plan_without_a_gpu(artifacts, capsys)
     built = [r for r in records if r["profile"]["batch"] == [1, 4, 16]]
     assert len(built) == 1 and built[0]["library"] == "tensorrt-rtx" and "plan" in out
     assert built[0]["io"][0]["profile"][2] == [16, 224, 224, 3]
+
+
+def plan_files(artifact) -> set[str]:
+    return {path.name for path in (artifact / "plans").glob("*.plan")}
+
+
+def test_a_plan_serves_every_request_its_profile_covers_and_no_other(tmp_path):
+    """Real plans, built on the CPU: one for batches 1..32 serves a request for 8 (the backend's
+    profile at batch 8) without a build; one for 1..8 alone cannot serve 32, and a new plan is
+    built for that request. Other build settings would retire both (test_engine_plan_cache.py)."""
+    artifact = export_artifact("bpclip-nr-tiny", tmp_path / "bpclip-nr-tiny")
+    spec = read_spec(artifact)
+    wide, narrow = profile_for(spec, (1, 8, 32)), profile_for(spec, (1, 8, 8))
+    _, wide_key = build_plan(artifact, wide, attention="native", library=TENSORRT_RTX)
+    built = plan_files(artifact)
+    assert len(built) == 1
+
+    key, env = cached_or_built_plan(artifact, narrow, attention="native", library=TENSORRT_RTX, build=False)
+    assert key == wide_key and key.environment == env and plan_files(artifact) == built
+
+    cache = PlanCache(artifact)
+    for path in cache.directory.glob("*"):
+        if path.suffix in (".plan", ".json"):
+            path.unlink()
+    _, narrow_key = build_plan(artifact, narrow, attention="native", library=TENSORRT_RTX)
+    with pytest.raises(PlanMismatchError, match=r"does not cover .*'batch': \[1, 32, 32\]"):
+        cached_or_built_plan(
+            artifact, profile_for(spec, (1, 32, 32)), attention="native", library=TENSORRT_RTX, build=False
+        )
+    key, _ = cached_or_built_plan(artifact, profile_for(spec, (1, 32, 32)), attention="native", library=TENSORRT_RTX)
+    assert key != narrow_key and key.profile.batch == (1, 32, 32) and len(plan_files(artifact)) == 2

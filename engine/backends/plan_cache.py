@@ -3,11 +3,12 @@
 A plan is only valid for the graph it was built from, the library (TensorRT or TensorRT for RTX)
 and version that wrote it, the GPU architecture it was tuned on (TensorRT) or the compute
 capabilities it targets (TensorRT for RTX, built ahead of time), the build settings (workspace,
-builder flags, targets, profile shapes: hashed, so a change to how plans are built retires the
-old ones without anyone bumping a version), and for the plugin graph only for the plugin library
+builder flags, targets: hashed, so a change to how plans are built retires the old ones without
+anyone bumping a version), and for the plugin graph only for the plugin library
 it was built with (the plan stores the plugin's serialized fields and the workspace size the
 plugin's code asked for: a plan from an older plugin could let the new kernel write past that
-workspace). It also only accepts shapes inside its optimisation profile. All of that is the PlanKey.
+workspace): all of that is the Environment, which must match. The optimisation profile is the
+key's other half and need only cover the request: a plan built for batches 1..32 serves 8.
 Each plan `X.plan` has a sidecar `X.json` holding its key and the
 plan's sha256, written after the plan (the sidecar's presence means the plan is complete).
 Before a plan is deserialised its sidecar is checked against this machine, so a plan copied
@@ -300,7 +301,7 @@ def mismatch(key: PlanKey, environment: Environment, needed: Profile) -> str | N
     if built.settings != environment.settings:
         return (
             f"built with other build settings ({built.settings}, this iqart's are {environment.settings}: "
-            f"workspace, builder flags, targets or profile shapes changed)"
+            f"workspace, builder flags or targets changed)"
         )
     if not key.profile.covers(needed):
         return f"its profile {key.profile.to_json()} does not cover {needed.to_json()}"

@@ -24,10 +24,9 @@ from iqart.engine.backends.tensorrt_build import (
     ATTENTION_MODES,
     _Logger,
     build_plan,
+    cached_or_built_plan,
     choose_attention,
     cuda_device,
-    environment,
-    settings_for,
 )
 from iqart.engine.backends.tensorrt_import import TENSORRT, TensorRTUnavailableError, import_tensorrt
 from iqart.export.spec_files import read_spec
@@ -70,15 +69,10 @@ class TensorRTBackend:
         print(f"{self.name}: {self.attention} attention ({self.attention_reason})", file=sys.stderr)
         spec = read_spec(self.artifact)
         self.profile = profile_for(spec, (1, batch_size, batch_size), max_side)
-        env = environment(
-            self.artifact, self.library, self.attention, settings_for(self.library, spec, self.profile), self.device
+        key, env = cached_or_built_plan(
+            self.artifact, self.profile, str(self.device), self.attention, self.library, build
         )
         cache = PlanCache(self.artifact)
-        key = cache.select(env, self.profile)
-        if key is None:
-            if not build:
-                raise PlanMismatchError(cache.explain_missing(env, self.profile))
-            _, key = build_plan(self.artifact, self.profile, str(self.device), self.attention, self.library)
         self.cache, self.key = cache, key
         self.plan_path = cache.plan_path(key)
         self.profile = key.profile  # the plan's own range, which may be wider than asked

@@ -11,8 +11,9 @@ present), else native.
 
 Everything a build depends on besides the graph and profile lives in `BuildSettings`, which is
 both what configures the builder and what the plan key hashes: a change to how plans are built
-changes every key, so old plans are rebuilt rather than reused. TensorRT builds on (and for) the
-GPU it runs on; TensorRT for RTX builds ahead of time without a GPU, for the compute
+changes every key, so old plans are rebuilt rather than reused. The profile is not among them: it
+is the key's other half, and a plan serves every request its profile covers (PlanCache.select).
+TensorRT builds on (and for) the GPU it runs on; TensorRT for RTX builds ahead of time without a GPU, for the compute
 capabilities in `RTX_TARGETS`, and its plans are JIT-specialised when they first run.
 
 Networks are strongly typed (the precision lives in the graph: fp16 with fp32 islands; there is
@@ -58,10 +59,10 @@ def target_capabilities(targets: tuple[str, ...]) -> str:
 
 @dataclass(frozen=True)
 class BuildSettings:
-    """All that configures a build besides the graph: what `_configure` applies and the key hashes."""
+    """All that configures a build besides the graph and the profile: what `_configure` applies
+    and what must match for a cached plan to be reused (Environment.settings holds its digest)."""
 
     workspace_bytes: int
-    input_shapes: tuple[tuple[tuple[int, ...], ...], ...]  # per input: (min, opt, max) NHWC shapes
     network_flags: tuple[str, ...] = ()  # TensorRT 11 and TensorRT-RTX: every network is strongly typed
     builder_flags: tuple[str, ...] = ()
     compute_capabilities: tuple[str, ...] = ()  # TensorRT-RTX targets; empty: the GPU it builds on
@@ -71,13 +72,20 @@ class BuildSettings:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
 
 
-def settings_for(library: TensorRTLibrary, spec: dict, profile: Profile) -> BuildSettings:
+InputShapes = tuple[tuple[tuple[int, ...], ...], ...]  # per network input: its (min, opt, max) shapes
+
+
+def settings_for(library: TensorRTLibrary) -> BuildSettings:
     """TensorRT-RTX builds ahead of time for RTX_TARGETS (no GPU, no tactic timing); TensorRT for
     the GPU it builds on."""
-    shapes = tuple(profile.input_shapes(fixed_size(spec)) for _ in spec["inputs"])
     if library is TENSORRT_RTX:
-        return BuildSettings(WORKSPACE_BYTES, shapes, compute_capabilities=RTX_TARGETS, timing_cache=False)
-    return BuildSettings(WORKSPACE_BYTES, shapes)
+        return BuildSettings(WORKSPACE_BYTES, compute_capabilities=RTX_TARGETS, timing_cache=False)
+    return BuildSettings(WORKSPACE_BYTES)
+
+
+def input_shapes(spec: dict, profile: Profile) -> InputShapes:
+    """The (min, opt, max) NHWC shapes of every input of the artifact's graph under `profile`."""
+    return tuple(profile.input_shapes(fixed_size(spec)) for _ in spec["inputs"])
 
 
 def ahead_of_time(settings: BuildSettings) -> bool:
@@ -163,11 +171,12 @@ def build_plan(
     attention: str | None = None,
     library: TensorRTLibrary = TENSORRT,
 ) -> tuple[Path, PlanKey]:
-    """Build (or find already built) the plan for `profile`; returns its path and key.
+    """Build (or find already built) the plan for exactly `profile`; returns its path and key.
     TensorRT builds on the GPU `device`; TensorRT-RTX on any machine."""
     trt = library.load()
     artifact = Path(artifact)
-    settings = settings_for(library, read_spec(artifact), profile)
+    settings = settings_for(library)
+    shapes = input_shapes(read_spec(artifact), profile)
     cuda = None if ahead_of_time(settings) else cuda_device(device, library.name)
     attention, _ = choose_attention(attention, artifact)
     env = environment(artifact, library, attention, settings, cuda)
@@ -178,19 +187,46 @@ def build_plan(
             return cache.plan_path(key), key
         timing_path = cache.timing_cache_path(env) if settings.timing_cache else None
         if cuda is None:
-            plan, timing, io = _build(trt, artifact / env.graph, settings, timing_path)
+            plan, timing, io = _build(trt, artifact / env.graph, settings, shapes, timing_path)
         else:
             import torch
 
             with torch.cuda.device(cuda):
-                plan, timing, io = _build(trt, artifact / env.graph, settings, timing_path)
+                plan, timing, io = _build(trt, artifact / env.graph, settings, shapes, timing_path)
         path = cache.store(key, plan, io)
         if timing is not None:
             cache.store_timing_cache(env, timing)
     return path, key
 
 
-def _build(trt, graph: Path, settings: BuildSettings, timing_path: Path | None) -> tuple[bytes, bytes | None, list]:
+def cached_or_built_plan(
+    artifact: str | os.PathLike,
+    profile: Profile,
+    device: str | None = None,
+    attention: str | None = None,
+    library: TensorRTLibrary = TENSORRT,
+    build: bool = True,
+) -> tuple[PlanKey, Environment]:
+    """The narrowest cached plan whose profile covers `profile` (a plan built for batches 1..32
+    serves a request for 8), else, if `build`, a new plan for exactly `profile`; with the
+    environment it was checked against. PlanMismatchError says what each cached plan lacks."""
+    artifact = Path(artifact)
+    settings = settings_for(library)
+    cuda = None if ahead_of_time(settings) else cuda_device(device, library.name)
+    attention, _ = choose_attention(attention, artifact)
+    env = environment(artifact, library, attention, settings, cuda)
+    cache = PlanCache(artifact)
+    key = cache.select(env, profile)
+    if key is None:
+        if not build:
+            raise PlanMismatchError(cache.explain_missing(env, profile))
+        _, key = build_plan(artifact, profile, device, attention, library)
+    return key, env
+
+
+def _build(
+    trt, graph: Path, settings: BuildSettings, shapes: InputShapes, timing_path: Path | None
+) -> tuple[bytes, bytes | None, list]:
     """Parse `graph` (the plugin already registered if it has plugin nodes) and build a plan.
     Returns the plan, the updated timing cache (or None) and the network's inputs and outputs."""
     logger = _Logger.get(trt)
@@ -200,7 +236,7 @@ def _build(trt, graph: Path, settings: BuildSettings, timing_path: Path | None) 
     if not parser.parse_from_file(str(graph)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise RuntimeError(f"{trt.__name__} could not parse {graph}: {errors}")
-    config = _configure(trt, builder, network, settings)
+    config = _configure(trt, builder, network, settings, shapes)
     timing_cache = None
     if timing_path is not None:
         timing_cache = config.create_timing_cache(timing_path.read_bytes() if timing_path.is_file() else b"")
@@ -209,15 +245,15 @@ def _build(trt, graph: Path, settings: BuildSettings, timing_path: Path | None) 
     if plan is None:
         raise RuntimeError(f"{trt.__name__} failed to build a plan from {graph} (see its log above)")
     timing = bytes(config.get_timing_cache().serialize()) if timing_cache is not None else None
-    return bytes(plan), timing, network_io(network, settings)
+    return bytes(plan), timing, network_io(network, shapes)
 
 
 def _flags(enum, names: tuple[str, ...]) -> int:
     return sum(1 << int(getattr(enum, name)) for name in names)
 
 
-def _configure(trt, builder, network, settings: BuildSettings):
-    """The builder config for `settings`, and nothing that is not in them."""
+def _configure(trt, builder, network, settings: BuildSettings, shapes: InputShapes):
+    """The builder config for `settings` and the profile's `shapes`, and nothing else."""
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, settings.workspace_bytes)
     for name in settings.builder_flags:
@@ -227,15 +263,15 @@ def _configure(trt, builder, network, settings: BuildSettings):
         for index, name in enumerate(settings.compute_capabilities):
             config.set_compute_capability(getattr(trt.ComputeCapability, name), index)
     optimisation = builder.create_optimization_profile()
-    if network.num_inputs != len(settings.input_shapes):
-        raise RuntimeError(f"the network has {network.num_inputs} inputs, the profile {len(settings.input_shapes)}")
-    for index, shapes in enumerate(settings.input_shapes):
-        optimisation.set_shape(network.get_input(index).name, *shapes)
+    if network.num_inputs != len(shapes):
+        raise RuntimeError(f"the network has {network.num_inputs} inputs, the profile {len(shapes)}")
+    for index, input_range in enumerate(shapes):
+        optimisation.set_shape(network.get_input(index).name, *input_range)
     config.add_optimization_profile(optimisation)
     return config
 
 
-def network_io(network, settings: BuildSettings) -> list[dict]:
+def network_io(network, shapes: InputShapes) -> list[dict]:
     """The built network's inputs and outputs (name, dtype, dims with -1 dynamic, and each
     input's profile), kept in the plan's record: what a C++ user binds, readable without a GPU."""
     io = []
@@ -247,7 +283,7 @@ def network_io(network, settings: BuildSettings) -> list[dict]:
                 "mode": "input",
                 "dtype": tensor.dtype.name,
                 "shape": list(tensor.shape),
-                "profile": [list(shape) for shape in settings.input_shapes[index]],
+                "profile": [list(shape) for shape in shapes[index]],
             }
         )
     for index in range(network.num_outputs):
