@@ -21,6 +21,7 @@ import pytest
 from PIL import Image
 
 from iqart.engine.cli.main import main
+from iqart.engine.results import journal
 from iqart.engine.results.formats import read_result_file
 from iqart.engine.results.journal import journal_path
 from iqart.engine.results.output import OutputError, ResultOutput, merge_rows
@@ -271,6 +272,124 @@ def test_stale_temporaries_of_a_killed_final_write_are_removed(tmp_path):
         output.write(row("/x/a.png"))
         output.finish()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.csv"]
+
+
+# -- durability: what reaches the disk, and what a resume counts ----------------------------------
+
+
+@pytest.fixture
+def fsyncs(monkeypatch):
+    """Every os.fsync this test makes, as (monotonic time, st_dev, st_ino) of the file synced,
+    recorded before the real fsync runs. A spy, not a stand-in: the data still reaches the disk."""
+    calls, real_fsync = [], os.fsync
+
+    def recording_fsync(fd):
+        status = os.fstat(fd)
+        calls.append((time.monotonic(), status.st_dev, status.st_ino))
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    return calls
+
+
+def synced_at(calls, path) -> list[float]:
+    """When the file or folder at `path` (as it is now) was fsynced."""
+    status = os.stat(path)
+    return [when for when, device, inode in calls if (device, inode) == (status.st_dev, status.st_ino)]
+
+
+def test_the_journal_and_its_folder_are_synced_when_a_run_starts(tmp_path, fsyncs):
+    """A fresh journal's header, and its name in the folder, survive power loss from the start."""
+    for resume in (False, True):  # --resume without a journal starts one the same way
+        out = tmp_path / f"s{resume}.csv"
+        with ResultOutput(out, MODEL, "ab" * 32, "nr", resume=resume) as output:
+            assert synced_at(fsyncs, journal_path(out)), "the journal was not fsynced at start"
+            assert synced_at(fsyncs, tmp_path), "the journal's folder was not fsynced at start"
+            output.write(row("/x/a.png"))
+
+
+def test_rows_are_synced_within_the_interval_while_they_arrive(tmp_path, fsyncs, monkeypatch):
+    """Power loss costs at most SYNC_INTERVAL_S of rows: after each row, a sync of the journal
+    follows without waiting for the run to stop."""
+    interval = 0.1
+    monkeypatch.setattr(journal, "SYNC_INTERVAL_S", interval)
+    out = tmp_path / "s.csv"
+    with ResultOutput(out, MODEL, "ab" * 32, "nr") as output:
+        for index in range(5):
+            output.write(row(f"/x/{index}.png"))
+            written = time.monotonic()
+            deadline = written + 30 * interval  # generous: a loaded machine wakes the syncer late
+            while not any(when > written for when in synced_at(fsyncs, journal_path(out))):
+                assert time.monotonic() < deadline, f"row {index} not fsynced within {30 * interval} s"
+                time.sleep(interval / 10)
+        output.finish()
+
+
+@pytest.mark.parametrize("stop", ["finish", "close"])
+def test_every_stop_syncs_the_rows_written_since_the_last_sync(tmp_path, fsyncs, monkeypatch, stop):
+    """Whether a run finishes (the final file, also on a stop signal) or just closes (an error),
+    the rows written since the last periodic sync reach the disk before the lock goes; finish()
+    also syncs the final file before its rename and the folder after it."""
+    monkeypatch.setattr(journal, "SYNC_INTERVAL_S", 3600.0)  # no periodic sync during this test
+    out = tmp_path / "s.csv"
+    output = ResultOutput(out, MODEL, "ab" * 32, "nr")
+    output.write(row("/x/a.png"))
+    output.write(row("/x/b.png"))
+    written = time.monotonic()
+    journal_file = journal_path(out)
+    journal_status = os.stat(journal_file)
+    if stop == "finish":
+        output.finish()
+    output.close()
+    journal_syncs = [
+        when for when, device, inode in fsyncs if (device, inode) == (journal_status.st_dev, journal_status.st_ino)
+    ]
+    assert any(when > written for when in journal_syncs), f"{stop}: the last rows were not fsynced"
+    if stop == "finish":
+        final_syncs, folder_syncs = synced_at(fsyncs, out), synced_at(fsyncs, tmp_path)
+        assert final_syncs and any(when > min(final_syncs) for when in folder_syncs)
+    else:
+        assert journal_file.read_bytes().count(b"\n") == 3  # header and two rows, kept for --resume
+
+
+def test_resume_counts_each_whole_row_once_and_redoes_a_cut_line(tmp_path, capsys):
+    """A journal cut where a kill or power loss can cut it (at every row boundary, and inside
+    every line): each row written whole counts as done exactly once, a row cut short is not done
+    and is scored again, and the final file holds every file once. The slow kill -9 test below
+    is the end-to-end proof; this one is every cut, in a second."""
+    paths = [str(tmp_path / f"i{index}.png") for index in range(4)]
+    written = [row(paths[0], 0.1), row(paths[1], None, "corrupt"), row(paths[2], 0.3), row(paths[3], 0.4)]
+    made = tmp_path / "made.jsonl"
+    output = ResultOutput(made, MODEL, "ab" * 32, "nr")
+    for record in written:
+        output.write(record)
+    output.journal.close()  # what a killed run leaves: the lock released, the journal kept
+    data = journal_path(made).read_bytes()
+    line_ends = [index + 1 for index, byte in enumerate(data) if byte == ord("\n")]
+    assert len(line_ends) == 1 + len(written)
+    starts = [0, *line_ends[:-1]]
+    inside = {
+        cut for start, end in zip(starts, line_ends, strict=True) for cut in (start + 1, (start + end) // 2, end - 1)
+    }
+    for cut in [0, *line_ends, *sorted(inside)]:  # 0: killed before the header was written
+        whole = sum(end <= cut for end in line_ends[1:])  # rows whose line, newline included, survived
+        folder = tmp_path / f"cut{cut}"
+        folder.mkdir()
+        out = folder / "s.jsonl"
+        journal_path(out).write_bytes(data[:cut])
+        resumed = ResultOutput(out, MODEL, "ab" * 32, "nr", resume=True)
+        done = [resumed.is_done((path, None)) for path in paths]
+        assert done == [index < whole and written[index]["error"] is None for index in range(4)], (cut, whole)
+        assert [kept["path"] for kept in resumed.kept] == paths[:whole], cut
+        for path, is_done in zip(paths, done, strict=True):
+            if not is_done:
+                resumed.write(row(path, 0.9))
+        resumed.finish()
+        resumed.close()
+        final = {result["path"]: result["score"] for result in read_result_file(out)}
+        assert [result["path"] for result in read_result_file(out)] == sorted(final, key=paths.index)
+        assert final == {path: written[index]["score"] if done[index] else 0.9 for index, path in enumerate(paths)}
+    capsys.readouterr()
 
 
 # -- real signals ----------------------------------------------------------------------------------

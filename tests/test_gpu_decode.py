@@ -32,7 +32,7 @@ from iqart.engine.pipeline.gpu_decode import (
     resize_like_pil,
     torchvision_decode,
 )
-from iqart.engine.pipeline.images import as_array, open_image, resize, resize_target
+from iqart.engine.pipeline.images import MIN_SIDE, as_array, open_image, resize, resize_target
 from iqart.engine.pipeline.jobs import ScoreJob
 from iqart.train.models.zoo import ResizePolicy
 from tests.helpers import DISPLAY_P3, EXAMPLE_IMAGES
@@ -193,11 +193,86 @@ def test_torch_resize_matches_pil_bicubic_within_one_level(size):
     assert (difference > 0).mean() < 1e-3
 
 
-def test_resize_target_is_the_cpu_paths_rule():
-    for policy in (NATIVE, FIXED, SHORT):
-        for width, height in ((400, 300), (300, 400), (97, 131)):
-            expected = resize(Image.new("RGB", (width, height)), policy).size
-            assert resize_target(width, height, policy) == expected
+# The resize rule written out by hand, not computed by resize_target: (width, height, policy) ->
+# the (width, height) the model sees. short_side N scales the shorter side to N and the longer
+# side to round(long * N / short), rounded to the nearest integer with ties to even (Python's
+# round; the C++ library's std::nearbyint). The rows marked "floor" would come out one pixel
+# smaller if the rule floored; those marked "tie" would differ if it rounded half up.
+RESIZE_TABLE = [
+    (400, 300, ResizePolicy("short_side", (96,)), (128, 96)),  # 400 * 96 / 300 = 128 exactly
+    (300, 400, ResizePolicy("short_side", (96,)), (96, 128)),
+    (97, 131, ResizePolicy("short_side", (96,)), (96, 130)),  # 12576 / 97 = 129.65; floor 129
+    (131, 97, ResizePolicy("short_side", (96,)), (130, 96)),  # floor 129
+    (96, 96, ResizePolicy("short_side", (96,)), (96, 96)),  # already the size
+    (640, 427, ResizePolicy("short_side", (224,)), (336, 224)),  # 143360 / 427 = 335.74; floor 335
+    (427, 640, ResizePolicy("short_side", (224,)), (224, 336)),  # floor 335
+    (4001, 2999, ResizePolicy("short_side", (224,)), (299, 224)),  # 896224 / 2999 = 298.84; floor 298
+    (1920, 1080, ResizePolicy("short_side", (224,)), (398, 224)),  # 430080 / 1080 = 398.22
+    (33, 100, ResizePolicy("short_side", (224,)), (224, 679)),  # upscaled: 22400 / 33 = 678.79; floor 678
+    (97, 61, ResizePolicy("short_side", (224,)), (356, 224)),  # upscaled: 21728 / 61 = 356.20
+    (65, 64, ResizePolicy("short_side", (32,)), (32, 32)),  # 2080 / 64 = 32.5: tie to even 32; half up 33
+    (64, 65, ResizePolicy("short_side", (32,)), (32, 32)),  # tie
+    (67, 64, ResizePolicy("short_side", (32,)), (34, 32)),  # 2144 / 64 = 33.5: tie to even 34; floor 33
+    (5, 2, ResizePolicy("short_side", (1,)), (2, 1)),  # 2.5: tie to even 2; half up 3
+    (7, 2, ResizePolicy("short_side", (1,)), (4, 1)),  # 3.5: tie to even 4; floor 3
+    (400, 300, ResizePolicy("fixed", (192, 256)), (256, 192)),  # fixed is (height, width)
+    (97, 131, ResizePolicy("fixed", (192, 256)), (256, 192)),
+    (97, 131, ResizePolicy("native"), (97, 131)),
+]
+
+
+def table_id(case) -> str:
+    width, height, policy, _ = case
+    return f"{width}x{height}-{policy.kind}{'x'.join(map(str, policy.size or ()))}"
+
+
+def test_the_resize_table_tells_rounding_from_flooring_and_ties_from_half_up():
+    """The table can catch the plausible wrong rules: some rows differ under each."""
+    floored = [w * p.size[0] // min(w, h) for w, h, p, _ in RESIZE_TABLE if p.kind == "short_side" and w > h]
+    rounded = [expected[0] for w, h, p, expected in RESIZE_TABLE if p.kind == "short_side" and w > h]
+    assert sum(f != r for f, r in zip(floored, rounded, strict=True)) >= 4
+    half_up = [int(w * p.size[0] / min(w, h) + 0.5) for w, h, p, _ in RESIZE_TABLE if p.kind == "short_side" and w > h]
+    assert sum(u != r for u, r in zip(half_up, rounded, strict=True)) >= 2
+
+
+@pytest.mark.parametrize("case", RESIZE_TABLE, ids=table_id)
+def test_resize_target_and_the_cpu_path_follow_the_table(case):
+    width, height, policy, expected = case
+    assert resize_target(width, height, policy) == expected
+    assert resize(Image.new("RGB", (width, height)), policy).size == expected
+
+
+GPU_TABLE = [case for case in RESIZE_TABLE if min(case[:2]) >= MIN_SIDE and case[0] * case[1] <= 2_100_000]
+
+
+def table_jpegs(folder: Path) -> list[tuple[Path, ResizePolicy, tuple[int, int]]]:
+    """One JPEG per GPU-sized row of the table; every other one stored on its side with EXIF
+    orientation 6, so the rule is applied to the upright size."""
+    files = []
+    for index, (width, height, policy, expected) in enumerate(GPU_TABLE):
+        upright = photo(width, height, seed=index)
+        if index % 2:
+            path = save_jpeg(upright.transpose(Image.Transpose.ROTATE_90), folder / f"t{index}.jpg", orientation=6)
+        else:
+            path = save_jpeg(upright, folder / f"t{index}.jpg")
+        files.append((path, policy, expected))
+    return files
+
+
+def check_gpu_path_sizes(folder: Path, decoder: GpuDecoder) -> None:
+    assert len(GPU_TABLE) >= 10
+    for path, policy, expected in table_jpegs(folder):
+        job = prepare_job(ScoreJob(path))
+        assert isinstance(job, GpuJob), (path.name, job)
+        [(_, images)] = list(decoder.decode_jobs([job], policy))
+        assert images is not None, path.name
+        assert tuple(images[0].shape) == (expected[1], expected[0], 3), (path.name, policy)
+
+
+def test_the_gpu_paths_code_sizes_follow_the_table(tmp_path):
+    """The GPU path's own orientation and resize on tensors give the table's sizes (here with
+    torchvision's CPU decoder; test_nvjpeg_sizes_follow_the_table runs nvJPEG)."""
+    check_gpu_path_sizes(tmp_path, GpuDecoder("cpu"))
 
 
 # --- the pipeline ---------------------------------------------------------------------------------
@@ -481,6 +556,11 @@ def test_cuda_resize_matches_pil_within_one_level():
 def test_nvjpeg_decodes_every_gpu_file_in_one_batch(folder):
     decoded = GpuDecoder("cuda").decode([gpu_readable(folder / name) for name in GPU_FILES])
     assert len(decoded) == len(GPU_FILES) and all(isinstance(d, torch.Tensor) and d.is_cuda for d in decoded)
+
+
+@needs_gpu
+def test_nvjpeg_sizes_follow_the_table(tmp_path):
+    check_gpu_path_sizes(tmp_path, GpuDecoder("cuda"))
 
 
 def distinct_photos(folder: Path, count: int) -> list[Path]:
