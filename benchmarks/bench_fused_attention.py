@@ -5,10 +5,14 @@ their parity, and prints a markdown table (and writes JSON with --json). Needs a
     python3 benchmarks/bench_fused_attention.py --whole-model qualiclip:224 qualiclip:1024x768 \
         [--batch-sizes 1,32,128] [--json out.json]
 
-Kernel time, not launch overhead: each variant is captured as a CUDA graph of REPS calls and the
-graph's replays are timed with CUDA events (median of TRIALS replays, divided by REPS). The calls
-cycle over enough input sets to exceed twice the L2 cache, so small shapes are not timed out of
-L2. SDPA is timed as the models would run it without the fused op: split heads, SDPA, merge heads.
+Kernel time, not launch overhead: each variant is captured as a CUDA graph of calls and the
+graph's replays are timed with CUDA events (median of TRIALS replays, divided by the calls per
+graph). Timed from memory, not from L2: each shape gets enough distinct input sets (Q, K, V) that
+their bytes are at least twice the L2 cache read off the device (50 MiB on an H100), and one graph
+calls every set once (at least REPS calls), so a replay finds none of its inputs still in L2 from
+the call before. BPCLIP's 7x7 grid at batch 1 is 0.1 MB a set, so it gets about a thousand sets;
+the figure (working-set bytes, number of sets) is printed per shape and kept in the JSON.
+SDPA is timed as the models would run it without the fused op: split heads, SDPA, merge heads.
 SDPA runs under each of its backends that accepts the shape (flash, memory-efficient, cuDNN, math)
 and the fastest is the one compared, named in the row. Each row also gives the op's bytes moved
 (Q, K, V read once, O written once) over its time, next to the device-to-device copy bandwidth
@@ -21,6 +25,9 @@ autocast, fp16 with the attention core in SDPA replayed as a CUDA graph (the str
 PyTorch user writes without iqart), and fp16 with the fused op replayed as a CUDA graph. The
 fused op's figure is given against the SDPA graph's, and every variant's scores against fp32's.
 This mode needs the model code (open_clip); the op mode does not.
+
+Both modes write --json after every shape (op mode) or batch (whole models), so a run stopped by a
+time limit keeps what it measured.
 """
 
 from __future__ import annotations
@@ -40,7 +47,8 @@ from iqart.engine.backends import fused_op
 from iqart.train.models.attention import merge_heads, split_heads
 
 HEAD_DIM = 64
-REPS, TRIALS = 20, 15
+REPS, TRIALS = 20, 15  # at least REPS calls per captured graph; the median of TRIALS replays
+H100_L2_BYTES = 50 * 2**20  # what the dry run sizes the working sets for; the real run reads the device
 TOLERANCE = {torch.float16: 2e-3, torch.float32: 1e-5}
 PARITY_ROWS = 4  # batch items checked against the float64 reference (keeps its memory small)
 
@@ -109,9 +117,16 @@ def copy_bandwidth_gbs() -> float:
     return 2 * src.numel() / (best * 1e-3) / 1e9
 
 
+def calls_per_graph(sets: int) -> int:
+    """Every input set once per replay, and at least REPS calls (large shapes have few sets)."""
+    return max(REPS, sets)
+
+
 def graph_time_ms(fn, input_sets: list[tuple]) -> tuple[float, str]:
-    """Median milliseconds per call of fn over input_sets, from CUDA-graph replays; falls back to
-    timing eager calls (saying so) when the capture fails."""
+    """Median milliseconds per call of fn over input_sets, from CUDA-graph replays of
+    calls_per_graph(len(input_sets)) calls cycling through the sets; falls back to timing eager
+    calls (saying so) when the capture fails."""
+    calls = calls_per_graph(len(input_sets))
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):  # warm-up off the default stream, as capture requires
@@ -123,14 +138,14 @@ def graph_time_ms(fn, input_sets: list[tuple]) -> tuple[float, str]:
     try:
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
-            for i in range(REPS):
+            for i in range(calls):
                 fn(*input_sets[i % len(input_sets)])
         run = graph.replay
     except RuntimeError as exc:
         method = f"eager (capture failed: {str(exc).splitlines()[0][:120]})"
 
         def run():
-            for i in range(REPS):
+            for i in range(calls):
                 fn(*input_sets[i % len(input_sets)])
 
     run()
@@ -141,7 +156,7 @@ def graph_time_ms(fn, input_sets: list[tuple]) -> tuple[float, str]:
         run()
         end.record()
         end.synchronize()
-        times.append(start.elapsed_time(end) / REPS)
+        times.append(start.elapsed_time(end) / calls)
     return statistics.median(times), method
 
 
@@ -157,11 +172,33 @@ def parity(q, k, v, heads, dtype) -> tuple[float, bool]:
     return err, bool(err <= TOLERANCE[dtype] and not out.isnan().any())
 
 
+def working_set(batch, q_len, kv_len, heads, dtype, l2_bytes) -> tuple[int, int]:
+    """(bytes of one input set: Q, K, V read and O written once; number of sets): enough sets
+    that together they are at least twice the L2 cache."""
+    element = torch.finfo(dtype).bits // 8
+    set_bytes = batch * (2 * q_len + 2 * kv_len) * heads * HEAD_DIM * element
+    return set_bytes, max(1, math.ceil(2 * l2_bytes / set_bytes))
+
+
+def working_set_table(l2_bytes: int, dtype: torch.dtype) -> str:
+    """The working set of every shape for an L2 of l2_bytes (no GPU needed: the dry run prints it)."""
+    lines = [
+        f"working sets for an L2 of {l2_bytes / 2**20:.0f} MiB, {str(dtype).removeprefix('torch.')}:",
+        "| model | B | Nq | Nk | heads | MB a set | sets | working set MB | calls a graph |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for model, batch, q_len, kv_len, heads in shapes():
+        set_bytes, sets = working_set(batch, q_len, kv_len, heads, dtype, l2_bytes)
+        lines.append(
+            f"| {model} | {batch} | {q_len} | {kv_len} | {heads} | {set_bytes / 1e6:.3g} | {sets} "
+            f"| {sets * set_bytes / 1e6:.0f} | {calls_per_graph(sets)} |"
+        )
+    return "\n".join(lines)
+
+
 def bench_shape(model, batch, q_len, kv_len, heads, dtype, l2_bytes) -> dict:
     width = heads * HEAD_DIM
-    element = torch.finfo(dtype).bits // 8
-    set_bytes = batch * (2 * q_len + 2 * kv_len) * width * element
-    sets = max(1, min(8, math.ceil(2 * l2_bytes / set_bytes)))
+    set_bytes, sets = working_set(batch, q_len, kv_len, heads, dtype, l2_bytes)
     input_sets = [
         (
             torch.randn(batch, q_len, width, device="cuda", dtype=dtype),
@@ -189,6 +226,9 @@ def bench_shape(model, batch, q_len, kv_len, heads, dtype, l2_bytes) -> dict:
         "rel_err": err,
         "parity_ok": ok,
         "input_sets": sets,
+        "set_bytes": set_bytes,
+        "working_set_bytes": sets * set_bytes,
+        "calls_per_graph": calls_per_graph(sets),
         "fused_gbs": set_bytes / (fused_ms * 1e-3) / 1e9,
         "timing": {"fused": fused_method, "sdpa": sdpa_method},
     }
@@ -421,9 +461,13 @@ def check_args(args: argparse.Namespace) -> None:
 
 
 def dry_run(args: argparse.Namespace) -> None:
-    """The arguments, and with --whole-model each model built on the meta device (the model code's
-    imports, as the real run makes them)."""
+    """The arguments; in op mode the working set of every shape for an H100's L2 (the figure the
+    real run prints per shape, read off the device there); with --whole-model each model built on
+    the meta device (the model code's imports, as the real run makes them)."""
     check_args(args)
+    if not args.whole_model:
+        for name in args.dtypes.split(","):
+            print(working_set_table(H100_L2_BYTES, getattr(torch, name)))
     if args.whole_model:
         from iqart.engine.backends import torch_backend  # noqa: F401  (the imports the run makes)
         from iqart.engine.bench import harness, runners  # noqa: F401
@@ -456,14 +500,35 @@ def main(argv: list[str] | None = None) -> int:
     bandwidth = copy_bandwidth_gbs()
     print(
         f"{properties.name}, {properties.multi_processor_count} SMs, L2 {properties.L2_cache_size >> 20} MiB; "
-        f"copy bandwidth {bandwidth:.0f} GB/s (read + write); {REPS} calls per graph, median of {TRIALS} replays\n"
+        f"copy bandwidth {bandwidth:.0f} GB/s (read + write); each shape's input sets rotate through at least "
+        f"twice the L2, every set once a graph (at least {REPS} calls); median of {TRIALS} replays\n"
     )
     print(
-        "| model | dtype | B | Nq | Nk | heads x D | fused ms | best SDPA ms (backend) | speed-up | fused GB/s "
-        "| rel err |"
+        "| model | dtype | B | Nq | Nk | heads x D | working set (sets) | fused ms | best SDPA ms (backend) "
+        "| speed-up | fused GB/s | rel err |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     rows = []
+
+    def save() -> None:  # after every shape: a run stopped at its time limit keeps what it measured
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(
+                    {
+                        "device": properties.name,
+                        "sm_count": properties.multi_processor_count,
+                        "l2_bytes": properties.L2_cache_size,
+                        "copy_gbs": bandwidth,
+                        "torch": torch.__version__,
+                        "cuda": torch.version.cuda,
+                        "min_calls_per_graph": REPS,
+                        "trials": TRIALS,
+                        "rows": rows,
+                    },
+                    f,
+                    indent=1,
+                )
+
     torch.manual_seed(0)
     for name in args.dtypes.split(","):
         dtype = getattr(torch, name)
@@ -472,29 +537,15 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(row)
             eager = "" if row["timing"] == {"fused": "cuda graph", "sdpa": "cuda graph"} else " (eager)"
             print(
-                f"| {model} | {name} | {batch} | {q_len} | {kv_len} | {heads}x{HEAD_DIM} | {row['fused_ms']:.4f} "
+                f"| {model} | {name} | {batch} | {q_len} | {kv_len} | {heads}x{HEAD_DIM} "
+                f"| {row['working_set_bytes'] / 1e6:.0f} MB ({row['input_sets']}) | {row['fused_ms']:.4f} "
                 f"| {row['sdpa_ms']:.4f} ({row['sdpa_backend']}) | {row['speedup']:.2f}x{eager} "
                 f"| {row['fused_gbs']:.0f} "
-                f"| {row['rel_err']:.1e}{'' if row['parity_ok'] else ' FAIL'} |"
+                f"| {row['rel_err']:.1e}{'' if row['parity_ok'] else ' FAIL'} |",
+                flush=True,
             )
+            save()
             torch.cuda.empty_cache()
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(
-                {
-                    "device": properties.name,
-                    "sm_count": properties.multi_processor_count,
-                    "l2_bytes": properties.L2_cache_size,
-                    "copy_gbs": bandwidth,
-                    "torch": torch.__version__,
-                    "cuda": torch.version.cuda,
-                    "reps_per_graph": REPS,
-                    "trials": TRIALS,
-                    "rows": rows,
-                },
-                f,
-                indent=1,
-            )
     failures = sum(not row["parity_ok"] for row in rows)
     if failures:
         print(f"\n{failures} shape(s) failed parity", file=sys.stderr)
