@@ -16,7 +16,8 @@ then measures, on the model's resize policy (bpclip-nr: fixed 224x224):
    decode_device cpu against cuda, interleaved pass by pass, with the torch backend on the GPU
    (`--precision fp16`; random RN50 weights: speed does not depend on them), the score
    difference between the two, and pure inference images/s on a decoded batch for scale.
-Prints a table; `--json PATH` writes every figure. Without a CUDA GPU it says so and exits 0.
+Prints a table; `--json PATH` writes every figure, rewritten after each of the three stages, so a
+run stopped by a time limit keeps the stages it finished. Without a CUDA GPU it says so and exits 0.
 Needs the model code (open_clip) for step 3 and for iqart's pipeline imports (ResizePolicy lives
 in the model zoo): on the GPU machine, the wheels gpu_verify.sh carries in .whl/ for its steps
 that need the model code. gpu_verify.sh runs it last, as its decode-bench step:
@@ -296,6 +297,11 @@ def main(argv: list[str] | None = None) -> int:
     policy = get_card(args.model).resize
     workers = args.workers or default_workers()
     decoder = GpuDecoder("cuda")
+
+    def save(results: dict) -> None:
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=2) + "\n")
+
     with tempfile.TemporaryDirectory() as folder:
         started = time.perf_counter()
         paths = make_photos(Path(folder), args.count, size)
@@ -321,14 +327,15 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"decode: CPU {cpu_rate:.0f} images/s, GPU {results['decode']['gpu_images_per_s']:.0f} images/s", flush=True
         )
+        save(results)
         results["pixels"] = pixel_difference(decoder, paths, policy)
+        save(results)
         try:
             results["end_to_end"] = end_to_end(args, paths)
         except Exception as exc:  # the decode figures stand without it; the failure is reported, and fails the run
             results["end_to_end_error"] = f"{type(exc).__name__}: {exc}"
+        save(results)
     print(table(results))
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
     if "end_to_end_error" in results:
         print(f"end to end failed: {results['end_to_end_error']}", file=sys.stderr)
         return 1
