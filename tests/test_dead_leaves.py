@@ -83,8 +83,7 @@ def test_pool_refreshes_and_otherwise_only_flips_and_rotates():
 
 
 def test_bundled_photos_come_from_every_package():
-    pytest.importorskip("sklearn")
-    pytest.importorskip("matplotlib")
+    """scikit-image's, scikit-learn's (the dev extra installs it) and matplotlib's photos."""
     images = load_pristine("bundled:china,flower,grace_hopper,camera")
     assert images["china"].shape == (3, 427, 640) and images["grace_hopper"].shape[0] == 3
     assert torch.equal(images["camera"][0], images["camera"][2])  # greyscale as three channels

@@ -35,7 +35,8 @@ def one_thread():
 @pytest.fixture(scope="module")
 def photo() -> torch.Tensor:
     """A 128x128 crop of skimage's astronaut (face, suit, flag, background), (1, 3, 128, 128)."""
-    data = pytest.importorskip("skimage.data")
+    from skimage import data  # scikit-image comes with the dev extra
+
     image = torch.from_numpy(data.astronaut()).permute(2, 0, 1).float() / 255
     return image[:, 40:168, 170:298].unsqueeze(0).contiguous()
 

@@ -390,7 +390,6 @@ def test_model_score_fn_matches_the_model(scrambled):
 
 
 def test_greyscale_skimage_photos_load_as_three_equal_channels():
-    pytest.importorskip("skimage")
     images = load_pristine("skimage:camera,coffee")
     camera, coffee = images["camera"], images["coffee"]
     assert camera.shape == (3, 512, 512) and torch.equal(camera[0], camera[1]) and torch.equal(camera[1], camera[2])
