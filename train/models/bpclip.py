@@ -104,6 +104,17 @@ def sinusoidal_2d(height: int, width: int, dim: int, device=None) -> torch.Tenso
     return torch.from_numpy(_sinusoidal_2d_numpy(height, width, dim)).to(device)
 
 
+@functools.lru_cache(maxsize=32)
+def position_table(height: int, width: int, dim: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """`sinusoidal_2d` on `device` in `dtype`, copied there once per grid, device and dtype.
+
+    The first forward pass at a grid makes it; later passes reuse it, so a captured forward
+    (a CUDA graph) holds no host-to-device copy. An ordinary tensor, not an inference tensor,
+    so that training may use it after scoring made it."""
+    with torch.inference_mode(False), torch.no_grad():
+        return sinusoidal_2d(height, width, dim, device).to(dtype)
+
+
 class GatedScale(nn.Module):
     """One scale's gated local pooling, pooling to the token grid, projection and self-attention."""
 
@@ -129,7 +140,7 @@ class GatedScale(nn.Module):
             gated = torch.sigmoid(self.gate(distorted)) * self.value(distorted)
         pooled = F.adaptive_avg_pool2d(gated, grid)
         tokens = self.project(pooled.flatten(2).transpose(1, 2))
-        tokens = tokens + sinusoidal_2d(*grid, self.project.out_features, device=tokens.device).to(tokens.dtype)
+        tokens = tokens + position_table(*grid, self.project.out_features, tokens.device, tokens.dtype)
         return self.self_attention(tokens)
 
 
