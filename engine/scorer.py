@@ -24,6 +24,7 @@ from iqart.engine.backends.plan_cache import DEFAULT_MAX_SIDE
 from iqart.engine.backends.registry import BACKENDS as BACKEND_TABLE
 from iqart.engine.backends.registry import BackendOptions
 from iqart.engine.backends.tensorrt_import import LIBRARIES as TENSORRT_LIBRARIES
+from iqart.engine.backends.torch_backend import check_fused_precision
 from iqart.engine.hardware import default_workers
 from iqart.engine.pipeline.batch_scoring import DECODE_TIMEOUT_S, PipelineStats, score_jobs
 from iqart.engine.pipeline.gpu_decode import GpuDecoder, gpu_decoder_for
@@ -71,6 +72,8 @@ class Scorer:
             raise ValueError(f"the {backend} backend runs {', '.join(PRECISION_CHOICES[backend])}, not {precision!r}")
         if fused_attention and backend != "torch":
             raise ValueError("fused_attention applies to the torch backend (the tensorrt backend always fuses)")
+        if fused_attention:
+            check_fused_precision(precision)  # before any device is touched
         if attention is not None and backend not in TENSORRT_LIBRARIES:
             raise ValueError("attention= picks the tensorrt backends' graph (plugin, native or unfused)")
         if batch_size < 1:

@@ -46,3 +46,18 @@ def test_attention_logits_that_overflow_fp16_stay_finite_under_autocast():
         low = reference_cross_attention(q.half(), k.half(), v.half(), 8, 0.125)
     assert torch.isfinite(low).all()
     torch.testing.assert_close(low.float(), expected, atol=2e-2, rtol=1e-2)
+
+
+@pytest.mark.parametrize("make", ["scorer", "backend"])
+def test_bf16_with_the_fused_op_is_refused_before_any_device_is_touched(make):
+    """The fused kernel has fp16 and fp32 paths only. Asked for bf16, the Scorer and the torch
+    backend say so when made, on a machine with or without a GPU, not on the first batch."""
+    from iqart.engine.backends.torch_backend import TorchBackend
+    from iqart.engine.scorer import Scorer
+    from iqart.train.models.zoo import build_model
+
+    with pytest.raises(ValueError, match="fused attention op runs fp32 or fp16, not bf16"):
+        if make == "scorer":
+            Scorer("qualiclip-tiny", backend="torch", device="cuda", precision="bf16", fused_attention=True)
+        else:
+            TorchBackend(build_model("qualiclip-tiny"), "cuda", "bf16", fused_attention=True)

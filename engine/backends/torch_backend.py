@@ -13,6 +13,16 @@ from iqart.train.models.attention import attention_implementation
 from iqart.train.models.preprocess import uint8_nhwc_to_model_input
 
 PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+FUSED_PRECISIONS = ("fp32", "fp16")  # what the fused kernel computes in (kernels/torch_op.cpp): no bf16
+
+
+def check_fused_precision(precision: str) -> None:
+    """Refuse bf16 with the fused op when the backend is made, not on the first batch."""
+    if precision not in FUSED_PRECISIONS:
+        raise ValueError(
+            f"the fused attention op runs {' or '.join(FUSED_PRECISIONS)}, not {precision}: its kernel has "
+            f"no {precision} path; use precision='fp16' with fused_attention, or {precision} without it"
+        )
 
 
 class TorchBackend:
@@ -29,6 +39,8 @@ class TorchBackend:
     ):
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+        if fused_attention:
+            check_fused_precision(precision)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.precision = precision
         self.model = model.to(self.device).eval()
