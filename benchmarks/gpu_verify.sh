@@ -1,74 +1,134 @@
 #!/usr/bin/env bash
-# The GPU checks of iqart in one call, for a CUDA machine lent briefly (the device image: PyTorch on
-# Python 3.12 with the distributions in benchmarks/device_image/packages.txt, nvcc, ninja,
-# compute-sanitizer; no open_clip, ftfy or wcwidth, no TensorRT, no package registry). Correctness
-# evidence first, then the figures; each step under its own time cap (PLAN below), the caps inside
-# one budget (IQART_VERIFY_BUDGET_S, default 540 s):
-#   imports              the kernel, op, plugin and plan-cache modules import without open_clip
-#   sanitizer-preflight  a tiny CUDA program, plainly and under compute-sanitizer: where the host
-#                        refuses the sanitizer (gVisor: "Device not supported"), the sanitizer steps
-#                        are "unavailable on this host", not kernel failures
-#   build                the fused attention torch op is compiled (its error printed in full if not)
-#   gpu-tests            tests/test_kernels.py -m gpu: op vs float64 SDPA, fp16/fp32, both regimes,
-#                        poisoned outputs, views (no tests/conftest.py: it imports the model zoo)
-#   decode-tests         tests/test_gpu_decode.py -m gpu: nvJPEG vs the CPU path, many batches back
-#                        to back, fallbacks, orientation
-#   memcheck, racecheck, initcheck   compute-sanitizer on benchmarks/memcheck_driver.py
-#   fused-bench          fused op vs SDPA's fastest backend, CUDA-graph timed, fp16
-#                        (benchmarks/bench_fused_attention.py)
-#   model-bench          whole models at batch 1/32/128: torch fp32, torch fp16 autocast, fp16 +
-#                        SDPA + CUDA graph and fp16 + fused op + CUDA graph, with the runners and
-#                        timing of `iqart bench` (QualiCLIP and BPCLIP at 224, QualiCLIP at 1024x768;
-#                        random RN50 weights)
-#   decode-bench         12 MP JPEGs: decode images/s, PIL on the CPU vs nvJPEG batched, and end-to-end
-#                        images/s with --decode-device cpu vs cuda (benchmarks/bench_gpu_decode.py)
-# decode-tests, model-bench and decode-bench need the model code (open_clip), carried as wheels in
-# .whl/ (see --fetch-wheels). Results: at most 8 files in $OUT (default: a new temporary folder):
-# gpu_verify.log (every step's whole output), summary.md (one row per step, with the cause of each
-# failure), env.txt, fused_attention.json, model_bench.json, gpu_decode.json. Exit status 1 if any
-# step failed or was skipped.
+# The GPU checks of iqart, in two parts that each fit one short device call (the device image:
+# PyTorch on Python 3.12 with the distributions in benchmarks/device_image/packages.txt, nvcc,
+# cmake, ninja, compute-sanitizer; no open_clip, ftfy or wcwidth, no TensorRT, no package
+# registry). Each part's step caps and its setup add up to at most 240 s of command time
+# (IQART_VERIFY_BUDGET_S), so one machine start and both parts back to back on the warm machine
+# take about 10 of the 15 minutes a session is lent, leaving time to rerun either part once.
 #
-#   bash benchmarks/gpu_verify.sh                 # on the GPU machine (device tool: carry .whl)
-#   bash benchmarks/gpu_verify.sh --dry-run       # here: every import and argument of the real run,
-#                                                 # with what the device image lacks blocked
+#   --part checks   correctness evidence:
+#     imports              the kernel, op, plugin and plan-cache modules import without open_clip
+#     sanitizer-preflight  a tiny CUDA program, plainly and under compute-sanitizer: where the host
+#                          refuses the sanitizer (gVisor: "Device not supported"), the sanitizer
+#                          steps are "unavailable on this host", not kernel failures
+#     build                the fused attention torch op is compiled (its error printed in full if not)
+#     plugin               libiqart_plugins.so built against TensorRT 11's headers (carried in
+#                          .trt_headers/) and run without TensorRT by kernels/tests/
+#                          plugin_enqueue_harness.cpp against float64 and the torch op
+#                          (benchmarks/plugin_enqueue_check.py)
+#     gpu-tests            tests/test_kernels.py -m gpu: op vs float64 SDPA, fp16/fp32, both regimes,
+#                          poisoned outputs, views (no tests/conftest.py: it imports the model zoo)
+#     decode-tests         tests/test_gpu_decode.py -m gpu: nvJPEG vs the CPU path, many batches,
+#                          fallbacks, orientation
+#     memcheck, racecheck, initcheck   compute-sanitizer on benchmarks/memcheck_driver.py
+#     train-steps          a few steps of each trainer on the GPU with fp16 autocast: losses finite
+#                          and falling (benchmarks/train_steps_gpu.py)
+#   --part bench    figures (the op build again: seconds when the checks part left it built):
+#     fused-bench          fused op vs SDPA's fastest backend, CUDA-graph timed, fp16, every shape's
+#                          inputs at least twice the L2 (benchmarks/bench_fused_attention.py)
+#     model-bench          whole models at batch 1/32/128: torch fp32, torch fp16 autocast, fp16 +
+#                          SDPA + CUDA graph and fp16 + fused op + CUDA graph, with the runners and
+#                          timing of `iqart bench` (QualiCLIP and BPCLIP at 224, QualiCLIP at
+#                          1024x768; random RN50 weights)
+#     decode-bench         12 MP JPEGs: PIL on the CPU vs nvJPEG batched, and end to end with
+#                          --decode-device cpu vs cuda (benchmarks/bench_gpu_decode.py)
+# Without --part, both parts run one after the other (each within its own budget).
+# decode-tests, train-steps, model-bench and decode-bench need the model code (open_clip), carried
+# as wheels in .whl/ (see --fetch-wheels). Every step that measures writes its JSON after every
+# shape, batch or step, so a cap or a timeout keeps what was measured. Results: at most 8 files in
+# $OUT (default: a new temporary folder): gpu_verify-PART.log (every step's whole output),
+# summary-PART.md (one row per step, with the cause of each failure, then the machine: GPU, driver,
+# CUDA, torch), and the JSON files train_steps.json (checks), fused_attention.json,
+# model_bench.json and gpu_decode.json (bench): 8 files when both parts run in one call.
+# Exit status 1 if any step failed or was skipped.
+#
+#   bash benchmarks/gpu_verify.sh --part checks   # on the GPU machine (carry .whl and .trt_headers)
+#   bash benchmarks/gpu_verify.sh --part bench    # right after, on the same warm machine
+#   bash benchmarks/gpu_verify.sh --dry-run       # here: both parts' imports and arguments, with
+#                                                 # what the device image lacks blocked
 #   bash benchmarks/gpu_verify.sh --fetch-wheels  # here: download the wheels the model steps need
-#   bash benchmarks/gpu_verify.sh --plan          # the steps in order: name, kind, cap in seconds
+#   bash benchmarks/gpu_verify.sh --plan          # the steps in order: part, name, kind, cap in seconds
 set -uo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$REPO" || exit 2
-WHEELS="$REPO/.whl"  # git-ignored; the device tool carries it with carry=[".whl"]
+WHEELS="$REPO/.whl"  # git-ignored; the device tool carries it with carry=[".whl", ".trt_headers"]
 CARRIED_DISTS="open_clip_torch ftfy wcwidth"  # what the model code needs beyond the device image
-BUDGET=${IQART_VERIFY_BUDGET_S:-540}
-SETUP_S=25  # time outside the steps: the environment report, the wheels' install, the summary
+BUDGET=${IQART_VERIFY_BUDGET_S:-240}  # per part: 4 minutes of command time
+# Time outside the steps, per part: the environment report (nvidia-smi, nvcc and the sanitizer's
+# versions, one Python start that imports torch: about 3 s here), the carried wheels' install
+# (three small pure-Python wheels, pip without a registry: a few seconds) and the summary.
+SETUP_S=10
 
-# Every step in the order run: its kind (check: correctness evidence; bench: figures) and its cap
-# in seconds. Checks come before benches, and the caps plus SETUP_S fit the default budget, so that
-# no check is cut by a slow benchmark (tests/test_gpu_verify.py reads this with --plan and compares
-# it with the order the dry run takes).
+# Every step in the order run: its part, kind (check: correctness evidence; bench: figures) and cap
+# in seconds. A cap is the most the step may take, not what it is expected to take; each part's
+# caps plus SETUP_S fit BUDGET, so that no step is cut because an earlier one ran long
+# (tests/test_gpu_verify.py reads this with --plan and compares it with the order the dry run
+# takes). Where a cap comes from:
+# - build 45: the op's nvcc and g++ compile takes about 20 s on this project's 2-core CPU machines
+#   (tests/test_fused_op_compile.py, sm_90 as there); ninja runs its three sources in parallel on
+#   the GPU machine's 16 cores. Cached under build/gpu-verify-home, so the bench part, run on the
+#   same warm machine, finds it built and spends seconds.
+# - plugin 30: cmake configure and the plugin build for sm_90 alone took 13 s on 2 cores here, the
+#   harness's compile 2 s, its float64 references (the largest: 2 x 4 heads x 400 x 400 x 64) under
+#   a second, the torch-op comparison one Python start with the op already built.
+# - gpu-tests 25, decode-tests 20: one pytest start with torch (about 3 s here) and seconds of GPU
+#   work (the op's random shapes against float64 SDPA; a few dozen JPEGs through nvJPEG).
+# - memcheck 20, racecheck 20, initcheck 15: one PyTorch process under compute-sanitizer each.
+#   The driver's calls are the smallest that take each kernel path (benchmarks/memcheck_driver.py:
+#   at most 17 MB of Q, K and V a call, microseconds of kernel time, so even a hundredfold
+#   instrumentation slowdown leaves them under a second); what costs is the process: Python and
+#   torch start in about 3 s, the sanitizer adds its own start (the preflight's C program measures
+#   it) and patches each CUDA module as it loads. CUDA_MODULE_LOADING=LAZY (set below; CUDA's
+#   default since 12.2) keeps that to the dozen kernels the driver uses rather than all of
+#   torch's. Nobody has timed PyTorch under compute-sanitizer on these machines yet: the driver
+#   prints its own timeline (torch imported, CUDA ready, calls done) for the next sizing.
+#   initcheck runs the fp16 cases only, racecheck too (the tensor-core kernel's cp.async and
+#   ldmatrix are where a race would be), memcheck both dtypes.
+# - train-steps 30: three RN50 models built with random weights (about a second each), one batch
+#   each drawn on the CPU (seconds of degradations), a batch-norm calibration pass and 10 fp16
+#   steps each on 12 to 20 crops of 224 px (tens of milliseconds a step on a Hopper GPU; the
+#   first includes cuDNN's autotuning).
+# - fused-bench 60: 17 shapes, each a graph of every input set (up to about a thousand small calls)
+#   for the op and each SDPA backend, 15 replays: about a second or two a shape.
+# - model-bench 75: two RN50 loads, 3 sizes x 3 batches x 4 variants, 10 calls each, the largest
+#   (QualiCLIP 1024x768 at batch 128, fp32) about 0.2 s a call; written after every batch.
+# - decode-bench 45: 64 JPEGs of 12 MP made (8 distinct), decoded 3 times each way, then scored
+#   end to end 3 times each way with an RN50 BPCLIP.
 PLAN="
-imports              check   20
-sanitizer-preflight  check   20
-build                check  100
-gpu-tests            check   40
-decode-tests         check   40
-memcheck             check   60
-racecheck            check   45
-initcheck            check   35
-fused-bench          bench   30
-model-bench          bench   70
-decode-bench         bench   55
+checks  imports              check   10
+checks  sanitizer-preflight  check   15
+checks  build                check   45
+checks  plugin               check   30
+checks  gpu-tests            check   25
+checks  decode-tests         check   20
+checks  memcheck             check   20
+checks  racecheck            check   20
+checks  initcheck            check   15
+checks  train-steps          check   30
+bench   build                check   45
+bench   fused-bench          bench   60
+bench   model-bench          bench   75
+bench   decode-bench         bench   50
 "
 
 MODE=run
-case "${1:-}" in
-    "") ;;
-    --dry-run) MODE=dry ;;
-    --fetch-wheels) MODE=fetch ;;
-    --plan) echo "budget $BUDGET setup $SETUP_S"; echo "$PLAN" | sed '/^$/d'; exit 0 ;;
-    -h | --help) sed -n '2,35p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) echo "usage: bash benchmarks/gpu_verify.sh [--dry-run | --fetch-wheels | --plan]" >&2; exit 2 ;;
-esac
+PARTS="checks bench"
+while [ $# -gt 0 ]; do
+    case $1 in
+        --dry-run) MODE=dry ;;
+        --fetch-wheels) MODE=fetch ;;
+        --part)
+            case ${2:-} in
+                checks | bench) PARTS=$2; shift ;;
+                *) echo "--part takes checks or bench" >&2; exit 2 ;;
+            esac ;;
+        --plan) echo "budget $BUDGET setup $SETUP_S"; echo "$PLAN" | sed '/^$/d'; exit 0 ;;
+        -h | --help) sed -n '2,52p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) echo "usage: bash benchmarks/gpu_verify.sh [--part checks|bench] [--dry-run] | --fetch-wheels | --plan" >&2; exit 2 ;;
+    esac
+    shift
+done
 
 if [ "$MODE" = fetch ]; then
     # Pure-Python wheels at the versions installed here (tested with this checkout); the device's
@@ -85,15 +145,15 @@ fi
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/iqart-gpu-verify.XXXXXX")
 if [ "$MODE" = run ]; then OUT_DIR=${OUT:-$WORK/out}; else OUT_DIR=$WORK/out; fi
 mkdir -p "$OUT_DIR" "$WORK/pkg" "$WORK/steps"
-LOG="$OUT_DIR/gpu_verify.log"
-ROWS="$WORK/summary-rows.md"
-: >"$LOG"
-: >"$ROWS"
 # `import iqart` from this checkout without installing it (the device has no registry and the
 # package maps the repository root to `iqart`).
 ln -s "$REPO" "$WORK/pkg/iqart"
 export PYTHONPATH="$WORK/pkg${PYTHONPATH:+:$PYTHONPATH}"
-export IQART_HOME="$WORK/home" PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
+# On the device, the op build and its cache live in an ignored folder of the checkout, which the
+# device tool keeps between calls on a warm machine: the bench part finds the op the checks part
+# built. The dry run keeps to its temporary folder.
+if [ "$MODE" = run ]; then IQART_HOME="$REPO/build/gpu-verify-home"; else IQART_HOME="$WORK/home"; fi
+export IQART_HOME PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 CUDA_MODULE_LOADING=LAZY
 # torch.utils.cpp_extension guesses CUDA_HOME from nvcc's folder; a wrapper script in
 # /usr/local/bin makes it guess /usr/local, which has no CUDA headers. Name the toolkit when it is
 # where CUDA installs itself.
@@ -107,26 +167,32 @@ fi
 NVCC=$(command -v nvcc || echo "${CUDA_HOME:-/usr/local/cuda}/bin/nvcc")
 SANITIZER=$(command -v compute-sanitizer || echo "${CUDA_HOME:-/usr/local/cuda}/bin/compute-sanitizer")
 FAILED=0
+PART=${PARTS%% *}
+PART_START=0
+LOG="$OUT_DIR/gpu_verify-$PART.log"
+ROWS="$WORK/summary-rows-$PART.md"
+: >"$LOG"
+: >"$ROWS"
 
 say() { echo "$*" | tee -a "$LOG"; }
 row() { echo "| $1 | $2 | $3 | $4 |" >>"$ROWS"; }
 one_line() { tr '\n|' ' /' | cut -c1-"${1:-300}"; }
 
-# begin_step NAME: announces the step with its kind and cap from PLAN and sets LIMIT to the
-# seconds it may run: its cap, or what is left of the budget. Returns 1 (after a "skipped" row)
-# when too little is left.
+# begin_step NAME: announces the step of the current PART with its kind and cap from PLAN and sets
+# LIMIT to the seconds it may run: its cap, or what is left of the part's budget. Returns 1 (after
+# a "skipped" row) when too little is left.
 begin_step() {
     local entry
-    entry=$(echo "$PLAN" | awk -v name="$1" '$1 == name {print $2, $3}')
+    entry=$(echo "$PLAN" | awk -v part="$PART" -v name="$1" '$1 == part && $2 == name {print $3, $4}')
     if [ -z "$entry" ]; then
-        say "== step $1: not in PLAN"; row "$1" FAILED 0 "not in the PLAN of gpu_verify.sh"; FAILED=1; return 1
+        say "== step $1: not in PLAN for part $PART"; row "$1" FAILED 0 "not in the PLAN of gpu_verify.sh"; FAILED=1; return 1
     fi
     local kind=${entry% *} cap=${entry#* }
-    local left=$((BUDGET - SECONDS))
+    local left=$((BUDGET - (SECONDS - PART_START)))
     LIMIT=$((cap < left ? cap : left))
     say "== step $1 ($kind, cap $cap s) $(date -u +%H:%M:%S)"
-    if [ "$MODE" = run ] && [ "$LIMIT" -lt 10 ]; then
-        say "== $1: SKIPPED, the time budget (${BUDGET} s) is spent"
+    if [ "$MODE" = run ] && [ "$LIMIT" -lt 5 ]; then
+        say "== $1: SKIPPED, the part's time budget (${BUDGET} s) is spent"
         row "$1" skipped 0 "time budget of ${BUDGET} s spent before this step"
         FAILED=1
         return 1
@@ -139,9 +205,9 @@ begin_step() {
 run_step() {
     local name=$1
     shift
-    local started=$SECONDS out="$WORK/steps/$name.log"
+    local started=$SECONDS out="$WORK/steps/$PART-$name.log"
     say "   limit ${LIMIT} s: $*"
-    timeout --kill-after=10 "$LIMIT" "$@" >"$out" 2>&1
+    timeout --kill-after=5 "$LIMIT" "$@" >"$out" 2>&1
     local rc=$?
     cat "$out" >>"$LOG"
     tail -n 12 "$out"
@@ -173,8 +239,8 @@ run_step() {
     "$SANITIZER" --version 2>&1 | head -n 3 || true
     python3 -c "import sys, torch; print('python', sys.version.split()[0], '| torch', torch.__version__, '| CUDA', torch.version.cuda, '| GPU', torch.cuda.get_device_name() if torch.cuda.is_available() else None)"
     python3 -m pip list 2>/dev/null | grep -i -E '^(torch|torchvision|numpy|onnx|onnxruntime|pytest|ninja|open.clip|ftfy|wcwidth|tensorrt)[ _-]' || true
-) >"$OUT_DIR/env.txt" 2>&1
-cat "$OUT_DIR/env.txt" >>"$LOG"
+) >"$WORK/env.txt" 2>&1
+cat "$WORK/env.txt" >>"$LOG"
 
 # --- the model code's extra packages -------------------------------------------------------------
 MODEL_ENV=()
@@ -200,7 +266,7 @@ fi
 SANITIZER_STATE="not run (the sanitizer preflight did not run)"
 preflight_part() {  # preflight_part LABEL COMMAND...: COMMAND in what is left of LIMIT; output in $PART_OUT
     local left=$((PREFLIGHT_END - SECONDS))
-    PART_OUT="$WORK/steps/sanitizer-preflight.$1.log"
+    PART_OUT="$WORK/steps/$PART-sanitizer-preflight.$1.log"
     timeout --kill-after=5 "$((left > 1 ? left : 1))" "${@:2}" >"$PART_OUT" 2>&1
     local rc=$?
     { echo "-- $1 (exit $rc): ${*:2}"; cat "$PART_OUT"; } >>"$LOG"
@@ -314,47 +380,71 @@ check_sanitizer_tool() {
     esac
 }
 
-# --- the steps, in PLAN's order: every check before any benchmark --------------------------------
-py_step imports -- benchmarks/check_light_imports.py  # first: nothing has imported open_clip yet
-sanitizer_preflight
-py_step build -- benchmarks/build_fused_op.py
-py_step gpu-tests --require-gpu -- -m pytest --noconftest -p no:cacheprovider -q -rs -m gpu tests/test_kernels.py
-py_step decode-tests --model-code --require-gpu -- -m pytest -p no:cacheprovider -q -rs -m gpu tests/test_gpu_decode.py
-py_step memcheck --sanitizer memcheck -- benchmarks/memcheck_driver.py
-py_step racecheck --sanitizer racecheck -- benchmarks/memcheck_driver.py --dtypes float16
-py_step initcheck --sanitizer initcheck -- benchmarks/memcheck_driver.py --dtypes float16
-py_step fused-bench -- benchmarks/bench_fused_attention.py --dtypes float16 --json "$OUT_DIR/fused_attention.json"
-py_step model-bench --model-code -- benchmarks/bench_fused_attention.py --whole-model qualiclip:224 bpclip-nr:224 \
-    qualiclip:1024x768 --batch-sizes 1,32,128 --json "$OUT_DIR/model_bench.json"
-py_step decode-bench --model-code -- benchmarks/bench_gpu_decode.py --count 64 --batch 32 --json "$OUT_DIR/gpu_decode.json"
+# --- the parts, their steps in PLAN's order --------------------------------------------------------
+part_checks() {
+    py_step imports -- benchmarks/check_light_imports.py  # first: nothing has imported open_clip yet
+    sanitizer_preflight
+    py_step build -- benchmarks/build_fused_op.py
+    py_step plugin -- benchmarks/plugin_enqueue_check.py
+    py_step gpu-tests --require-gpu -- -m pytest --noconftest -p no:cacheprovider -q -rs -m gpu tests/test_kernels.py
+    py_step decode-tests --model-code --require-gpu -- -m pytest -p no:cacheprovider -q -rs -m gpu tests/test_gpu_decode.py
+    py_step memcheck --sanitizer memcheck -- benchmarks/memcheck_driver.py
+    py_step racecheck --sanitizer racecheck -- benchmarks/memcheck_driver.py --dtypes float16
+    py_step initcheck --sanitizer initcheck -- benchmarks/memcheck_driver.py --dtypes float16
+    py_step train-steps --model-code -- benchmarks/train_steps_gpu.py --steps 10 --json "$OUT_DIR/train_steps.json"
+}
 
-if [ "$MODE" = dry ]; then
-    if [ -x "$SANITIZER" ]; then
-        say "compute-sanitizer: $SANITIZER"
-    else
-        say "compute-sanitizer: not on this machine (the GPU image has it)"
+part_bench() {
+    py_step build -- benchmarks/build_fused_op.py  # a cache hit after the checks part on a warm machine
+    py_step fused-bench -- benchmarks/bench_fused_attention.py --dtypes float16 --json "$OUT_DIR/fused_attention.json"
+    py_step model-bench --model-code -- benchmarks/bench_fused_attention.py --whole-model qualiclip:224 bpclip-nr:224 \
+        qualiclip:1024x768 --batch-sizes 1,32,128 --json "$OUT_DIR/model_bench.json"
+    py_step decode-bench --model-code -- benchmarks/bench_gpu_decode.py --count 64 --batch 32 --json "$OUT_DIR/gpu_decode.json"
+}
+
+# The part's summary: one row per step, with the cause of each failure.
+write_summary() {
+    {
+        echo "# gpu_verify --part $PART ($MODE) $(date -u +%Y-%m-%dT%H:%M:%SZ), $((SECONDS - PART_START)) s of a ${BUDGET} s budget"
+        echo
+        echo "| step | status | seconds | cause |"
+        echo "|---|---|---|---|"
+        cat "$ROWS"
+        echo
+        echo '```'
+        cat "$WORK/env.txt"
+        echo '```'
+    } >"$OUT_DIR/summary-$PART.md"
+    echo
+    cat "$OUT_DIR/summary-$PART.md"
+}
+
+PART_START=0  # the first part's budget counts the setup above (SETUP_S), as the device's clock does
+for PART in $PARTS; do
+    [ "$PART" = "${PARTS%% *}" ] || PART_START=$SECONDS
+    LOG="$OUT_DIR/gpu_verify-$PART.log"
+    ROWS="$WORK/summary-rows-$PART.md"
+    touch "$LOG" "$ROWS"
+    say "=== part $PART $(date -u +%H:%M:%S)"
+    : >"$WORK/dry-commands.jsonl"
+    "part_$PART"
+    if [ "$MODE" = dry ]; then
+        if [ -x "$SANITIZER" ]; then
+            say "compute-sanitizer: $SANITIZER"
+        else
+            say "compute-sanitizer: not on this machine (the GPU image has it)"
+        fi
+        LIMIT=300
+        run_step dry-run-check python3 benchmarks/dry_run_check.py --commands "$WORK/dry-commands.jsonl" --rows "$ROWS"
     fi
-    LIMIT=300
-    run_step checks python3 benchmarks/dry_run_check.py --commands "$WORK/dry-commands.jsonl" --rows "$ROWS"
-fi
+    write_summary
+done
 
-# --- summary -------------------------------------------------------------------------------------
-{
-    echo "# gpu_verify ($MODE) $(date -u +%Y-%m-%dT%H:%M:%SZ), ${SECONDS} s of a ${BUDGET} s budget"
-    echo
-    head -n 1 "$OUT_DIR/env.txt"
-    echo
-    echo "| step | status | seconds | cause |"
-    echo "|---|---|---|---|"
-    cat "$ROWS"
-} >"$OUT_DIR/summary.md"
 files=$(find "$OUT_DIR" -type f | wc -l)
 if [ "$files" -gt 8 ]; then
     say "$OUT_DIR holds $files files; the device tool returns at most 8"
     FAILED=1
 fi
-echo
-cat "$OUT_DIR/summary.md"
 echo
 echo "results: $OUT_DIR ($files files)"
 exit $FAILED
