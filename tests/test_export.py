@@ -114,15 +114,6 @@ def test_fp16_graph_is_strongly_typed_with_fp32_islands(artifacts, name):
 
 
 @pytest.mark.parametrize("name", TINY)
-def test_fp16_graph_within_tolerance_of_torch(artifacts, name, rng):
-    artifact, model, _ = artifacts[name]
-    card = get_card(name)
-    feeds = feeds_for(card, 2, 224, 224, rng)
-    got = ort_session(artifact / "model.fp16.onnx").run(None, feeds)[0]
-    assert np.isfinite(got).all() and np.abs(got - torch_scores(model, card, feeds)).max() <= FP16_ABS_TOL
-
-
-@pytest.mark.parametrize("name", TINY)
 def test_trt_graph_has_one_plugin_node_per_attention_core(artifacts, name):
     artifact, model, _ = artifacts[name]
     graph = onnx.load(artifact / "model.trt.onnx").graph
@@ -140,11 +131,11 @@ def test_trt_graph_has_one_plugin_node_per_attention_core(artifacts, name):
 
 
 @pytest.mark.parametrize("name", TINY)
-def test_native_graph_is_the_plugin_graph_with_attention_ops(artifacts, name, rng):
+def test_native_graph_is_the_plugin_graph_with_attention_ops(artifacts, name):
     """Same nodes as model.trt.onnx but each plugin node an opset-23 Attention with its heads,
-    fed Q times the scale (no attribute TensorRT's importer rejects); hashed in spec.json;
-    parity with torch on ONNX Runtime at another batch size."""
-    artifact, model, _ = artifacts[name]
+    fed Q times the scale (no attribute TensorRT's importer rejects); hashed in spec.json. Its
+    scores are judged against torch in tests/test_parity.py (demo weights, photos)."""
+    artifact, _, _ = artifacts[name]
     native, plugin = onnx.load(artifact / NATIVE_GRAPH), onnx.load(artifact / "model.trt.onnx")
     assert {o.domain: o.version for o in native.opset_import} == {"": NATIVE_OPSET}
     attention = attention_nodes(native)
@@ -180,10 +171,6 @@ def test_native_graph_is_the_plugin_graph_with_attention_ops(artifacts, name, rn
         "opset": NATIVE_OPSET,
         "nodes": len(attention),
     }
-    card = get_card(name)
-    feeds = feeds_for(card, 3, 224, 224, rng)
-    got = ort_session(artifact / NATIVE_GRAPH).run(None, feeds)[0]
-    assert np.isfinite(got).all() and np.abs(got - torch_scores(model, card, feeds)).max() <= FP16_ABS_TOL
 
 
 def test_native_graph_runs_on_the_reference_evaluator(artifacts, rng):

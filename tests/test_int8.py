@@ -133,6 +133,8 @@ def test_only_feature_map_convolutions_are_quantised(int8_home):
 
 
 def test_int8_scores_track_fp32_at_any_size(int8_home):
+    """Dynamic sizes and batches run, near fp32. Random weights on noise barely spread their
+    scores, so this is no parity test: that is tests/test_parity.py's (demo weights, photos)."""
     artifact = int8_home[2]
     rng = np.random.default_rng(0)
     for height, width in ((224, 224), (96, 160)):  # native-resolution model: H, W stay dynamic
