@@ -1,5 +1,5 @@
 """What several test modules share besides fixtures: the example files, scrambled tiny models,
-random image content, a wide-gamut ICC profile and CLIP's own attention pool.
+random image content, a wide-gamut ICC profile, CLIP's own attention pool and the parity check.
 
 A freshly initialised CLIP ResNet zeroes the last BatchNorm of every block and keeps identity
 running statistics, which makes its outputs almost input-independent; tests that compare
@@ -12,11 +12,13 @@ import os
 import struct
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from iqart.engine.bench.runners import randomise_batchnorm
+from iqart.train.metrics import srcc
 from iqart.train.models.checkpoints import save_checkpoint
 from iqart.train.models.zoo import build_model
 
@@ -138,3 +140,15 @@ def full_attention_pool_token0(pool, features):
         need_weights=False,
     )
     return out[0]
+
+
+def assert_parity(expected: np.ndarray, got: np.ndarray, atol: float, min_srcc: float) -> None:
+    """Finite, within `atol` of the reference everywhere, ranked as the reference ranks, on
+    inputs whose reference scores spread over at least ten times `atol`."""
+    assert got.shape == expected.shape and np.isfinite(got).all(), got
+    spread = float(expected.max() - expected.min())
+    assert spread >= 10 * atol, f"the reference scores spread over {spread:.3g} only: a tolerance {atol} means little"
+    delta = np.abs(got.astype(np.float64) - expected)
+    assert delta.max() <= atol, f"max |delta| {delta.max():.3g} > {atol} (at input {int(delta.argmax())})"
+    rank = srcc(expected, got)
+    assert rank >= min_srcc, f"SRCC {rank:.4f} < {min_srcc}"

@@ -22,8 +22,7 @@ from iqart.export.int8_artifact import add_int8_graph
 from iqart.export.int8_parity import INT8_MIN_SRCC, OPENVINO_INT8_MIN_SRCC
 from iqart.export.native_attention import NATIVE_GRAPH
 from iqart.export.validate import FP16_ABS_TOL, FP32_REL_TOL, ort_session
-from iqart.train.metrics import srcc
-from tests.helpers import EXAMPLE_IMAGES
+from tests.helpers import EXAMPLE_IMAGES, assert_parity
 
 pytestmark = pytest.mark.usefixtures("iqart_home")  # the demo artifacts are exported once, for this module
 
@@ -54,18 +53,6 @@ def parity_inputs(task: str) -> tuple[list, list | None]:
         return [EXAMPLE_IMAGES / f"{name}.png" for name in names], None
     pairs = [(f"{photo}_{d}", photo) for photo in PHOTOS for d in DEGRADATIONS] + [(p, p) for p in PHOTOS]
     return [EXAMPLE_IMAGES / f"{a}.png" for a, _ in pairs], [EXAMPLE_IMAGES / f"{b}.png" for _, b in pairs]
-
-
-def assert_parity(expected: np.ndarray, got: np.ndarray, atol: float, min_srcc: float) -> None:
-    """Finite, within `atol` of the reference everywhere, ranked as the reference ranks, on
-    inputs whose reference scores spread over at least ten times `atol`."""
-    assert got.shape == expected.shape and np.isfinite(got).all(), got
-    spread = float(expected.max() - expected.min())
-    assert spread >= 10 * atol, f"the reference scores spread over {spread:.3g} only: a tolerance {atol} means little"
-    delta = np.abs(got.astype(np.float64) - expected)
-    assert delta.max() <= atol, f"max |delta| {delta.max():.3g} > {atol} (at input {int(delta.argmax())})"
-    rank = srcc(expected, got)
-    assert rank >= min_srcc, f"SRCC {rank:.4f} < {min_srcc}"
 
 
 @pytest.fixture(scope="module")

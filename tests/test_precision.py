@@ -8,11 +8,14 @@ import pytest
 import torch
 
 import iqart
-from iqart.train.metrics import srcc
 from iqart.train.models.attention import reference_cross_attention
-from tests.helpers import EXAMPLE_IMAGES
+from tests.helpers import EXAMPLE_IMAGES, assert_parity
 
 MIN_SRCC = 0.999
+# Absolute tolerance per autocast precision, on scores in [0, 1] whose fp32 values spread over
+# 1.0 (QualiCLIP) and 0.58 (BPCLIP-NR) on these images. Measured: fp16 1.8e-4, bf16 0.017 (its
+# 8-bit significand); bf16's tolerance is still under a tenth of the smaller spread.
+ABS_TOL = {"fp16": 2e-3, "bf16": 0.04}
 
 
 @pytest.fixture(scope="module")
@@ -27,8 +30,7 @@ def test_low_precision_keeps_the_ranks_of_fp32(model, precision, example_paths):
     for every image and bf16 collapsed distinct images onto one bf16 step."""
     reference = iqart.Scorer(model, "torch", "cpu").score(example_paths)
     low = iqart.Scorer(model, "torch", "cpu", precision=precision).score(example_paths)
-    assert np.isfinite(low).all(), low
-    assert srcc(reference, low) >= MIN_SRCC
+    assert_parity(reference.astype(np.float64), low, ABS_TOL[precision], MIN_SRCC)
     assert len(np.unique(low)) == len(np.unique(reference))
     assert low.dtype == np.float32
 
