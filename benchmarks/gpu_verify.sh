@@ -69,10 +69,11 @@ SETUP_S=10
 #   (tests/test_fused_op_compile.py, sm_90 as there); ninja runs its three sources in parallel on
 #   the GPU machine's 16 cores. Cached under build/gpu-verify-home, so the bench part, run on the
 #   same warm machine, finds it built and spends seconds.
-# - plugin 30: cmake configure and the plugin build for sm_90 alone took 13 s on 2 cores here, the
+# - plugin 35: cmake configure and the plugin build for sm_90 alone took 13 s on 2 cores here, the
 #   harness's compile 2 s, its float64 references (the largest: 2 x 4 heads x 400 x 400 x 64) under
-#   a second, the torch-op comparison one Python start with the op already built.
-# - gpu-tests 25, decode-tests 20: one pytest start with torch (about 3 s here) and seconds of GPU
+#   a second, the torch-op comparison one Python start with the op already built, and the harness
+#   again under memcheck (a C++ program: the sanitizer's start, about a second, and the same work).
+# - gpu-tests 20, decode-tests 20: one pytest start with torch (about 3 s here) and seconds of GPU
 #   work (the op's random shapes against float64 SDPA; a few dozen JPEGs through nvJPEG).
 # - memcheck 20, racecheck 20, initcheck 15: one PyTorch process under compute-sanitizer each.
 #   The driver's calls are the smallest that take each kernel path (benchmarks/memcheck_driver.py:
@@ -99,8 +100,8 @@ PLAN="
 checks  imports              check   10
 checks  sanitizer-preflight  check   15
 checks  build                check   45
-checks  plugin               check   30
-checks  gpu-tests            check   25
+checks  plugin               check   35
+checks  gpu-tests            check   20
 checks  decode-tests         check   20
 checks  memcheck             check   20
 checks  racecheck            check   20
@@ -385,7 +386,9 @@ part_checks() {
     py_step imports -- benchmarks/check_light_imports.py  # first: nothing has imported open_clip yet
     sanitizer_preflight
     py_step build -- benchmarks/build_fused_op.py
-    py_step plugin -- benchmarks/plugin_enqueue_check.py
+    local memcheck=()  # the harness under memcheck too, where the preflight found the sanitizer working
+    [ "$SANITIZER_STATE" = ok ] && memcheck=(--memcheck "$SANITIZER")
+    py_step plugin -- benchmarks/plugin_enqueue_check.py ${memcheck[@]+"${memcheck[@]}"}
     py_step gpu-tests --require-gpu -- -m pytest --noconftest -p no:cacheprovider -q -rs -m gpu tests/test_kernels.py
     py_step decode-tests --model-code --require-gpu -- -m pytest -p no:cacheprovider -q -rs -m gpu tests/test_gpu_decode.py
     py_step memcheck --sanitizer memcheck -- benchmarks/memcheck_driver.py

@@ -6,7 +6,14 @@ workspace size, a serialisation round trip, enqueue on fp16 device buffers, clon
 float64 reference, and then compares every output it dumped with the torch op on the same inputs.
 gpu_verify.sh runs it as the `plugin` step of `--part checks`.
 
-    python3 benchmarks/plugin_enqueue_check.py [--trt-root .trt_headers] [--seed N]
+    python3 benchmarks/plugin_enqueue_check.py [--trt-root .trt_headers] [--seed N] [--memcheck SANITIZER]
+
+With --memcheck (gpu_verify.sh passes it where its sanitizer preflight passed), the harness runs a
+second time under compute-sanitizer's memcheck: the workspace is its own allocation of the size
+getWorkspaceSize reported for a profile longer than the call, so a plugin that under-reports its
+workspace, or a kernel that reads past a buffer, is caught there. A C++ program starts under the
+sanitizer in about a second (no PyTorch modules to patch), which is why this runs here and not in
+the PyTorch driver of the sanitizer steps.
 
 Why this path: no TensorRT runs on the lent Hopper machines (TensorRT 11's libraries are not
 installable there and TensorRT for RTX has no SM90 target), so without this the plugin's enqueue
@@ -151,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trt-root", help="TensorRT root holding include/ (default: TRT_ROOT, else .trt_headers)")
     parser.add_argument("--seed", type=int, help="the harness's input seed (default: a fresh one, printed)")
+    parser.add_argument("--memcheck", metavar="SANITIZER", help="compute-sanitizer to run the harness under, again")
     return parser
 
 
@@ -202,6 +210,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"the harness failed (exit {result.returncode})", file=sys.stderr)
             return 1
         failures = compare_with_torch_op(Path(dump))
+    if args.memcheck:
+        command = [args.memcheck, "--tool", "memcheck", "--error-exitcode", "1", str(harness)]
+        command += [str(BUILD_DIR / "libiqart_plugins.so")] + (
+            ["--seed", str(args.seed)] if args.seed is not None else []
+        )
+        result = subprocess.run(command, capture_output=True, text=True)
+        print(result.stdout + result.stderr, end="", flush=True)
+        clean = result.returncode == 0 and "ERROR SUMMARY: 0 errors" in result.stdout + result.stderr
+        print(f"the harness under memcheck: {'no errors' if clean else f'FAILED (exit {result.returncode})'}")
+        failures += not clean
     print(f"plugin enqueue check: {'all cases agree' if not failures else f'{failures} case(s) FAILED'}")
     return 1 if failures else 0
 

@@ -293,6 +293,7 @@ T* capability(IPluginV3* plugin, PluginCapabilityType type)
 int64_t buildPhase(IPluginV3* plugin, Case const& c)
 {
     std::string const where = std::string(c.name) + ": ";
+    int const failuresBefore = gFailures;
     auto* build = capability<IPluginV3OneBuild>(plugin, PluginCapabilityType::kBUILD);
     if (!check(build != nullptr && build->getNbOutputs() == 1, where + "a build capability with one output"))
         return -1;
@@ -339,7 +340,7 @@ int64_t buildPhase(IPluginV3* plugin, Case const& c)
     check(formats, where + "supportsFormatCombination: fp16 linear at every position");
     check(build->configurePlugin(io, 3, io + 3, 1) == 0, where + "configurePlugin accepts the profile");
     size_t const workspace = build->getWorkspaceSize(io, 3, io + 3, 1);
-    return gFailures == 0 ? static_cast<int64_t>(workspace) : -1;
+    return gFailures == failuresBefore ? static_cast<int64_t>(workspace) : -1;
 }
 
 // One case: build phase, serialisation round trip, runtime phase, enqueue, clone, compare.
