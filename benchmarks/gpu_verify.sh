@@ -125,7 +125,7 @@ while [ $# -gt 0 ]; do
                 *) echo "--part takes checks or bench" >&2; exit 2 ;;
             esac ;;
         --plan) echo "budget $BUDGET setup $SETUP_S"; echo "$PLAN" | sed '/^$/d'; exit 0 ;;
-        -h | --help) sed -n '2,52p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h | --help) sed -n '2,50p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "usage: bash benchmarks/gpu_verify.sh [--part checks|bench] [--dry-run] | --fetch-wheels | --plan" >&2; exit 2 ;;
     esac
     shift
