@@ -85,7 +85,9 @@ SETUP_S=10
 #   torch's. Nobody has timed PyTorch under compute-sanitizer on these machines yet: the driver
 #   prints its own timeline (torch imported, CUDA ready, calls done) for the next sizing.
 #   initcheck runs the fp16 cases only, racecheck too (the tensor-core kernel's cp.async and
-#   ldmatrix are where a race would be), memcheck both dtypes.
+#   ldmatrix are where a race would be), memcheck both dtypes. Should a PyTorch process under the
+#   sanitizer outlast these caps, the plugin step has already run the fp16 kernels at both
+#   models' shapes under memcheck in a C++ program, which starts under it in about a second.
 # - train-steps 30: three RN50 models built with random weights (about a second each), one batch
 #   each drawn on the CPU (seconds of degradations), a batch-norm calibration pass and 10 fp16
 #   steps each on 12 to 20 crops of 224 px (tens of milliseconds a step on a Hopper GPU; the
