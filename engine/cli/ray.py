@@ -108,3 +108,10 @@ def run_score_on_ray(
         )
         return 128 + summary.signal if summary.signal else 1
     return 0 if summary.scored or summary.kept else 1  # 1: nothing in the output has a score
+
+
+def run_shards_on_ray(
+    args: argparse.Namespace, card: ModelCard, shards: list[str], decode_timeout: float | None
+) -> int:
+    """Score shards on Ray, whole shards per task."""
+    raise UsageError("--ray with shards is not available yet")

@@ -12,7 +12,8 @@ from tqdm import tqdm
 from iqart.engine.artifact_cache import weights_sha256
 from iqart.engine.backends.plan_cache import DEFAULT_MAX_SIDE
 from iqart.engine.cli.artifact import add_attention_argument
-from iqart.engine.cli.ray import add_ray_arguments, run_score_on_ray
+from iqart.engine.cli.ray import add_ray_arguments, run_score_on_ray, run_shards_on_ray
+from iqart.engine.cli.score_shards import add_shard_arguments, run_score_shards, shard_names
 from iqart.engine.cli.signals import exit_code
 from iqart.engine.cli.usage import UsageError, positive_int, require_existing, user_input
 from iqart.engine.pipeline.batch_scoring import DECODE_TIMEOUT_S, PipelineStats
@@ -152,6 +153,7 @@ def add_score_parser(subparsers) -> None:
         help="keep the rows already in --out (and in the journal of a killed run) and score only the "
         "files without a score there; refuses rows of another model or other weights",
     )
+    add_shard_arguments(p)
     add_ray_arguments(p)
     p.set_defaults(run=run_score)
 
@@ -215,6 +217,12 @@ def run_score(args: argparse.Namespace) -> int:
         with user_input():
             check_decode_device(args.decode_device)
     check_output_path(args.out)  # a mistake in --out costs nothing: checked before any work
+    shards = shard_names(args)
+    if shards is not None:
+        if args.ray is not None:
+            return run_shards_on_ray(args, card, shards, timeout)
+        digest = weights_sha256(card.name, args.weights)
+        return run_score_shards(args, card, shards, digest, lambda: make_scorer(args, card))
     jobs = score_jobs_from_args(args, card)
     digest = weights_sha256(card.name, args.weights)
     if args.ray is not None:
@@ -225,18 +233,7 @@ def run_score(args: argparse.Namespace) -> int:
             output.finish()
             print(f"{card.name}: all {len(jobs)} images already scored in {output.path}")
             return 0
-        scorer = Scorer(
-            card.name,
-            args.backend,
-            args.device,
-            args.batch_size,
-            weights=args.weights,
-            precision=args.precision,
-            workers=args.workers,
-            fused_attention=args.fused_attention,
-            max_side=args.max_side,
-            attention=args.attention,
-        )
+        scorer = make_scorer(args, card)
         scored = failed = 0
         stopped: KeyboardInterrupt | None = None
         stats = PipelineStats()
@@ -248,7 +245,7 @@ def run_score(args: argparse.Namespace) -> int:
                     output.write(row)
                     scored, failed = scored + row.ok, failed + (not row.ok)
                     if not row.ok:
-                        tqdm.write(f"error: {row.path}: {row.error}", file=sys.stderr)
+                        tqdm.write(f"error: {row.where}: {row.error}", file=sys.stderr)
                     bar.update(1)
             except KeyboardInterrupt as exc:  # SIGINT, SIGTERM, SIGHUP: keep what is done
                 stopped = exc
@@ -266,6 +263,21 @@ def run_score(args: argparse.Namespace) -> int:
         )
         return exit_code(stopped)
     return 0 if scored or output.kept_scored else 1  # 1: nothing in the output has a score
+
+
+def make_scorer(args: argparse.Namespace, card: ModelCard) -> Scorer:
+    return Scorer(
+        card.name,
+        args.backend,
+        args.device,
+        args.batch_size,
+        weights=args.weights,
+        precision=args.precision,
+        workers=args.workers,
+        fused_attention=args.fused_attention,
+        max_side=args.max_side,
+        attention=args.attention,
+    )
 
 
 def summary(stats: PipelineStats, images: int, workers: int) -> str:

@@ -26,7 +26,6 @@ Why this shape:
 
 from __future__ import annotations
 
-import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -38,7 +37,7 @@ import torch
 from iqart.engine.hardware import default_workers
 from iqart.engine.pipeline.decode_workers import DecodeWorkers, Task
 from iqart.engine.pipeline.gpu_decode import GPU_DECODE_PIXELS, GpuDecoder, GpuJob, prepare_job
-from iqart.engine.pipeline.images import DECODERS, ImageError, as_array, open_image
+from iqart.engine.pipeline.images import DECODERS, ImageError, as_array, open_image, source_name
 from iqart.engine.pipeline.jobs import ScoreJob, ScoreRow
 from iqart.train.models.zoo import ResizePolicy
 
@@ -75,6 +74,8 @@ def decode_job(job: ScoreJob, policy: ResizePolicy, decode: str = "iqart") -> tu
     reference that does not belong to the image. `decode`: "iqart" or "official" (see
     iqart.engine.pipeline.images.open_image). A no-reference JPEG bound for a fixed size is
     decoded reduced (images.draft_size); pairs are decoded in full so that their sizes compare."""
+    if job.problem is not None:
+        raise ImageError(job.problem)
     if job.reference is None:
         reduce_for = tuple(policy.size) if policy.kind == "fixed" and decode == "iqart" else None
         return as_array(open_image(job.path, decode, reduce_for=reduce_for), policy), None
@@ -82,7 +83,7 @@ def decode_job(job: ScoreJob, policy: ResizePolicy, decode: str = "iqart") -> tu
     try:
         reference = open_image(job.reference, decode)
     except ImageError as exc:
-        raise ImageError(f"reference {os.fsdecode(job.reference)}: {exc}") from None
+        raise ImageError(f"reference {source_name(job.reference)}: {exc}") from None
     if reference.size != image.size:
         raise ImageError(
             f"image {image.width}x{image.height} and reference {reference.width}x{reference.height} differ in size"
@@ -304,5 +305,7 @@ def _run(batch: list[Decoded], backend: Backend, stats: PipelineStats) -> Iterat
 
 
 def _row(job: ScoreJob, score: float | None = None, error: str | None = None) -> ScoreRow:
+    if job.shard is not None:
+        return ScoreRow(None, score, error, shard=job.shard, key=job.sample, fields=dict(job.fields))
     path, reference = job.key
     return ScoreRow(path, score, error, reference)

@@ -43,8 +43,9 @@ from PIL import Image
 from iqart.engine.pipeline.images import (
     MAX_PIXELS,
     MIN_SIDE,
+    EncodedImage,
     ImageError,
-    _open_regular_file,
+    _open_source,
     resize_target,
     to_srgb,
 )
@@ -77,7 +78,7 @@ DecodeFn = Callable[[list[torch.Tensor], torch.device], list[torch.Tensor]]
 class JpegFile:
     """One file the GPU can decode: its bytes and what its header says."""
 
-    path: Path
+    path: Path | EncodedImage
     data: bytes
     width: int  # as stored, before orientation
     height: int
@@ -101,11 +102,12 @@ class GpuJob:
         return sum(f.width * f.height for f in self.files)
 
 
-def gpu_readable(path: Path) -> JpegFile | str:
+def gpu_readable(path: Path | EncodedImage) -> JpegFile | str:
     """The file's bytes and header if the GPU decodes it as the CPU path would; else why not
-    (the CPU path then decodes it, or names what is wrong with it)."""
+    (the CPU path then decodes it, or names what is wrong with it). An EncodedImage (a shard's
+    member) is judged by the same rules."""
     try:
-        with _open_regular_file(path) as file:
+        with _open_source(path) as file:
             data = file.read(len(SOI))
             if data != SOI:  # another format: not read further here (the CPU path reads it)
                 return "not a JPEG"
@@ -147,6 +149,8 @@ def is_srgb(profile: bytes) -> bool:
 def prepare_job(job: ScoreJob) -> GpuJob | str:
     """The job for the GPU, or why the CPU path must decode it. A pair goes to the GPU only
     when both files do and their upright sizes match (a mismatch is the CPU path's error row)."""
+    if job.problem is not None:
+        return "the job's problem is the CPU path's error row"
     files = []
     for path in (job.path,) if job.reference is None else (job.path, job.reference):
         readable = gpu_readable(path)

@@ -7,6 +7,10 @@ range, not clipped to black; transparency is composited on white). `decode="offi
 decodes exactly as the official QualiCLIP inference script does, `Image.open(path).convert("RGB")`
 (no EXIF, no ICC, alpha dropped), for bit-exact comparison with published scores.
 
+An image comes as a file path or as its encoded bytes already read (`EncodedImage`: a member of
+a tar shard, a cell of a Parquet column); both go through the same decode, so a shard's sample
+scores exactly as the same bytes written out as a file.
+
 Only regular files are opened: a FIFO or device named `x.jpg` would block the read for ever.
 A decompression-bomb limit and a minimum size are enforced. HEIF needs pillow-heif (registered
 on first use). Failures raise ImageError naming the reason, so a batch can record the row and
@@ -207,8 +211,25 @@ def draft_size(target: tuple[int, int]) -> tuple[int, int]:
     return side, side
 
 
+@dataclass(frozen=True)
+class EncodedImage:
+    """An encoded image already in memory, with the name it has where it came from (its suffix
+    says HEIF as a file's does)."""
+
+    name: str
+    data: bytes = field(repr=False)
+
+
+def source_name(source: str | os.PathLike | EncodedImage) -> str:
+    return source.name if isinstance(source, EncodedImage) else os.fsdecode(source)
+
+
+def _open_source(source: Path | EncodedImage) -> io.BufferedIOBase:
+    return io.BytesIO(source.data) if isinstance(source, EncodedImage) else _open_regular_file(source)
+
+
 def open_image(
-    path: str | os.PathLike,
+    path: str | os.PathLike | EncodedImage,
     decode: str = "iqart",
     *,
     reduce_for: tuple[int, int] | None = None,
@@ -218,12 +239,13 @@ def open_image(
     reason. `decode="iqart"`: upright (EXIF), sRGB (ICC), modes converted explicitly;
     "official": `Image.open(path).convert("RGB")` exactly. Full-reference pairs compare these
     sizes, before any resize. `reduce_for=(height, width)`: the image is about to be resized to
-    that size, so a JPEG may be decoded smaller (see draft_size)."""
-    path = Path(path)
-    if path.suffix.lower() in HEIF_SUFFIXES:
+    that size, so a JPEG may be decoded smaller (see draft_size). `path` may be an EncodedImage:
+    its bytes are decoded exactly as a file holding them would be."""
+    path = path if isinstance(path, EncodedImage) else Path(path)
+    if Path(source_name(path)).suffix.lower() in HEIF_SUFFIXES:
         _heif_registered()
     try:
-        with _open_regular_file(path) as file, Image.open(file) as image:
+        with _open_source(path) as file, Image.open(file) as image:
             if image.width * image.height > MAX_PIXELS:
                 raise ImageError(
                     f"{image.width}x{image.height} exceeds the {MAX_PIXELS:,}-pixel limit (decompression bomb?)"
@@ -304,13 +326,16 @@ def _heif_registered() -> bool:
         return _heif_state[0]
 
 
-def _is_heif(path: Path) -> bool:
+def _is_heif(path: Path | EncodedImage) -> bool:
     """By suffix, or by the ISO-BMFF brand of a file named otherwise."""
-    if path.suffix.lower() in HEIF_SUFFIXES:
+    if Path(source_name(path)).suffix.lower() in HEIF_SUFFIXES:
         return True
     try:
-        with open(path, "rb") as f:
-            head = f.read(12)
+        if isinstance(path, EncodedImage):
+            head = path.data[:12]
+        else:
+            with open(path, "rb") as f:
+                head = f.read(12)
     except OSError:
         return False
     return head[4:8] == b"ftyp" and head[8:12] in HEIF_BRANDS
@@ -333,7 +358,9 @@ def as_array(rgb: Image.Image, policy: ResizePolicy) -> np.ndarray:
     return np.array(resize(rgb, policy), dtype=np.uint8)  # a writable copy
 
 
-def _is_empty(path: Path) -> bool:
+def _is_empty(path: Path | EncodedImage) -> bool:
+    if isinstance(path, EncodedImage):
+        return not path.data
     try:
         return path.stat().st_size == 0
     except OSError:

@@ -1,5 +1,9 @@
-"""What to score: image files, paired with their references for full-reference models, and the
-rows that come back.
+"""What to score: image files, or samples of a shard, paired with their references for
+full-reference models, and the rows that come back.
+
+A file job names its path; a shard sample's job carries its encoded bytes (EncodedImage), the
+shard's URL and the sample's key, and its rows name shard and key so that they join back to the
+data. Nothing between them and the rows needs to know which it is.
 
 Pairs come from a reference folder mirrored by relative path (`--ref DIR`) or from a CSV of
 `distorted,reference` columns (`--pairs FILE`). A pair whose reference is missing is not
@@ -11,37 +15,56 @@ from __future__ import annotations
 import csv
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from iqart.engine.pipeline.images import EncodedImage, source_name
 
 PAIR_COLUMNS = ("distorted", "reference")
 
 
 @dataclass(frozen=True)
 class ScoreJob:
-    """One image to score, with its reference for full-reference models."""
+    """One image to score, with its reference for full-reference models: files, or a shard
+    sample's members (then `shard` and `sample` say where it came from, and `fields` holds the
+    metadata kept for its row). `problem`: why it cannot be scored, known before decoding (a
+    sample without an image, a damaged shard); it becomes the job's error row, in order."""
 
-    path: Path
-    reference: Path | None = None
+    path: Path | EncodedImage
+    reference: Path | EncodedImage | None = None
+    shard: str | None = None
+    sample: str | None = None
+    fields: tuple[tuple[str, object], ...] = ()
+    problem: str | None = None
 
     @property
     def key(self) -> tuple[str, str | None]:
-        """How result files identify this job (as written in their path/reference columns)."""
-        return os.fsdecode(self.path), None if self.reference is None else os.fsdecode(self.reference)
+        """How result files identify a file job (as written in their path/reference columns)."""
+        return source_name(self.path), None if self.reference is None else source_name(self.reference)
 
 
 @dataclass
 class ScoreRow:
-    path: str
+    path: str | None
     score: float | None = None
     error: str | None = None
     reference: str | None = None
+    shard: str | None = None
+    key: str | None = None
+    fields: dict = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
         return self.error is None
 
+    @property
+    def where(self) -> str:
+        """What a message names: the file, or the shard and the sample's key."""
+        return self.path if self.shard is None else f"{self.shard} [{self.key}]"
+
     def as_dict(self) -> dict:
+        if self.shard is not None:
+            return {"shard": self.shard, "key": self.key, "score": self.score, "error": self.error, **self.fields}
         return {"path": self.path, "reference": self.reference, "score": self.score, "error": self.error}
 
 

@@ -88,13 +88,19 @@ def read_parquet_results(path: str | os.PathLike) -> list[dict]:
         rows = pq.read_table(path).to_pylist()
     except pa.ArrowException as exc:
         raise ValueError(f"{path}: not a Parquet result file ({exc})") from None
-    if rows and not {"path", "score"} <= rows[0].keys():
-        raise ValueError(f"{path}: not an iqart result (needs path and score columns)")
+    if rows and not ("score" in rows[0] and ("path" in rows[0] or "shard" in rows[0])):
+        raise ValueError(f"{path}: not an iqart result (needs path or shard, and score columns)")
     for row in rows:
         row["error"] = row.get("error") or None
-        row["reference"] = row.get("reference") or None
+        if "shard" in row:
+            row["key"] = row.get("key") or None
+        else:
+            row["reference"] = row.get("reference") or None
     return rows
 
 
-def _text(value: str | None) -> str | None:
-    return None if value is None else value.encode("utf-8", "backslashreplace").decode("utf-8")
+def _text(value: object) -> str | None:
+    """A text cell; a kept metadata field that is a number is stored as its text."""
+    if value is None:
+        return None
+    return (value if isinstance(value, str) else str(value)).encode("utf-8", "backslashreplace").decode("utf-8")

@@ -12,6 +12,11 @@ second process aiming at the same output is refused at once, and the kernel rele
 when the holder dies however it dies. Its first line records what produced the rows (model,
 weights sha256), so a resumed run can refuse to mix. A line cut short by a crash is ignored on
 reading and cut off before the next append.
+
+Records after the header: a file's row (it has `path`), a shard sample's row (`shard` and `key`;
+`key` is null for a row about the whole shard), and a shard's completion (`shard_done`: the
+shard's URL, written after its last row). The header names the format: iqart-journal-2 holds all
+three; iqart-journal-1 (file rows only) is read the same way.
 """
 
 from __future__ import annotations
@@ -23,7 +28,9 @@ import threading
 from pathlib import Path
 
 SYNC_INTERVAL_S = 2.0  # the most work (in seconds) that power loss can cost
-JOURNAL_FORMAT = "iqart-journal-1"
+JOURNAL_FORMAT = "iqart-journal-2"
+READABLE_FORMATS = ("iqart-journal-1", JOURNAL_FORMAT)
+RECORD_FIELDS = ("path", "shard", "shard_done")  # a record has at least one of these
 
 
 class OutputInUseError(ValueError):
@@ -79,7 +86,7 @@ class Journal:
             os.close(fd)
 
     def read(self) -> tuple[dict | None, list[dict], int]:
-        """(header or None, rows, damaged lines). Cuts a torn last line off the file, so the
+        """(header or None, records in order, damaged lines). Cuts a torn last line off the file, so the
         next append starts on a line of its own."""
         os.lseek(self._fd, 0, os.SEEK_SET)
         with os.fdopen(os.dup(self._fd), "rb") as f:
@@ -96,9 +103,9 @@ class Journal:
                 damaged += bool(line.strip(b"\0 \t\r\n"))  # power loss can leave zeros
                 continue
             good_end = offset
-            if isinstance(record, dict) and record.get("format") == JOURNAL_FORMAT:
+            if isinstance(record, dict) and record.get("format") in READABLE_FORMATS:
                 header = header or record
-            elif isinstance(record, dict) and "path" in record:
+            elif isinstance(record, dict) and any(field in record for field in RECORD_FIELDS):
                 rows.append(record)
             else:
                 damaged += 1

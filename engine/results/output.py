@@ -17,6 +17,10 @@ Why this shape:
   another model or other weights: scores of two models are not comparable.
 - Rows are matched to files by resolved path (symlinks and `..` followed), so the same folder
   reached another way is recognised; the path column keeps the spelling the run used.
+- Rows of shard samples are matched by (shard, key) as written. A row about a whole shard (it
+  could not be read, or broke part-way) has no key; once that shard is read to its end
+  (a `shard_done` record) such a row is dropped, so a shard that failed and then succeeded on
+  --resume leaves no stale error.
 """
 
 from __future__ import annotations
@@ -33,18 +37,30 @@ from iqart.engine.results.journal import Journal, fsync_dir, journal_path
 
 PROVENANCE = ("model", "weights_sha256")
 Key = tuple[str, "str | None"]
+SHARD = "\0shard"  # first element of a shard row's identity: no file path starts with NUL
 
 
 class OutputError(ValueError):
     """An output that cannot be written or resumed; the message names it and says why."""
 
 
-def result_columns(task: str) -> list[str]:
+def result_columns(task: str, shards: bool = False, keep_fields: tuple[str, ...] = ()) -> list[str]:
+    """The columns of a result file: files' rows name path (and reference); shard samples' rows
+    name shard and key (a full-reference sample holds its reference) and the kept fields."""
+    if shards:
+        return ["shard", "key", "score", "error", *keep_fields, *PROVENANCE]
     return (
         ["path", "reference", "score", "error", *PROVENANCE]
         if task == "fr"
         else ["path", "score", "error", *PROVENANCE]
     )
+
+
+def row_identity(row: dict) -> Key | tuple[str, str, str | None]:
+    """What makes two rows about the same input: (path, reference) of a file, or the shard and key."""
+    if "shard" in row and "path" not in row:
+        return SHARD, row["shard"], row.get("key")
+    return row["path"], row.get("reference")
 
 
 def check_output_path(out: str | os.PathLike) -> Path:
@@ -85,6 +101,8 @@ def resolved(path: str | None) -> str | None:
 
 
 def resolved_key(key: Key) -> Key:
+    if key[0] == SHARD:
+        return key  # shard URLs and keys are matched as written
     return resolved(key[0]), resolved(key[1])
 
 
@@ -98,10 +116,14 @@ def merge_rows(rows: list[dict]) -> list[dict]:
 
 def _merge(rows: list[dict]) -> tuple[list[dict], set[Key]]:
     """merge_rows' rows, and the resolved keys of the files that have a score (each path is
-    resolved once: it costs a system call)."""
+    resolved once: it costs a system call). `shard_done` records drop the earlier rows about
+    their whole shard."""
     latest: dict[Key, dict] = {}
     for row in rows:
-        key = (row["path"], row.get("reference"))
+        if "shard_done" in row:
+            latest.pop((SHARD, row["shard_done"], None), None)
+            continue
+        key = row_identity(row)
         earlier = latest.get(key)
         if earlier is None or earlier["error"] is not None:
             latest[key] = row
@@ -125,10 +147,20 @@ class ResultOutput:
     docstring). `resume=False` starts afresh (an earlier file is replaced at the end); True
     keeps the rows of the earlier file and of a journal left by a killed run."""
 
-    def __init__(self, out: str | os.PathLike, model: str, weights_sha256: str, task: str, resume: bool = False):
+    def __init__(
+        self,
+        out: str | os.PathLike,
+        model: str,
+        weights_sha256: str,
+        task: str,
+        resume: bool = False,
+        shards: bool = False,
+        keep_fields: tuple[str, ...] = (),
+    ):
         self.path = check_output_path(out)
         self.provenance = {"model": model, "weights_sha256": weights_sha256}
-        self.columns = result_columns(task)
+        self.columns = result_columns(task, shards, keep_fields)
+        self.done_shards: set[str] = set()  # shards read to their end, by the journal's shard_done records
         self.journal = Journal.open_locked(journal_path(self.path), str(self.path))
         self.base: list[dict] = []
         self.kept: list[dict] = []
@@ -164,7 +196,7 @@ class ResultOutput:
                 f"iqart: note: {self.journal.path}: {damaged} damaged line(s) ignored (cut short by a crash)",
                 file=sys.stderr,
             )
-        self._journal_rows = len(rows)
+        self._journal_rows = sum("shard_done" not in row for row in rows)
         if header is None:
             rows = []
             self.journal.start({**self.provenance, "base": "output"})
@@ -177,6 +209,7 @@ class ResultOutput:
                 raise OutputError(f"--resume: {exc}") from None
             for row in self.base:
                 self._check_provenance(row, str(self.path))
+        self.done_shards = {row["shard_done"] for row in rows if "shard_done" in row}
         self.kept, self.done = _merge(self.base + rows)
 
     def _check_provenance(self, record: dict, where: str) -> None:
@@ -207,14 +240,27 @@ class ResultOutput:
         run has none: no path is resolved for it)."""
         return bool(self.done) and resolved_key(key) in self.done
 
+    def is_sample_done(self, shard: str, key: str) -> bool:
+        """Whether this shard's sample already has a score in the output."""
+        return bool(self.done) and (SHARD, shard, key) in self.done
+
     @property
     def kept_scored(self) -> int:
         return sum(row["error"] is None for row in self.kept)
 
     def write(self, row: ScoreRow | dict) -> None:
         row = row.as_dict() if isinstance(row, ScoreRow) else row
-        self.journal.append({k: row.get(k) for k in ("path", "reference", "score", "error")})
+        if "shard" in row and "path" not in row:
+            fields = [c for c in self.columns if c not in PROVENANCE]
+        else:
+            fields = ["path", "reference", "score", "error"]
+        self.journal.append({k: row.get(k) for k in fields})
         self.written += 1
+
+    def shard_done(self, shard: str) -> None:
+        """Record that every sample of `shard` has its row (written after the last of them)."""
+        self.journal.append({"shard_done": shard})
+        self.done_shards.add(shard)
 
     def finish(self) -> None:
         """Write the final file (earlier rows kept, this run's rows after them) atomically,

@@ -99,12 +99,15 @@ def read_results(path: str | os.PathLike) -> list[dict]:
         else:
             rows = list(csv.DictReader(f))
     for number, row in enumerate(rows, start=1):
-        if not isinstance(row, dict) or not row.get("path") or "score" not in row:
-            raise ValueError(f"{path}: row {number} is not an iqart result (needs path and score)")
+        if not isinstance(row, dict) or not (row.get("path") or row.get("shard")) or "score" not in row:
+            raise ValueError(f"{path}: row {number} is not an iqart result (needs path or shard, and score)")
         try:
             row["score"] = None if row["score"] in ("", None) else float(row["score"])
         except (TypeError, ValueError):
             raise ValueError(f"{path}: row {number}: score {row['score']!r} is not a number") from None
         row["error"] = row.get("error") or None
-        row["reference"] = row.get("reference") or None
+        if "shard" in row:
+            row["key"] = row.get("key") or None  # a row about a whole shard has no key
+        else:
+            row["reference"] = row.get("reference") or None
     return rows

@@ -1,0 +1,131 @@
+"""Shards -> jobs for the scoring pipeline: each shard streamed once, in a reader thread.
+
+The reader thread is what keeps a stalled read (an object store that stops answering) inside a
+timeout: the pipeline takes samples from a bounded queue, and a shard that sends nothing for
+`read_timeout` seconds is given up with an error row (its thread is left to die on its own) and
+the next shard goes on. The queue bounds memory to a few samples whatever the shard's size.
+
+What goes wrong costs this much: a sample without an image, one that does not decode or is too
+large -> its own error row (naming shard and key); a shard cut short or corrupt part-way -> the
+samples before the damage are scored, then one error row for the shard with the byte offset; a
+shard that cannot be opened (no such object, access denied, no endpoint) -> one error row for the
+shard naming its URL (credentials removed) and the reason.
+"""
+
+from __future__ import annotations
+
+import queue
+import re
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from iqart.engine.pipeline.jobs import ScoreJob
+from iqart.engine.sources.parquet_images import iter_parquet_samples
+from iqart.engine.sources.samples import Sample, SampleFormat, sample_job, shard_job
+from iqart.engine.sources.shard_locations import open_shard, shard_kind
+from iqart.engine.sources.webdataset_tar import ShardDamaged, iter_tar_samples
+
+QUEUE_SAMPLES = 64  # samples read ahead of the pipeline, per shard being read
+_USERINFO = re.compile(r"(://)[^/@]*@")
+
+
+def redact(url: str) -> str:
+    """`https://user:secret@host/x` -> `https://host/x`: no credential reaches a row or a log."""
+    return _USERINFO.sub(r"\1", url)
+
+
+@dataclass(frozen=True)
+class ParquetColumns:
+    image: str = "jpg"
+    key: str = "key"
+    reference: str | None = None
+
+
+def read_samples(url: str, fmt: SampleFormat, columns: ParquetColumns = ParquetColumns()) -> Iterator[Sample]:
+    """The samples of one shard, streamed. Raises what opening or reading it raises."""
+    with open_shard(url) as stream:
+        if shard_kind(url) == "parquet":
+            yield from iter_parquet_samples(stream, url, columns.image, columns.key, fmt.keep_fields, columns.reference)
+        else:
+            yield from iter_tar_samples(stream, url)
+
+
+class _Finished:
+    """The reader's last word: None when the shard ended cleanly, else why it stopped."""
+
+    def __init__(self, problem: str | None):
+        self.problem = problem
+
+
+def _read_into(url: str, fmt: SampleFormat, columns: ParquetColumns, out: queue.Queue, stop: threading.Event):
+    problem = None
+    try:
+        for sample in read_samples(url, fmt, columns):
+            while not stop.is_set():
+                try:
+                    out.put(sample, timeout=0.5)
+                    break
+                except queue.Full:
+                    continue
+            if stop.is_set():
+                return
+    except ShardDamaged as exc:
+        problem = f"shard damaged at byte {exc.offset} after {exc.samples} samples: {exc.reason}"
+    except FileNotFoundError:
+        problem = "cannot read the shard: no such file or object"
+    except PermissionError as exc:
+        problem = f"cannot read the shard: access denied ({redact(str(exc))})"
+    except Exception as exc:  # an unreachable endpoint, a broken table: the shard's row says which
+        problem = f"cannot read the shard: {type(exc).__name__}: {redact(str(exc))}"
+    out.put(_Finished(problem))
+
+
+def shard_jobs(
+    shards: list[str],
+    fmt: SampleFormat,
+    columns: ParquetColumns = ParquetColumns(),
+    read_timeout: float | None = 60.0,
+    skip: Callable[[str, str], bool] | None = None,
+    on_shard_start: Callable[[str], None] | None = None,
+    on_shard_end: Callable[[str, int, bool], None] | None = None,
+) -> Iterator[ScoreJob]:
+    """One job per sample of each shard in turn (samples `skip(shard, key)` says are done are
+    left out), plus one job with its problem for a shard that fails. `on_shard_start(shard)` is
+    called before a shard is read; `on_shard_end(shard, jobs, clean)` once its last job has been
+    handed on, with how many it gave and whether the shard was read to its end."""
+    for url in shards:
+        if on_shard_start is not None:
+            on_shard_start(url)
+        samples: queue.Queue = queue.Queue(QUEUE_SAMPLES)
+        stop = threading.Event()
+        reader = threading.Thread(
+            target=_read_into, args=(url, fmt, columns, samples, stop), name="iqart-shard-reader", daemon=True
+        )
+        reader.start()
+        issued = read = 0
+        clean = False
+        try:
+            while True:
+                try:
+                    item = samples.get(timeout=read_timeout)
+                except queue.Empty:
+                    stop.set()  # the thread is abandoned: a stalled read cannot be interrupted
+                    yield shard_job(url, f"shard read stalled: nothing for {read_timeout:g} s after {read} samples")
+                    issued += 1
+                    break
+                if isinstance(item, _Finished):
+                    clean = item.problem is None
+                    if not clean:
+                        yield shard_job(url, item.problem)
+                        issued += 1
+                    break
+                read += 1
+                if skip is not None and skip(url, item.key):
+                    continue
+                yield sample_job(item, fmt)
+                issued += 1
+        finally:
+            stop.set()
+        if on_shard_end is not None:
+            on_shard_end(url, issued, clean)
