@@ -36,9 +36,11 @@ def split_member_name(name: str) -> tuple[str, str]:
     return (posixpath.join(folder, stem) if folder else stem), extension
 
 
-def iter_tar_samples(stream: BinaryIO, shard: str) -> Iterator[Sample]:
-    """The samples of the tar `stream` (named `shard` in what they yield), in shard order."""
-    current: Sample | None = None
+def iter_tar_records(stream: BinaryIO) -> Iterator[tuple[str, list[tuple[tarfile.TarInfo, bytes]]]]:
+    """(key, [(header, data), ...]) for each sample of the tar `stream`, in shard order: every
+    regular, non-metadata member with its header as read, so `iqart filter` can copy a sample
+    byte for byte and scoring groups members by the very same rule."""
+    current: tuple[str, list[tuple[tarfile.TarInfo, bytes]]] | None = None
     count, offset = 0, 0
     try:
         with tarfile.open(fileobj=stream, mode="r|*") as tar:
@@ -48,20 +50,30 @@ def iter_tar_samples(stream: BinaryIO, shard: str) -> Iterator[Sample]:
                 if not info.isreg() or posixpath.basename(name).startswith("__"):
                     tar.members = []
                     continue
-                key, extension = split_member_name(name)
+                key, _ = split_member_name(name)
                 reader = tar.extractfile(info)
                 data = reader.read() if reader is not None else b""
                 if len(data) != info.size:
                     raise tarfile.ReadError(f"member {name} is cut short ({len(data)} of {info.size} bytes)")
                 tar.members = []  # a long shard must not pile up headers
-                if current is not None and key != current.key:
+                if current is not None and key != current[0]:
                     yield current
                     count += 1
                     current = None
                 if current is None:
-                    current = Sample(shard, key)
-                current.members.setdefault(extension, data)
+                    current = (key, [])
+                current[1].append((info, data))
     except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
         raise ShardDamaged(offset, f"{type(exc).__name__}: {exc}", count) from None
     if current is not None:
         yield current
+
+
+def iter_tar_samples(stream: BinaryIO, shard: str) -> Iterator[Sample]:
+    """The samples of the tar `stream` (named `shard` in what they yield), in shard order; of two
+    members with the same extension in one sample, the first."""
+    for key, members in iter_tar_records(stream):
+        sample = Sample(shard, key)
+        for info, data in members:
+            sample.members.setdefault(split_member_name(info.name)[1], data)
+        yield sample
