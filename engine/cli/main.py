@@ -16,6 +16,7 @@ from importlib.metadata import PackageNotFoundError, version
 from iqart.engine.cli import exits
 from iqart.engine.cli.artifact import add_build_parser, add_export_parser, add_validate_parser
 from iqart.engine.cli.bench import add_bench_parser
+from iqart.engine.cli.filter import add_filter_parser
 from iqart.engine.cli.models import add_list_parser
 from iqart.engine.cli.quantize import add_quantize_parser
 from iqart.engine.cli.report import add_report_parser
@@ -51,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
         dest="command", required=True, metavar="COMMAND", title="commands", help="`iqart COMMAND --help` describes each"
     )
     add_score_parser(subparsers)
+    add_filter_parser(subparsers)
     add_list_parser(subparsers)
     add_report_parser(subparsers)
     add_export_parser(subparsers)
