@@ -31,6 +31,10 @@ from iqart.engine.pipeline.gpu_decode import GpuDecoder, gpu_decoder_for
 from iqart.engine.pipeline.images import as_array, find_images
 from iqart.engine.pipeline.inputs import as_rgb_images
 from iqart.engine.pipeline.jobs import ScoreJob, ScoreRow, pair_with_references
+from iqart.engine.sources.samples import IMAGE_EXTENSIONS, SampleFormat
+from iqart.engine.sources.shard_locations import list_shards
+from iqart.engine.sources.shard_reader import ParquetColumns
+from iqart.engine.sources.shard_scoring import NoRecord, score_shards
 from iqart.train.models.zoo import get_card, load_model
 
 BACKENDS = tuple(BACKEND_TABLE)
@@ -203,6 +207,49 @@ class Scorer:
             decode=decode,
             decode_timeout=decode_timeout,
             gpu=gpu,
+        )
+
+    def score_shards(
+        self,
+        shards: str | Sequence[str],
+        stats: PipelineStats | None = None,
+        *,
+        image_ext: Sequence[str] = IMAGE_EXTENSIONS,
+        ref_ext: str | None = None,
+        keep_fields: Sequence[str] = (),
+        image_column: str = "jpg",
+        key_column: str = "key",
+        decode: str = "iqart",
+        decode_timeout: float | None = DECODE_TIMEOUT_S,
+        decode_device: str | None = None,
+    ) -> Iterator[ScoreRow]:
+        """Rows for every sample of WebDataset tar shards or Parquet image tables: paths, globs,
+        brace ranges (`shards/{00000..00099}.tar`), folders, or fsspec URLs (`s3://...`). Each row
+        names `shard` and `key` (plus `fields`: the `keep_fields` of the sample's .json member or
+        Parquet row). Full-reference models take the reference from the sample's `ref_ext`
+        member (Parquet: that column). A sample or shard that cannot be scored is a row with its
+        error (iqart.engine.sources.shard_reader says what each failure costs)."""
+        names = [shards] if isinstance(shards, str) else list(shards)
+        if (self.task == "fr") != (ref_ext is not None):
+            raise ValueError(
+                f"{self.name} is a {'full' if self.task == 'fr' else 'no'}-reference model: "
+                f"{'pass ref_ext, the reference member' if self.task == 'fr' else 'ref_ext does not apply'}"
+            )
+        urls = list_shards(names)
+        parquet = all(url.lower().endswith(".parquet") for url in urls)
+        extensions = (image_column,) if parquet else tuple(ext.lstrip(".").lower() for ext in image_ext)
+        fmt = SampleFormat(extensions, ref_ext, tuple(keep_fields))
+        columns = ParquetColumns(image_column, key_column, ref_ext if parquet else None)
+        return score_shards(
+            self,
+            urls,
+            NoRecord(),
+            fmt,
+            columns,
+            stats,
+            decode=decode,
+            decode_timeout=decode_timeout,
+            decode_device=decode_device,
         )
 
     def decoder(self, decode_device: str | None = None, decode: str = "iqart") -> GpuDecoder | None:

@@ -59,18 +59,7 @@ def run_score_on_ray(
     if args.ray_actors is not None and args.ray_actors < 1:
         raise UsageError(f"--ray-actors must be at least 1, not {args.ray_actors}")
     ray.data.DataContext.get_current().enable_progress_bars = False  # the bar below counts rows
-    options = {
-        "backend": args.backend,
-        "device": args.device,
-        "batch_size": args.batch_size,
-        "weights": args.weights,
-        "precision": args.precision,
-        "fused_attention": args.fused_attention,
-        "max_side": args.max_side,
-        "attention": args.attention,
-    }
-    if args.workers:
-        options["workers"] = args.workers
+    options = _scorer_options(args)
     with tqdm(total=None if args.resume else len(jobs), unit="img", disable=None) as bar:
 
         def show(row: ScoreRow) -> None:
@@ -113,5 +102,71 @@ def run_score_on_ray(
 def run_shards_on_ray(
     args: argparse.Namespace, card: ModelCard, shards: list[str], decode_timeout: float | None
 ) -> int:
-    """Score shards on Ray, whole shards per task."""
-    raise UsageError("--ray with shards is not available yet")
+    """Score shards on Ray, one whole shard per task, each task writing its shard's output into
+    --out-dir (iqart.engine.distributed_shards); exit code as `iqart score` without Ray."""
+    from iqart.engine.cli.score_shards import sample_format
+    from iqart.engine.sources.shard_locations import NoShardsError, list_shards
+
+    if not args.out_dir:
+        raise UsageError(
+            "--ray with shards needs --out-dir: each task writes its own shard's output there "
+            "(a folder every node reaches, or object storage)"
+        )
+    try:
+        import ray.data
+
+        from iqart.engine.distributed_shards import score_shards_distributed
+    except ImportError as exc:
+        raise UsageError(f"--ray needs Ray Data: pip install 'iqart[ray]' ({exc})") from None
+    try:
+        kinds = {"parquet" if s.lower().endswith(".parquet") else "webdataset" for s in list_shards(shards)}
+    except (NoShardsError, OSError) as exc:
+        raise UsageError(str(exc)) from None
+    fmt, columns = sample_format(args, card, kinds == {"parquet"})
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    summary = score_shards_distributed(
+        shards,
+        args.out_dir,
+        card.name,
+        fmt=fmt,
+        columns=columns,
+        out_format=args.out_format,
+        resume=args.resume,
+        address=args.ray or None,
+        actors=args.ray_actors,
+        cpus_per_actor=args.ray_cpus_per_actor,
+        gpus_per_actor=args.ray_gpus_per_actor,
+        decode=args.decode,
+        decode_timeout=decode_timeout,
+        decode_device=args.decode_device,
+        **_scorer_options(args),
+    )
+    skipped = f", {summary.skipped} already done" if summary.skipped else ""
+    print(
+        f"{card.name} on Ray ({summary.actors} {args.backend} actors): {summary.shards} shards{skipped}, scored "
+        f"{summary.scored}, failed {summary.failed}; {summary.images_per_s:.1f} images/s -> {args.out_dir}"
+    )
+    if summary.given_up or summary.stopped:
+        print(
+            f"iqart: {summary.stopped or 'Ray gave up on some shards'}: {len(summary.given_up)} shards not "
+            "finished; run again with --resume to finish",
+            file=sys.stderr,
+        )
+        return 1
+    return 0 if summary.scored or summary.skipped else 1
+
+
+def _scorer_options(args: argparse.Namespace) -> dict:
+    options = {
+        "backend": args.backend,
+        "device": args.device,
+        "batch_size": args.batch_size,
+        "weights": args.weights,
+        "precision": args.precision,
+        "fused_attention": args.fused_attention,
+        "max_side": args.max_side,
+        "attention": args.attention,
+    }
+    if args.workers:
+        options["workers"] = args.workers
+    return options

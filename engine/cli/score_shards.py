@@ -4,18 +4,19 @@ behind any fsspec URL, into one result file or one per shard (`--out-dir`)."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from tqdm import tqdm
 
 from iqart.engine.cli.signals import exit_code
-from iqart.engine.cli.usage import UsageError, user_input
+from iqart.engine.cli.usage import UsageError, require_existing, user_input
 from iqart.engine.pipeline.batch_scoring import PipelineStats
-from iqart.engine.pipeline.path_lists import read_path_list
+from iqart.engine.pipeline.path_lists import read_list_entries
 from iqart.engine.results.output import ResultOutput
 from iqart.engine.results.shard_outputs import OUTPUT_FORMATS, OneOutput, PerShardOutputs
 from iqart.engine.sources.samples import IMAGE_EXTENSIONS, SampleFormat
-from iqart.engine.sources.shard_locations import NoShardsError, list_shards, looks_like_shards
+from iqart.engine.sources.shard_locations import NoShardsError, is_url, list_shards, looks_like_shards
 from iqart.engine.sources.shard_reader import ParquetColumns
 from iqart.engine.sources.shard_scoring import score_shards
 from iqart.train.models.zoo import ModelCard
@@ -68,8 +69,13 @@ def shard_names(args: argparse.Namespace) -> list[str] | None:
     """The shard names the command line gives, or None when it names image files."""
     listed: list[str] = []
     if args.paths_from:
+        require_existing(("--paths-from", args.paths_from))
         with user_input():
-            listed = [str(p) for p in read_path_list(args.paths_from, args.path_column)]
+            base = os.path.dirname(os.path.abspath(args.paths_from))
+            listed = [
+                entry if is_url(entry) else os.path.join(base, entry)
+                for entry in read_list_entries(args.paths_from, args.path_column)
+            ]
     names = [*args.paths, *listed]
     if not looks_like_shards(names) and not args.out_dir:
         return None

@@ -60,7 +60,9 @@ class ScoreRow:
     @property
     def where(self) -> str:
         """What a message names: the file, or the shard and the sample's key."""
-        return self.path if self.shard is None else f"{self.shard} [{self.key}]"
+        if self.shard is None:
+            return self.path
+        return self.shard if self.key is None else f"{self.shard} [{self.key}]"
 
     def as_dict(self) -> dict:
         if self.shard is not None:

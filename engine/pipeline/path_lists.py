@@ -18,6 +18,12 @@ LIST_FORMATS = (".txt", ".lst", ".csv", ".parquet")
 def read_path_list(list_path: str | os.PathLike, column: str = "path") -> list[Path]:
     """The image paths a list names, in list order; ValueError naming the file if it has none
     or lacks `column` (CSV and Parquet only)."""
+    base = Path(list_path).parent
+    return [base / entry for entry in read_list_entries(list_path, column)]  # an absolute entry replaces the base
+
+
+def read_list_entries(list_path: str | os.PathLike, column: str = "path") -> list[str]:
+    """The entries of a list as written (paths, or URLs of shards), in list order."""
     list_path = Path(list_path)
     suffix = list_path.suffix.lower()
     if suffix == ".parquet":
@@ -30,8 +36,7 @@ def read_path_list(list_path: str | os.PathLike, column: str = "path") -> list[P
         entries = [entry for entry in entries if entry and not entry.startswith("#")]
     if not entries:
         raise ValueError(f"{list_path}: lists no image paths")
-    base = list_path.parent
-    return [base / entry for entry in entries]  # an absolute entry replaces the base
+    return entries
 
 
 def _csv_column(list_path: Path, column: str) -> list[str]:

@@ -2,8 +2,12 @@
 any fsspec URL (s3://, gs://, https://, hf://), and opening one shard as a stream.
 
 Local shards are made absolute (rows name them whatever the working directory of a later
---resume); URLs are kept as written. A name, pattern or folder that gives no shard is an error
-before any work, naming it.
+--resume); URLs are kept as written. A glob or folder that gives no shard is an error before any
+work, naming it, and so is a local name (or brace range) of which no shard exists. A shard named
+exactly (a path, one of a brace range, a list's entry) is not probed before the run: in object
+storage that is a request per shard (minutes for a range of 10,000), and a shard that cannot be
+read (no such object, access denied, no endpoint) is an error row of its own while the others
+are scored.
 """
 
 from __future__ import annotations
@@ -82,23 +86,27 @@ def _display(fs, path: str, original: str) -> str:
 
 def list_shards(names: list[str]) -> list[str]:
     """Every shard `names` give, in order (each name's shards sorted), without duplicates.
-    NoShardsError for a name that gives none."""
+    NoShardsError for a name that gives none (see the module's docstring)."""
     found: list[str] = []
     for name in names:
         matched: list[str] = []
+        missing_local = 0
         for expanded in expand_braces(name):
             fs, path = _filesystem(expanded)
             if _GLOB_CHARS.search(path):
                 hits = sorted(p for p in fs.glob(path) if shard_kind(p))
+            elif shard_kind(path):
+                hits = [path]
+                missing_local += _is_local(fs) and not fs.exists(path)
             elif fs.isdir(path):
                 hits = _shards_in_folder(fs, path)
-            elif fs.exists(path):
-                hits = [path]
             else:
-                raise NoShardsError(f"{expanded}: no such shard")
+                raise NoShardsError(f"{expanded}: no such shard or folder")
             matched += [_display(fs, hit, expanded) for hit in hits]
         if not matched:
             raise NoShardsError(f"{name}: no shard (.tar or .parquet) matches")
+        if missing_local == len(matched):
+            raise NoShardsError(f"{name}: no such shard")
         found += matched
     return list(dict.fromkeys(found))
 

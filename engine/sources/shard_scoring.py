@@ -28,6 +28,25 @@ class ShardSink(Protocol):
     def complete_shard(self, shard: str, clean: bool) -> None: ...
 
 
+class NoRecord:
+    """A sink that keeps nothing: every shard is read, rows only go to the caller."""
+
+    def is_shard_done(self, shard: str) -> bool:
+        return False
+
+    def start_shard(self, shard: str) -> None:
+        pass
+
+    def is_sample_done(self, shard: str, key: str) -> bool:
+        return False
+
+    def write(self, row: ScoreRow) -> None:
+        pass
+
+    def complete_shard(self, shard: str, clean: bool) -> None:
+        pass
+
+
 class _Completion:
     """Counts each shard's jobs and rows; says when a shard is complete."""
 
