@@ -7,8 +7,13 @@ anything that is not a regular file is skipped. The tar is read as a stream (`r|
 gzip allowed), one member at a time, and the reader forgets each header once read, so a shard of
 any size costs the memory of one sample.
 
-A shard cut short or corrupt part-way: every complete sample before the damage is yielded, then
-ShardDamaged says where (the byte offset of the member being read) and why.
+A shard cut short or corrupt part-way: every sample before the damage is yielded (not one cut
+inside a member of its own), then ShardDamaged says where (the byte offset of the member or
+header being read) and why. TarFile's own iteration ends quietly at a bad header after the
+first, as if the archive were complete, so a shard cut inside a header (or at a member's end) or
+with a damaged header would count as read in full with its later samples lost; headers are read
+here so that these raise: a valid archive ends with its end-of-archive marker (zero blocks) and
+nothing but zeros after it.
 """
 
 from __future__ import annotations
@@ -41,32 +46,75 @@ def iter_tar_records(stream: BinaryIO) -> Iterator[tuple[str, list[tuple[tarfile
     regular, non-metadata member with its header as read, so `iqart filter` can copy a sample
     byte for byte and scoring groups members by the very same rule."""
     current: tuple[str, list[tuple[tarfile.TarInfo, bytes]]] | None = None
-    count, offset = 0, 0
+    count, offset, in_member = 0, 0, False
     try:
-        with tarfile.open(fileobj=stream, mode="r|*") as tar:
-            for info in tar:
+        with tarfile.open(fileobj=stream, mode="r|*") as tar:  # reads the first header (strictly)
+            info = tar.next()
+            while info is not None:
                 offset = info.offset
                 name = info.name
-                if not info.isreg() or posixpath.basename(name).startswith("__"):
-                    tar.members = []
-                    continue
-                key, _ = split_member_name(name)
-                reader = tar.extractfile(info)
-                data = reader.read() if reader is not None else b""
-                if len(data) != info.size:
-                    raise tarfile.ReadError(f"member {name} is cut short ({len(data)} of {info.size} bytes)")
+                if info.isreg() and not posixpath.basename(name).startswith("__"):
+                    key, _ = split_member_name(name)
+                    if current is not None and key != current[0]:  # complete: another key begins
+                        yield current
+                        count += 1
+                        current = None
+                    if current is None:
+                        current = (key, [])
+                    in_member = True
+                    reader = tar.extractfile(info)
+                    data = reader.read() if reader is not None else b""
+                    if len(data) != info.size:
+                        raise tarfile.ReadError(f"member {name} is cut short ({len(data)} of {info.size} bytes)")
+                    in_member = False
+                    current[1].append((info, data))
                 tar.members = []  # a long shard must not pile up headers
-                if current is not None and key != current[0]:
-                    yield current
-                    count += 1
-                    current = None
-                if current is None:
-                    current = (key, [])
-                current[1].append((info, data))
+                _skip_to_next_header(tar)
+                offset = tar.offset
+                info = _next_member(tar)
     except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
+        # A sample cut inside one of its members is dropped; one whose members were all read
+        # before a damaged header is kept (every byte of it is intact).
+        if current is not None and current[1] and not in_member:
+            yield current
+            count += 1
         raise ShardDamaged(offset, f"{type(exc).__name__}: {exc}", count) from None
-    if current is not None:
+    if current is not None and current[1]:
         yield current
+
+
+def _skip_to_next_header(tar: tarfile.TarFile) -> None:
+    """Past the rest of the member just read (what was not read of it, and its padding), as
+    TarFile.next does; ReadError if the stream ends first."""
+    if tar.offset != tar.fileobj.tell():
+        tar.fileobj.seek(tar.offset - 1)
+        if not tar.fileobj.read(1):
+            raise tarfile.ReadError("unexpected end of data")
+
+
+def _next_member(tar: tarfile.TarFile) -> tarfile.TarInfo | None:
+    """The next member's header, or None at the end-of-archive marker; ReadError where TarFile's
+    own `next()` would end quietly: a header cut short or damaged, the stream's end before the
+    marker, data after it."""
+    try:
+        return tar.tarinfo.fromtarfile(tar)
+    except tarfile.EOFHeaderError:  # a zero block: the end-of-archive marker
+        _check_end(tar.fileobj, tar.offset + tarfile.BLOCKSIZE)
+        return None
+    except tarfile.EmptyHeaderError:
+        raise tarfile.ReadError("the shard ends without its end-of-archive marker (cut short?)") from None
+    except tarfile.HeaderError as exc:
+        raise tarfile.ReadError(f"damaged member header ({exc})") from None
+
+
+def _check_end(fileobj, position: int) -> None:
+    """After the end-of-archive marker a tar holds only zeros (its padding); anything else is a
+    header that was zeroed out, with members after it that would be lost."""
+    while chunk := fileobj.read(1 << 20):
+        if chunk.count(0) != len(chunk):
+            first = position + next(index for index, byte in enumerate(chunk) if byte)
+            raise tarfile.ReadError(f"data at byte {first} after an all-zero header block (a zeroed header?)")
+        position += len(chunk)
 
 
 def iter_tar_samples(stream: BinaryIO, shard: str) -> Iterator[Sample]:
