@@ -39,7 +39,12 @@ from iqart.train.models.clip_backbone import (
     stage_features,
 )
 from iqart.train.models.precision import fp32_head
-from iqart.train.models.prompts import adjective_prompts
+from iqart.train.models.prompts import (
+    GOOD_ADJECTIVES,
+    QUALITY_ADJECTIVES,
+    adjective_attribute_names,
+    adjective_prompts,
+)
 
 ATTRIBUTE_LOGIT_SCALE = 100.0
 
@@ -144,6 +149,18 @@ class GatedScale(nn.Module):
         return self.self_attention(tokens)
 
 
+def dimension_scores(similarities: torch.Tensor) -> torch.Tensor:
+    """(N, 40) scaled adjective similarities -> (N, 6): per dimension, the probability mass its
+    good adjectives take in a softmax over that dimension's adjectives (OURS: the paper reads the
+    40 similarities only through its score head). In [0, 1], higher is better."""
+    scores, start = [], 0
+    for dimension, adjectives in QUALITY_ADJECTIVES.items():
+        probabilities = similarities[:, start : start + len(adjectives)].softmax(dim=-1)
+        scores.append(probabilities[:, : GOOD_ADJECTIVES[dimension]].sum(dim=-1))
+        start += len(adjectives)
+    return torch.stack(scores, dim=-1)
+
+
 class BPCLIP(nn.Module):
     """NR: forward(images); FR: forward(distorted, reference). CLIP-normalised (N, 3, H, W) -> (N,)."""
 
@@ -209,9 +226,18 @@ class BPCLIP(nn.Module):
         return h
 
     def head(self, h: torch.Tensor) -> torch.Tensor:
+        return self.explain_head(h)[0]
+
+    def explain_head(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(score (N,), attributes (N, 6 + 40)): the score, one score per quality dimension
+        (dimension_scores), then the 40 scaled adjective similarities the score head reads."""
         pooled = h.mean(dim=1)
-        features = torch.cat([pooled, self.attributes(pooled)], dim=-1)
-        return torch.sigmoid(self.head_mlp(features)).squeeze(-1)
+        similarities = self.attributes(pooled)
+        score = torch.sigmoid(self.head_mlp(torch.cat([pooled, similarities], dim=-1))).squeeze(-1)
+        return score, torch.cat([dimension_scores(similarities), similarities], dim=-1)
+
+    def attribute_names(self) -> list[str]:
+        return list(QUALITY_ADJECTIVES) + adjective_attribute_names()
 
     def forward(self, distorted: torch.Tensor, reference: torch.Tensor | None = None) -> torch.Tensor:
         return fp32_head(self.head, self.embed(distorted, reference))

@@ -38,6 +38,17 @@ QUALITY_ADJECTIVES: dict[str, tuple[str, ...]] = {
     "overall": ("high-quality", "excellent", "beautiful", "good", "low-quality", "bad", "poor"),
 }
 
+# How many of each dimension's adjectives (listed first) are its good pole; the rest are its bad
+# pole. OURS, as the list is: it lets a dimension be read as one score (BPCLIP.dimension_scores).
+GOOD_ADJECTIVES: dict[str, int] = {
+    "sharpness": 4,
+    "noise": 3,
+    "colour": 3,
+    "exposure": 3,
+    "artifacts": 2,
+    "overall": 4,
+}
+
 ADJECTIVE_TEMPLATE = "a {} photo."
 
 
@@ -49,3 +60,18 @@ def adjective_prompts() -> list[str]:
 def adjective_dimensions() -> list[str]:
     """The dimension name of each adjective row, parallel to `adjective_prompts()`."""
     return [dim for dim, adjs in QUALITY_ADJECTIVES.items() for _ in adjs]
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in text.lower().rstrip(".")).strip("_")
+
+
+def pair_attribute_names() -> list[str]:
+    """QualiCLIP's attributes: each antonym pair by its positive prompt ("sharp_edges"), whose
+    probability against the negative one it holds."""
+    return [_slug(positive) for positive, _ in ANTONYM_PAIRS]
+
+
+def adjective_attribute_names() -> list[str]:
+    """BPCLIP's 40 adjective similarities by adjective ("adj_out_of_focus")."""
+    return ["adj_" + _slug(adjective) for adjectives in QUALITY_ADJECTIVES.values() for adjective in adjectives]

@@ -22,7 +22,7 @@ from iqart.train.models.checkpoints import (
 )
 from iqart.train.models.clip_backbone import build_clip, clip_from_state_dict, encode_prompts, image_features
 from iqart.train.models.precision import fp32_head
-from iqart.train.models.prompts import ANTONYM_PAIRS, antonym_prompts
+from iqart.train.models.prompts import ANTONYM_PAIRS, antonym_prompts, pair_attribute_names
 
 LOGIT_SCALE = 100.0  # CLIP's (and the paper's) fixed temperature
 
@@ -49,10 +49,22 @@ class QualiCLIP(nn.Module):
         """Cosine similarity of embedded images to the 14 prompts (N, 14): what training ranks."""
         return F.normalize(features, dim=-1) @ self.prompts_features.t()
 
-    def head(self, features: torch.Tensor) -> torch.Tensor:
+    def pair_probabilities(self, features: torch.Tensor) -> torch.Tensor:
+        """(N, 7): for each antonym pair, the probability of its positive prompt against the
+        negative one (prompts.pair_attribute_names names them). The score is their mean."""
         logits = LOGIT_SCALE * self.similarities(features)
-        pair_probs = logits.reshape(logits.shape[0], self.num_pairs, 2).softmax(dim=-1)
-        return pair_probs[..., 0].mean(dim=1)
+        return logits.reshape(logits.shape[0], self.num_pairs, 2).softmax(dim=-1)[..., 0]
+
+    def head(self, features: torch.Tensor) -> torch.Tensor:
+        return self.pair_probabilities(features).mean(dim=1)
+
+    def explain_head(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(score (N,), attributes (N, 7)): the score and the pair probabilities it averages."""
+        pairs = self.pair_probabilities(features)
+        return pairs.mean(dim=1), pairs
+
+    def attribute_names(self) -> list[str]:
+        return pair_attribute_names()
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return fp32_head(self.head, self.embed(images))
