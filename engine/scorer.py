@@ -35,6 +35,7 @@ from iqart.engine.sources.samples import IMAGE_EXTENSIONS, SampleFormat
 from iqart.engine.sources.shard_locations import list_shards
 from iqart.engine.sources.shard_reader import ParquetColumns
 from iqart.engine.sources.shard_scoring import NoRecord, score_shards
+from iqart.train.models.prompts import attribute_names
 from iqart.train.models.zoo import get_card, load_model
 
 BACKENDS = tuple(BACKEND_TABLE)
@@ -110,23 +111,43 @@ class Scorer:
             f"precision={self.backend.precision!r}, batch_size={self.batch_size})"
         )
 
+    @property
+    def attribute_names(self) -> list[str]:
+        """What `explain` returns per image, in order: QualiCLIP's 7 antonym pairs (named by the
+        positive prompt; their mean is the score), BPCLIP's 6 quality dimensions then its 40
+        adjective similarities ("adj_..."). spec.json says the same of the exported graphs."""
+        return attribute_names(self.card.family)
+
     def score(self, images: Any, references: Any = None) -> np.ndarray:
         """float32 scores, one per image, in input order. `images`: a path, PIL image, array,
         tensor, or a list of them (arrays/tensors may be batches). Full-reference models take
         `references` in the same form and number. A bad image raises ImageError naming it."""
+        return self._batched(images, references, explain=False)[0]
+
+    def explain(self, images: Any, references: Any = None) -> tuple[np.ndarray, np.ndarray]:
+        """(scores (N,), attributes (N, K)) float32, in input order, from the same run: column j of
+        `attributes` is `attribute_names[j]`. Takes what `score` takes."""
+        return self._batched(images, references, explain=True)
+
+    def _batched(self, images: Any, references: Any, explain: bool) -> tuple[np.ndarray, np.ndarray | None]:
         upright = as_rgb_images(images)
         refs = self._references(upright, references)
         inputs = [as_array(image, self.resize) for image in upright]
         scores = np.empty(len(inputs), dtype=np.float32)
+        attributes = np.empty((len(inputs), len(self.attribute_names)), dtype=np.float32) if explain else None
         by_shape: dict[tuple[int, ...], list[int]] = {}
         for index, image in enumerate(inputs):
             by_shape.setdefault(image.shape, []).append(index)
         for indices in by_shape.values():
             for start in range(0, len(indices), self.batch_size):
                 chunk = indices[start : start + self.batch_size]
+                batch = np.stack([inputs[i] for i in chunk])
                 batch_refs = None if refs is None else np.stack([refs[i] for i in chunk])
-                scores[chunk] = self.backend(np.stack([inputs[i] for i in chunk]), batch_refs)
-        return scores
+                if explain:
+                    scores[chunk], attributes[chunk] = self.backend.explain(batch, batch_refs)
+                else:
+                    scores[chunk] = self.backend(batch, batch_refs)
+        return scores, attributes
 
     def _references(self, images: list[Image.Image], references: Any) -> list[np.ndarray] | None:
         """Model-sized references, after checking each pair matches as given (before resizing)."""
@@ -173,18 +194,21 @@ class Scorer:
         decode: str = "iqart",
         decode_timeout: float | None = DECODE_TIMEOUT_S,
         decode_device: str | None = None,
+        explain: bool = False,
     ) -> Iterator[ScoreRow]:
         """Rows as batches finish (decoding overlaps inference); a bad file is a row with its error,
         and so is one whose decode takes over `decode_timeout` seconds. `decode="official"`
         decodes as the official QualiCLIP script does (iqart.engine.pipeline.images.open_image).
         `decode_device`: "cuda" decodes JPEGs with nvJPEG, "cpu" with PIL; default cuda for the
-        backends on a GPU (torch on CUDA, tensorrt), else cpu (see decoder)."""
+        backends on a GPU (torch on CUDA, tensorrt), else cpu (see decoder). `explain=True`: each
+        row's `attributes` holds the attributes by name (see attribute_names)."""
         return self.score_jobs(
             self.jobs(paths, references),
             stats,
             decode=decode,
             decode_timeout=decode_timeout,
             decode_device=decode_device,
+            explain=explain,
         )
 
     def score_jobs(
@@ -195,6 +219,7 @@ class Scorer:
         decode: str = "iqart",
         decode_timeout: float | None = DECODE_TIMEOUT_S,
         decode_device: str | None = None,
+        explain: bool = False,
     ) -> Iterator[ScoreRow]:
         gpu = self.decoder(decode_device, decode)  # before the first row: a bad decode device fails at the call
         return score_jobs(
@@ -207,6 +232,7 @@ class Scorer:
             decode=decode,
             decode_timeout=decode_timeout,
             gpu=gpu,
+            explain=self.attribute_names if explain else None,
         )
 
     def score_shards(
@@ -222,6 +248,7 @@ class Scorer:
         decode: str = "iqart",
         decode_timeout: float | None = DECODE_TIMEOUT_S,
         decode_device: str | None = None,
+        explain: bool = False,
     ) -> Iterator[ScoreRow]:
         """Rows for every sample of WebDataset tar shards or Parquet image tables: paths, globs,
         brace ranges (`shards/{00000..00099}.tar`), folders, or fsspec URLs (`s3://...`). Each row
@@ -250,6 +277,7 @@ class Scorer:
             decode=decode,
             decode_timeout=decode_timeout,
             decode_device=decode_device,
+            explain=explain,
         )
 
     def decoder(self, decode_device: str | None = None, decode: str = "iqart") -> GpuDecoder | None:

@@ -24,7 +24,7 @@ from iqart.train.models.prompts import adjective_prompts, antonym_prompts
 from iqart.train.models.zoo import ModelCard, get_card, load_model, resolve_weights
 from iqart.train.storage import honour_umask
 
-SPEC_VERSION = 1
+SPEC_VERSION = 2  # 2: every graph has a second output, attributes (names in spec.json)
 __all__ = ["GRAPH_FILES", "INT8_GRAPH", "SPEC_VERSION", "build_spec", "export_artifact", "read_spec", "sha256_file"]
 GRAPH_FILES = ("model.onnx", "model.fp16.onnx", TRT_GRAPH, NATIVE_GRAPH)
 INT8_GRAPH = (
@@ -39,17 +39,38 @@ def _version(package: str) -> str | None:
         return None
 
 
-def _io_spec(card: ModelCard) -> tuple[list[dict], list[dict]]:
+ATTRIBUTE_MEANING = {
+    "qualiclip": "per antonym pair (named by its positive prompt), the probability of the positive prompt "
+    "against the negative one, softmax(100 cos); the score is their mean",
+    "bpclip": "per quality dimension, the softmax mass of its good adjectives among its adjectives (ours), then "
+    "the 40 adjective similarities (100 cos, 'adj_' + adjective) that the score head reads",
+}
+
+
+def _io_spec(card: ModelCard, attribute_names: list[str]) -> tuple[list[dict], list[dict]]:
     height, width = card.resize.size if card.resize.kind == "fixed" else ("H", "W")
     image = {"dtype": "uint8", "shape": ["N", height, width, 3], "layout": "NHWC", "color": "RGB"}
     inputs = [{"name": name, **image} for name in input_names(card)]
-    return inputs, [{"name": "score", "dtype": "float32", "shape": ["N"]}]
+    attributes = {
+        "name": "attributes",
+        "dtype": "float32",
+        "shape": ["N", len(attribute_names)],
+        "names": attribute_names,
+        "meaning": ATTRIBUTE_MEANING[card.family],
+    }
+    return inputs, [{"name": "score", "dtype": "float32", "shape": ["N"]}, attributes]
 
 
 def build_spec(
-    card: ModelCard, weights_sha256: str, graph_hashes: dict, fp16_report: dict, plugin_nodes: int, native_nodes: int
+    card: ModelCard,
+    weights_sha256: str,
+    graph_hashes: dict,
+    fp16_report: dict,
+    plugin_nodes: int,
+    native_nodes: int,
+    attribute_names: list[str],
 ) -> dict:
-    inputs, outputs = _io_spec(card)
+    inputs, outputs = _io_spec(card, attribute_names)
     return {
         "spec_version": SPEC_VERSION,
         "name": card.name,
@@ -107,7 +128,13 @@ def export_artifact(
             hashes[filename] = sha256_file(staging / filename)
         plugin_nodes = sum(n.op_type == PLUGIN_NAME for n in graphs[TRT_GRAPH].graph.node)
         spec = build_spec(
-            card, weights_sha, hashes, fp16_report, plugin_nodes, len(attention_nodes(graphs[NATIVE_GRAPH]))
+            card,
+            weights_sha,
+            hashes,
+            fp16_report,
+            plugin_nodes,
+            len(attention_nodes(graphs[NATIVE_GRAPH])),
+            model.attribute_names(),
         )
         (staging / "spec.json").write_text(json.dumps(spec, indent=2) + "\n")
         (staging / "plans").mkdir()

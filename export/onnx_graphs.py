@@ -18,6 +18,7 @@ from iqart.train.models.zoo import ModelCard
 
 OPSET = 18
 FEATURES = "features"  # the boundary output the fp16 pass keeps fp32 after, then drops
+OUTPUTS = ["score", "attributes"]  # every graph's outputs (spec.json names the attributes)
 EXPORTER = "torch.onnx (TorchScript exporter)"
 
 
@@ -36,13 +37,14 @@ def example_input(card: ModelCard, batch: int = 2) -> torch.Tensor:
 def _dynamic_axes(card: ModelCard) -> dict:
     dims = {0: "N", 1: "H", 2: "W"} if card.resize.kind != "fixed" else {0: "N"}
     axes = {name: dims for name in input_names(card)}
-    axes.update({"score": {0: "N"}, FEATURES: {0: "N"}})
+    axes.update({"score": {0: "N"}, "attributes": {0: "N"}, FEATURES: {0: "N"}})
     return axes
 
 
 def export_onnx(model: torch.nn.Module, card: ModelCard, fused_attention: bool = False) -> onnx.ModelProto:
-    """The fp32 graph with outputs (score, features); attention cores as plugin nodes if asked."""
-    module = InferenceModule(model, card.task, with_features=True).eval()
+    """The fp32 graph with outputs (score, attributes, features); attention cores as plugin nodes
+    if asked."""
+    module = InferenceModule(model, card.task, with_features=True, with_attributes=True).eval()
     example = example_input(card)
     args = (example, example.flip(0)) if card.task == "fr" else (example,)
     buffer = io.BytesIO()
@@ -65,7 +67,7 @@ def _export(module, args, buffer, card: ModelCard, custom_opsets: dict | None = 
         dynamo=False,
         opset_version=OPSET,
         input_names=input_names(card),
-        output_names=["score", FEATURES],
+        output_names=[*OUTPUTS, FEATURES],
         dynamic_axes=_dynamic_axes(card),
         do_constant_folding=True,
         custom_opsets=custom_opsets,

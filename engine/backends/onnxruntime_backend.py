@@ -95,3 +95,9 @@ class OnnxRuntimeBackend:
     def __call__(self, images: np.ndarray, references: np.ndarray | None = None) -> np.ndarray:
         feeds = graph_feeds(self.input_names, images, references)
         return self.session.run(["score"], feeds)[0].astype(np.float32, copy=False)
+
+    def explain(self, images: np.ndarray, references: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(scores (N,), attributes (N, K)) from one run of the graph."""
+        feeds = graph_feeds(self.input_names, images, references)
+        scores, attributes = self.session.run(["score", "attributes"], feeds)
+        return scores.astype(np.float32, copy=False), attributes.astype(np.float32, copy=False)

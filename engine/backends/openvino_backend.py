@@ -139,14 +139,23 @@ class OpenVinoBackend:
             print(f"iqart: openvino ran {ran}, not the {self.precision} asked for: {reason}", file=sys.stderr)
 
     def __call__(self, images: np.ndarray, references: np.ndarray | None = None) -> np.ndarray:
+        return self._run(images, references, ("score",))[0]
+
+    def explain(self, images: np.ndarray, references: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(scores (N,), attributes (N, K)) from one run of the graph."""
+        scores, attributes = self._run(images, references, ("score", "attributes"))
+        return scores, attributes
+
+    def _run(self, images: np.ndarray, references: np.ndarray | None, outputs: tuple[str, ...]) -> list[np.ndarray]:
         feeds = graph_feeds(self.input_names, images, references)
         batch = len(feeds["image"])
         if self.threads < 2 or batch < self.threads or batch % self.threads:
             compiled = self.compiled_for(feeds["image"].shape)
-            return np.asarray(compiled(feeds)[compiled.output("score")], dtype=np.float32)
-        return self._concurrent(feeds, batch // self.threads)
+            results = compiled(feeds)
+            return [np.asarray(results[compiled.output(name)], dtype=np.float32) for name in outputs]
+        return self._concurrent(feeds, batch // self.threads, outputs)
 
-    def _concurrent(self, feeds: dict[str, np.ndarray], chunk: int) -> np.ndarray:
+    def _concurrent(self, feeds: dict[str, np.ndarray], chunk: int, outputs: tuple[str, ...]) -> list[np.ndarray]:
         """The batch as equal chunks, one request each, run at once on the throughput model's streams."""
         compiled = self.compiled_for((chunk, *feeds["image"].shape[1:]), "THROUGHPUT")
         requests = []
@@ -154,8 +163,9 @@ class OpenVinoBackend:
             request = compiled.create_infer_request()
             request.start_async({name: array[start : start + chunk] for name, array in feeds.items()})
             requests.append(request)
-        scores = []
+        parts: list[list[np.ndarray]] = [[] for _ in outputs]
         for request in requests:
             request.wait()
-            scores.append(np.array(request.get_tensor(compiled.output("score")).data, dtype=np.float32))
-        return np.concatenate(scores)
+            for part, name in zip(parts, outputs, strict=True):
+                part.append(np.array(request.get_tensor(compiled.output(name)).data, dtype=np.float32))
+        return [np.concatenate(part) for part in parts]

@@ -37,6 +37,10 @@ class Backend(Protocol):
     def __call__(self, images: Any, references: Any = None) -> np.ndarray:
         """float32 scores (N,) for uint8 (N, H, W, 3) images (and references for FR models)."""
 
+    def explain(self, images: Any, references: Any = None) -> tuple[np.ndarray, np.ndarray]:
+        """(scores (N,), attributes (N, K)) float32: the attributes named in the artifact's spec.json
+        (the model's attribute_names) from the same run as the scores."""
+
 
 @dataclass(frozen=True)
 class BackendOptions:

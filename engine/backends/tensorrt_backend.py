@@ -85,8 +85,10 @@ class TensorRTBackend:
             self.stream = torch.cuda.Stream(self.device)
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         self.input_names = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
-        if self.engine.get_tensor_dtype("score") != trt.DataType.FLOAT:
-            raise PlanMismatchError(f"{self.plan_path}: output 'score' is not float32")
+        for output in ("score", "attributes"):
+            if output not in names or self.engine.get_tensor_dtype(output) != trt.DataType.FLOAT:
+                raise PlanMismatchError(f"{self.plan_path}: no float32 output {output!r} (rebuild it)")
+        self.attribute_count = int(self.engine.get_tensor_shape("attributes")[1])
 
     def check_gpu(self, key: PlanKey) -> None:
         """TensorRT's plans are keyed by the GPU itself: nothing more to check."""
@@ -97,6 +99,12 @@ class TensorRTBackend:
     def __call__(
         self, images: np.ndarray | torch.Tensor, references: np.ndarray | torch.Tensor | None = None
     ) -> np.ndarray:
+        return self.explain(images, references)[0]
+
+    def explain(
+        self, images: np.ndarray | torch.Tensor, references: np.ndarray | torch.Tensor | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(scores (N,), attributes (N, K)): a plan computes both (every output needs a buffer)."""
         batch, height, width = images.shape[:3]
         problem = self.profile.accepts(batch, height, width)
         if problem:
@@ -108,14 +116,16 @@ class TensorRTBackend:
         with torch.cuda.device(self.device), torch.cuda.stream(self.stream):
             inputs = {name: torch.as_tensor(array, device=self.device) for name, array in feeds.items()}
             scores = torch.empty(batch, dtype=torch.float32, device=self.device)
+            attributes = torch.empty((batch, self.attribute_count), dtype=torch.float32, device=self.device)
             for name, tensor in inputs.items():
                 if not self.context.set_input_shape(name, tuple(tensor.shape)):
                     raise ValueError(f"{self.plan_path} does not accept {name} of shape {tuple(tensor.shape)}")
                 self.context.set_tensor_address(name, tensor.data_ptr())
             self.context.set_tensor_address("score", scores.data_ptr())
+            self.context.set_tensor_address("attributes", attributes.data_ptr())
             if not self.context.execute_async_v3(self.stream.cuda_stream):
                 raise RuntimeError(f"{self.name} failed to run {self.plan_path} on a batch of {batch}x{height}x{width}")
-            result = scores.cpu().numpy()  # synchronises with the stream; the inputs lived until then
+            result = scores.cpu().numpy(), attributes.cpu().numpy()  # synchronises: the inputs lived until then
         self.after_batch((height, width))
         return result
 

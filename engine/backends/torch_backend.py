@@ -10,6 +10,7 @@ from torch import nn
 
 from iqart.engine.backends.fused_op import fused_cross_attention
 from iqart.train.models.attention import attention_implementation
+from iqart.train.models.precision import fp32_head
 from iqart.train.models.preprocess import uint8_nhwc_to_model_input
 
 PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -55,11 +56,31 @@ class TorchBackend:
     def __call__(
         self, images: np.ndarray | torch.Tensor, references: np.ndarray | torch.Tensor | None = None
     ) -> np.ndarray:
+        with self._running():
+            scores = self.model(*self._inputs(images, references))
+        return scores.float().cpu().numpy()
+
+    @torch.inference_mode()
+    def explain(
+        self, images: np.ndarray | torch.Tensor, references: np.ndarray | torch.Tensor | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(scores (N,), attributes (N, K)): the model's explain_head, in float32 as its head."""
+        with self._running():
+            features = self.model.embed(*self._inputs(images, references))
+            scores, attributes = fp32_head(self.model.explain_head, features)
+        return scores.float().cpu().numpy(), attributes.float().cpu().numpy()
+
+    def _inputs(self, images, references) -> list[torch.Tensor]:
         inputs = [uint8_nhwc_to_model_input(torch.as_tensor(images, device=self.device))]
         if references is not None:
             inputs.append(uint8_nhwc_to_model_input(torch.as_tensor(references, device=self.device)))
+        return inputs
+
+    def _running(self) -> contextlib.ExitStack:
+        """The precision (autocast) and attention implementation this backend runs with."""
+        stack = contextlib.ExitStack()
+        if self.fused_attention:
+            stack.enter_context(attention_implementation(fused_cross_attention))
         dtype = PRECISIONS[self.precision]
-        fused = attention_implementation(fused_cross_attention) if self.fused_attention else contextlib.nullcontext()
-        with fused, torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
-            scores = self.model(*inputs)
-        return scores.float().cpu().numpy()
+        stack.enter_context(torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None))
+        return stack

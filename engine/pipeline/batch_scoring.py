@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -146,10 +146,12 @@ def score_jobs(
     decode_timeout: float | None = DECODE_TIMEOUT_S,
     pixel_budget: int = PIXEL_BUDGET,
     gpu: GpuDecoder | None = None,
+    explain: Sequence[str] | None = None,
 ) -> Iterator[ScoreRow]:
     """One row per job, in batch order (not input order), as soon as each batch is scored.
     `decode_timeout=None` waits for ever. `gpu`: decode what JPEGs it can with it (module
-    docstring); None decodes every file on the CPU."""
+    docstring); None decodes every file on the CPU. `explain`: the backend's attribute names;
+    given, each row also holds the attributes by name (Backend.explain)."""
     if batch_size < 1:
         raise ValueError(f"batch size must be at least 1, not {batch_size}")
     workers = workers or default_workers()
@@ -172,7 +174,7 @@ def score_jobs(
             yield _row(job, error=str(outcome))
             return
         for batch in buckets.add((job, *outcome)):
-            yield from _run(batch, backend, stats)
+            yield from _run(batch, backend, stats, explain)
 
     def decode_waiting() -> Iterator[ScoreRow]:
         if not waiting:
@@ -206,7 +208,7 @@ def score_jobs(
             yield from take(job, outcome)
         yield from decode_waiting()
         for batch in buckets.drain():
-            yield from _run(batch, backend, stats)
+            yield from _run(batch, backend, stats, explain)
     finally:
         pool.shutdown([task for _, task in in_flight])  # never waits for a stuck decode
         stats.wall_s += time.perf_counter() - started
@@ -279,33 +281,56 @@ def _stack(items: list, backend: Backend) -> np.ndarray | torch.Tensor:
     return batch if on_device.type == "cuda" and backend.takes_cuda_tensors else batch.cpu().numpy()
 
 
-def _run(batch: list[Decoded], backend: Backend, stats: PipelineStats) -> Iterator[ScoreRow]:
+def _scores(
+    batch: list[Decoded], backend: Backend, explain: Sequence[str] | None
+) -> tuple[np.ndarray, np.ndarray | None]:
     images = _stack([image for _, image, _ in batch], backend)
     references = None if batch[0][2] is None else _stack([ref for _, _, ref in batch], backend)
+    if explain is None:
+        scores, attributes = np.asarray(backend(images, references)), None
+    else:
+        scores, attributes = (np.asarray(out) for out in backend.explain(images, references))
+        if attributes.shape != (len(batch), len(explain)):
+            raise RuntimeError(f"backend returned attributes of shape {attributes.shape} for a batch of {len(batch)}")
+    if scores.shape != (len(batch),):
+        raise RuntimeError(f"backend returned shape {scores.shape} for a batch of {len(batch)}")
+    return scores, attributes
+
+
+def _run(
+    batch: list[Decoded], backend: Backend, stats: PipelineStats, explain: Sequence[str] | None = None
+) -> Iterator[ScoreRow]:
     started = time.perf_counter()
     try:
-        scores = np.asarray(backend(images, references))
-        if scores.shape != (len(batch),):
-            raise RuntimeError(f"backend returned shape {scores.shape} for a batch of {len(batch)}")
+        scores, attributes = _scores(batch, backend, explain)
     except Exception as exc:  # one image the backend cannot take must not end the run
         stats.inference_s += time.perf_counter() - started
         if len(batch) > 1:
             for item in batch:
-                yield from _run([item], backend, stats)
+                yield from _run([item], backend, stats, explain)
         else:
             yield _row(batch[0][0], error=f"backend failed: {type(exc).__name__}: {exc}")
         return
     stats.inference_s += time.perf_counter() - started
     stats.batches += 1
-    for (job, _, _), score in zip(batch, scores, strict=True):
-        if np.isfinite(score):
-            yield _row(job, score=float(score))
-        else:
+    for index, ((job, _, _), score) in enumerate(zip(batch, scores, strict=True)):
+        values = None if attributes is None else attributes[index]
+        if not np.isfinite(score):
             yield _row(job, error=f"model returned a non-finite score ({score})")
+        elif values is not None and not np.isfinite(values).all():
+            yield _row(job, error="model returned non-finite attributes")
+        else:
+            named = None if values is None else dict(zip(explain, map(float, values), strict=True))
+            yield _row(job, score=float(score), attributes=named)
 
 
-def _row(job: ScoreJob, score: float | None = None, error: str | None = None) -> ScoreRow:
+def _row(
+    job: ScoreJob, score: float | None = None, error: str | None = None, attributes: dict | None = None
+) -> ScoreRow:
     if job.shard is not None:
-        return ScoreRow(None, score, error, shard=job.shard, key=job.sample, fields=dict(job.fields))
-    path, reference = job.key
-    return ScoreRow(path, score, error, reference)
+        row = ScoreRow(None, score, error, shard=job.shard, key=job.sample, fields=dict(job.fields))
+    else:
+        path, reference = job.key
+        row = ScoreRow(path, score, error, reference)
+    row.attributes = attributes or {}
+    return row

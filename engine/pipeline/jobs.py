@@ -52,6 +52,7 @@ class ScoreRow:
     shard: str | None = None
     key: str | None = None
     fields: dict = field(default_factory=dict)
+    attributes: dict = field(default_factory=dict)  # by name, when the run explains its scores
 
     @property
     def ok(self) -> bool:
@@ -66,8 +67,10 @@ class ScoreRow:
 
     def as_dict(self) -> dict:
         if self.shard is not None:
-            return {"shard": self.shard, "key": self.key, "score": self.score, "error": self.error, **self.fields}
-        return {"path": self.path, "reference": self.reference, "score": self.score, "error": self.error}
+            row = {"shard": self.shard, "key": self.key, "score": self.score, "error": self.error, **self.fields}
+        else:
+            row = {"path": self.path, "reference": self.reference, "score": self.score, "error": self.error}
+        return {**row, **self.attributes}
 
 
 def pair_with_references(files: Iterable[tuple[Path, Path]], ref_dir: str | os.PathLike) -> list[ScoreJob]:

@@ -83,6 +83,7 @@ def score_shards(
     decode: str = "iqart",
     decode_timeout: float | None = DECODE_TIMEOUT_S,
     decode_device: str | None = None,
+    explain: bool = False,
 ) -> Iterator[ScoreRow]:
     """Score every sample of `shards` not already done in `sink`, writing each row to it and
     yielding it. `decode_timeout` also bounds how long a shard's read may stall."""
@@ -98,7 +99,7 @@ def score_shards(
         on_shard_end=completion.ended,
     )
     for row in scorer.score_jobs(
-        jobs, stats, decode=decode, decode_timeout=decode_timeout, decode_device=decode_device
+        jobs, stats, decode=decode, decode_timeout=decode_timeout, decode_device=decode_device, explain=explain
     ):
         sink.write(row)
         completion.row(row)

@@ -42,8 +42,8 @@ from iqart.train.models.precision import fp32_head
 from iqart.train.models.prompts import (
     GOOD_ADJECTIVES,
     QUALITY_ADJECTIVES,
-    adjective_attribute_names,
     adjective_prompts,
+    attribute_names,
 )
 
 ATTRIBUTE_LOGIT_SCALE = 100.0
@@ -237,7 +237,7 @@ class BPCLIP(nn.Module):
         return score, torch.cat([dimension_scores(similarities), similarities], dim=-1)
 
     def attribute_names(self) -> list[str]:
-        return list(QUALITY_ADJECTIVES) + adjective_attribute_names()
+        return attribute_names("bpclip")
 
     def forward(self, distorted: torch.Tensor, reference: torch.Tensor | None = None) -> torch.Tensor:
         return fp32_head(self.head, self.embed(distorted, reference))

@@ -75,3 +75,11 @@ def pair_attribute_names() -> list[str]:
 def adjective_attribute_names() -> list[str]:
     """BPCLIP's 40 adjective similarities by adjective ("adj_out_of_focus")."""
     return ["adj_" + _slug(adjective) for adjectives in QUALITY_ADJECTIVES.values() for adjective in adjectives]
+
+
+def attribute_names(family: str) -> list[str]:
+    """The attributes a model family's graphs output, in order: QualiCLIP's 7 pairs; BPCLIP's 6
+    dimensions, then its 40 adjectives."""
+    if family == "qualiclip":
+        return pair_attribute_names()
+    return list(QUALITY_ADJECTIVES) + adjective_attribute_names()

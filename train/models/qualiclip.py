@@ -22,7 +22,7 @@ from iqart.train.models.checkpoints import (
 )
 from iqart.train.models.clip_backbone import build_clip, clip_from_state_dict, encode_prompts, image_features
 from iqart.train.models.precision import fp32_head
-from iqart.train.models.prompts import ANTONYM_PAIRS, antonym_prompts, pair_attribute_names
+from iqart.train.models.prompts import ANTONYM_PAIRS, antonym_prompts, attribute_names
 
 LOGIT_SCALE = 100.0  # CLIP's (and the paper's) fixed temperature
 
@@ -64,7 +64,7 @@ class QualiCLIP(nn.Module):
         return pairs.mean(dim=1), pairs
 
     def attribute_names(self) -> list[str]:
-        return pair_attribute_names()
+        return attribute_names("qualiclip")
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return fp32_head(self.head, self.embed(images))

@@ -11,7 +11,7 @@ namespace iqart
 namespace
 {
 
-constexpr int kSpecVersion = 1; // iqart.export.artifact.SPEC_VERSION
+constexpr int kSpecVersion = 2; // iqart.export.artifact.SPEC_VERSION
 
 class SpecReader
 {
