@@ -1,5 +1,5 @@
-// One runtime's session over an artifact: scores packed uint8 NHWC batches. The Scorer does the
-// rest (checks, resize, batching) once for every runtime.
+// One runtime's session over an artifact: runs packed uint8 NHWC batches through the graph and
+// returns both its outputs. The Scorer does the rest (checks, resize, batching) once for every runtime.
 #pragma once
 
 #include "iqart/scorer.h"
@@ -12,12 +12,21 @@
 namespace iqart
 {
 
+// A batch's outputs: `n` scores and n x K attributes, row by row (K = spec.attribute_names.size()).
+struct Outputs
+{
+    std::vector<float> scores;
+    std::vector<float> attributes;
+};
+
 class Engine
 {
 public:
     virtual ~Engine() = default;
-    // Scores `n` images of height x width (and their references for FR models; else nullptr).
-    virtual std::vector<float> run(int n, int height, int width, uint8_t const* images, uint8_t const* references) = 0;
+    // Runs `n` images of height x width (and their references for FR models; else nullptr). Both
+    // outputs always: the graph computes the attributes on the way to the score, and a TensorRT plan
+    // runs only with every output bound.
+    virtual Outputs run(int n, int height, int width, uint8_t const* images, uint8_t const* references) = 0;
     virtual std::string describe() const = 0;
 };
 

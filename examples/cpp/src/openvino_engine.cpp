@@ -1,4 +1,5 @@
 // The OpenVINO runtime: model.onnx on the CPU in fp32, as the Python engine's openvino backend runs it.
+// Its outputs are read by name (score, attributes), not by position.
 //
 // Precision is set explicitly: OpenVINO's own CPU default is bf16 wherever the CPU has it, which
 // would change scores. Each input shape is compiled once (OpenVINO is fastest on static shapes)
@@ -42,9 +43,12 @@ public:
             names.push_back(input.get_any_name());
         if (names != spec.input_names)
             throw Error(path_ + ": its inputs do not match spec.json's");
+        for (char const* output : {"score", "attributes"})
+            if (!has_output(output))
+                throw Error(path_ + ": the graph has no \"" + output + "\" output (export the artifact again)");
     }
 
-    std::vector<float> run(int n, int height, int width, uint8_t const* images, uint8_t const* references) override
+    Outputs run(int n, int height, int width, uint8_t const* images, uint8_t const* references) override
     {
         try
         {
@@ -56,11 +60,9 @@ public:
             if (references != nullptr)
                 request.set_tensor("reference", ov::Tensor(ov::element::u8, shape, const_cast<uint8_t*>(references)));
             request.infer();
-            ov::Tensor const scores = request.get_tensor("score");
-            if (scores.get_element_type() != ov::element::f32 || scores.get_size() != static_cast<std::size_t>(n))
-                throw Error(path_ + ": the graph's score output is not float32 (N,)");
-            float const* data = scores.data<float const>();
-            return {data, data + n};
+            std::size_t const k = spec_.attribute_names.size();
+            return {output(request, "score", n, 1, "(N,)"),
+                output(request, "attributes", n, k, "(N, " + std::to_string(k) + ")")};
         }
         catch (Error const&)
         {
@@ -77,6 +79,26 @@ public:
         + " on the CPU, fp32, " + path_; }
 
 private:
+    bool has_output(std::string const& name) const
+    {
+        for (auto const& output : model_->outputs())
+            if (output.get_names().count(name) != 0)
+                return true;
+        return false;
+    }
+
+    // The output `name` of a finished request, `n` rows of `columns` float32 values.
+    std::vector<float> output(ov::InferRequest& request, std::string const& name, int n, std::size_t columns,
+        std::string const& shape) const
+    {
+        ov::Tensor const tensor = request.get_tensor(name);
+        std::size_t const expected = static_cast<std::size_t>(n) * columns;
+        if (tensor.get_element_type() != ov::element::f32 || tensor.get_size() != expected)
+            throw Error(path_ + ": the graph's " + name + " output is not float32 " + shape);
+        float const* data = tensor.data<float const>();
+        return {data, data + expected};
+    }
+
     ov::CompiledModel& compiled_for(ov::Shape const& shape)
     {
         auto const found = compiled_.find(shape);

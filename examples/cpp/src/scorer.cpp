@@ -98,6 +98,36 @@ std::string Scorer::describe() const
 
 std::vector<float> Scorer::score(std::vector<ImageView> const& images, std::vector<ImageView> const& references)
 {
+    return run(images, references, nullptr);
+}
+
+std::vector<Scored> Scorer::explain(std::vector<ImageView> const& images, std::vector<ImageView> const& references)
+{
+    std::vector<float> attributes;
+    std::vector<float> const scores = run(images, references, &attributes);
+    std::size_t const k = spec_.attribute_names.size();
+    std::vector<Scored> out(scores.size());
+    for (std::size_t i = 0; i < scores.size(); ++i)
+    {
+        out[i].score = scores[i];
+        out[i].attributes.assign(attributes.begin() + i * k, attributes.begin() + (i + 1) * k);
+    }
+    return out;
+}
+
+Scored Scorer::explain(ImageView const& image)
+{
+    return explain(std::vector<ImageView>{image}).front();
+}
+
+Scored Scorer::explain(ImageView const& image, ImageView const& reference)
+{
+    return explain(std::vector<ImageView>{image}, std::vector<ImageView>{reference}).front();
+}
+
+std::vector<float> Scorer::run(std::vector<ImageView> const& images, std::vector<ImageView> const& references,
+    std::vector<float>* attributes)
+{
     bool const fr = spec_.full_reference();
     if (fr && references.size() != images.size())
         throw Error(spec_.name + " is a full-reference model: it needs one reference per image ("
@@ -126,7 +156,10 @@ std::vector<float> Scorer::score(std::vector<ImageView> const& images, std::vect
         groups[key].push_back(i);
     }
 
+    std::size_t const k = spec_.attribute_names.size();
     std::vector<float> scores(images.size());
+    if (attributes != nullptr)
+        attributes->assign(images.size() * k, 0.0f);
     for (auto const& key : order)
     {
         std::vector<std::size_t> const& members = groups[key];
@@ -142,13 +175,20 @@ std::vector<float> Scorer::score(std::vector<ImageView> const& images, std::vect
                 if (fr)
                     append_resized(reference_batch, references[members[start + j]], size);
             }
-            std::vector<float> const got = engine_->run(static_cast<int>(n), size.height, size.width, batch.data(),
+            Outputs const got = engine_->run(static_cast<int>(n), size.height, size.width, batch.data(),
                 fr ? reference_batch.data() : nullptr);
-            if (got.size() != n)
-                throw Error(engine_->describe() + ": returned " + std::to_string(got.size()) + " scores for "
-                    + std::to_string(n) + " images");
+            if (got.scores.size() != n || got.attributes.size() != n * k)
+                throw Error(engine_->describe() + ": returned " + std::to_string(got.scores.size()) + " scores and "
+                    + std::to_string(got.attributes.size()) + " attribute values for " + std::to_string(n)
+                    + " images of " + std::to_string(k) + " attributes");
             for (std::size_t j = 0; j < n; ++j)
-                scores[members[start + j]] = got[j];
+            {
+                std::size_t const index = members[start + j];
+                scores[index] = got.scores[j];
+                if (attributes != nullptr)
+                    std::copy(got.attributes.begin() + j * k, got.attributes.begin() + (j + 1) * k,
+                        attributes->begin() + index * k);
+            }
         }
     }
     return scores;

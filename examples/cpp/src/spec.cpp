@@ -70,6 +70,45 @@ public:
         return out;
     }
 
+    // The outputs the engines read: score (N,) and attributes (N, K) with K names.
+    void read_outputs(json::Value const& root, Spec& spec) const
+    {
+        json::Value const* score = nullptr;
+        json::Value const* attributes = nullptr;
+        for (json::Value const& output : member(root, "outputs", json::Value::Type::Array, "an array").array)
+        {
+            if (output.type != json::Value::Type::Object)
+                fail("an entry of \"outputs\" is not an object");
+            std::string const name = text(output, "name");
+            if (text(output, "dtype") != "float32")
+                fail("output " + name + " is not float32");
+            if (name == "score")
+                score = &output;
+            else if (name == "attributes")
+                attributes = &output;
+        }
+        if (score == nullptr)
+            fail("no \"score\" output");
+        if (attributes == nullptr)
+            fail("no \"attributes\" output: the graphs must have it (export the artifact again with this iqart "
+                 "version)");
+        for (json::Value const& name : member(*attributes, "names", json::Value::Type::Array, "an array").array)
+        {
+            if (name.type != json::Value::Type::String || name.string.empty())
+                fail("an attribute name is not a non-empty string");
+            spec.attribute_names.push_back(name.string);
+        }
+        if (spec.attribute_names.empty())
+            fail("the attributes output names no attributes");
+        json::Value const& shape = member(*attributes, "shape", json::Value::Type::Array, "an array");
+        if (shape.array.size() != 2
+            || positiveInteger(shape.array[1], "attributes.shape[1]")
+                != static_cast<int>(spec.attribute_names.size()))
+            fail("the attributes output's shape is not [N, " + std::to_string(spec.attribute_names.size())
+                + "] (one column per name)");
+        spec.attributes_meaning = text(*attributes, "meaning");
+    }
+
     Spec read(std::string const& directory) const
     {
         json::Value root;
@@ -111,6 +150,7 @@ public:
         if (spec.input_names != expected)
             fail(std::string("inputs must be ") + (spec.full_reference() ? "image, reference" : "image")
                 + " for a " + spec.task + " model");
+        read_outputs(root, spec);
         spec.resize = resize(root);
         json::Value const& range = member(root, "score_range", json::Value::Type::Array, "an array");
         if (range.array.size() != 2 || range.array[0].type != json::Value::Type::Number

@@ -1,5 +1,6 @@
 // The TensorRT runtime: the artifact's cached plans (built by `iqart build` or the Python tensorrt
-// backend), run with enqueueV3 on a CUDA stream.
+// backend), run with enqueueV3 on a CUDA stream. Both outputs, score and attributes, are bound on
+// every run: TensorRT refuses to run a plan with an output left without an address.
 //
 // A plan only serves the graph, GPU, TensorRT version and plugin build it was built with, and the
 // shapes in its profile; each plan's record says which (plan_records.h). Plans of the plugin graph
@@ -16,10 +17,12 @@
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <cstdlib>
 #include <filesystem>
 #include <iostream>
 #include <map>
+#include <set>
 
 namespace iqart
 {
@@ -148,7 +151,7 @@ public:
             cudaStreamDestroy(stream_);
     }
 
-    std::vector<float> run(int n, int height, int width, uint8_t const* images, uint8_t const* references) override
+    Outputs run(int n, int height, int width, uint8_t const* images, uint8_t const* references) override
     {
         int largest = 0;
         for (PlanRecord const& record : usable_)
@@ -160,15 +163,16 @@ public:
         if (n > largest) // more images than any plan takes at once: in chunks
         {
             std::size_t const image_bytes = static_cast<std::size_t>(height) * width * 3;
-            std::vector<float> scores;
+            Outputs outputs;
             for (int start = 0; start < n; start += largest)
             {
                 int const count = std::min(largest, n - start);
-                std::vector<float> const part = run(count, height, width, images + start * image_bytes,
+                Outputs const part = run(count, height, width, images + start * image_bytes,
                     references ? references + start * image_bytes : nullptr);
-                scores.insert(scores.end(), part.begin(), part.end());
+                outputs.scores.insert(outputs.scores.end(), part.scores.begin(), part.scores.end());
+                outputs.attributes.insert(outputs.attributes.end(), part.attributes.begin(), part.attributes.end());
             }
-            return scores;
+            return outputs;
         }
         for (PlanRecord const& record : usable_)
             if (record.accepts_image(height, width) && record.accepts_batch(n))
@@ -211,12 +215,39 @@ private:
         loaded.context.reset(loaded.engine->createExecutionContext());
         if (!loaded.context)
             throw Error(record.plan_path + ": cannot create an execution context");
-        if (loaded.engine->getTensorDataType("score") != nvinfer1::DataType::kFLOAT)
-            throw Error(record.plan_path + ": its score output is not float32");
+        check_outputs(*loaded.engine, record.plan_path);
         return loaded_.emplace(record.plan_path, std::move(loaded)).first->second;
     }
 
-    std::vector<float> execute(LoadedPlan& plan, int n, int height, int width, uint8_t const* images,
+    // The plan's outputs must be exactly score (N,) and attributes (N, K), float32: an output this
+    // engine does not bind would make every run fail.
+    void check_outputs(nvinfer1::ICudaEngine const& engine, std::string const& plan_path) const
+    {
+        std::set<std::string> outputs;
+        for (int i = 0; i < engine.getNbIOTensors(); ++i)
+        {
+            char const* name = engine.getIOTensorName(i);
+            if (engine.getTensorIOMode(name) == nvinfer1::TensorIOMode::kOUTPUT)
+                outputs.insert(name);
+        }
+        if (outputs != std::set<std::string>{"score", "attributes"})
+        {
+            std::string names;
+            for (std::string const& name : outputs)
+                names += (names.empty() ? "" : ", ") + name;
+            throw Error(plan_path + ": its outputs are " + (names.empty() ? "none" : names)
+                + ", not score and attributes (a plan of an older graph: rebuild it with `iqart build DIR`)");
+        }
+        if (engine.getTensorDataType("score") != nvinfer1::DataType::kFLOAT)
+            throw Error(plan_path + ": its score output is not float32");
+        nvinfer1::Dims const shape = engine.getTensorShape("attributes");
+        std::size_t const k = spec_.attribute_names.size();
+        if (engine.getTensorDataType("attributes") != nvinfer1::DataType::kFLOAT || shape.nbDims != 2
+            || shape.d[1] != static_cast<int64_t>(k))
+            throw Error(plan_path + ": its attributes output is not float32 (N, " + std::to_string(k) + ")");
+    }
+
+    Outputs execute(LoadedPlan& plan, int n, int height, int width, uint8_t const* images,
         uint8_t const* references)
     {
         check_cuda(cudaSetDevice(device_), "cudaSetDevice");
@@ -228,10 +259,13 @@ private:
         dims.d[2] = width;
         dims.d[3] = 3;
         void* image_buffer = image_buffer_.reserve(bytes);
+        std::size_t const k = spec_.attribute_names.size();
         void* score_buffer = score_buffer_.reserve(static_cast<std::size_t>(n) * sizeof(float));
+        void* attribute_buffer = attribute_buffer_.reserve(static_cast<std::size_t>(n) * k * sizeof(float));
         check_cuda(cudaMemcpyAsync(image_buffer, images, bytes, cudaMemcpyHostToDevice, stream_), "cudaMemcpyAsync");
         bool ok = plan.context->setInputShape("image", dims) && plan.context->setTensorAddress("image", image_buffer)
-            && plan.context->setTensorAddress("score", score_buffer);
+            && plan.context->setTensorAddress("score", score_buffer)
+            && plan.context->setTensorAddress("attributes", attribute_buffer);
         if (references != nullptr)
         {
             void* reference_buffer = reference_buffer_.reserve(bytes);
@@ -245,12 +279,17 @@ private:
                 + std::to_string(width) + "x" + std::to_string(height));
         if (!plan.context->enqueueV3(stream_))
             throw Error(directory_ + ": enqueueV3 failed");
-        std::vector<float> scores(static_cast<std::size_t>(n));
-        check_cuda(cudaMemcpyAsync(scores.data(), score_buffer, scores.size() * sizeof(float), cudaMemcpyDeviceToHost,
-                       stream_),
+        Outputs outputs;
+        outputs.scores.resize(static_cast<std::size_t>(n));
+        outputs.attributes.resize(static_cast<std::size_t>(n) * k);
+        check_cuda(cudaMemcpyAsync(outputs.scores.data(), score_buffer, outputs.scores.size() * sizeof(float),
+                       cudaMemcpyDeviceToHost, stream_),
+            "cudaMemcpyAsync");
+        check_cuda(cudaMemcpyAsync(outputs.attributes.data(), attribute_buffer,
+                       outputs.attributes.size() * sizeof(float), cudaMemcpyDeviceToHost, stream_),
             "cudaMemcpyAsync");
         check_cuda(cudaStreamSynchronize(stream_), "cudaStreamSynchronize");
-        return scores;
+        return outputs;
     }
 
     Spec spec_;
@@ -263,7 +302,7 @@ private:
     std::vector<std::string> rejected_;
     std::map<std::string, LoadedPlan> loaded_;
     cudaStream_t stream_ = nullptr;
-    DeviceBuffer image_buffer_, reference_buffer_, score_buffer_;
+    DeviceBuffer image_buffer_, reference_buffer_, score_buffer_, attribute_buffer_;
 };
 
 } // namespace

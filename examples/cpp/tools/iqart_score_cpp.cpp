@@ -6,9 +6,11 @@
 //     --plugin LIB          tensorrt: libiqart_plugins.so, for plans of the plugin graph
 //     --batch N             images per inference call (default 8)
 //     --threads N           openvino: inference threads (default: OpenVINO's)
+//     --explain             also print each image's attributes, one "name=value" column each
 //
-// Prints "path<TAB>score" per image, in order; a file that cannot be scored is reported on stderr
-// with its reason, the others are still scored, and the exit status is then 1.
+// Prints "path<TAB>score" per image, in order (with --explain, then "<TAB>name=value" for every
+// attribute, in spec.json's order); a file that cannot be scored is reported on stderr with its
+// reason, the others are still scored, and the exit status is then 1.
 #include "image_files.h"
 
 #include "iqart/scorer.h"
@@ -61,13 +63,36 @@ std::vector<std::pair<std::string, std::string>> expand(std::string const& argum
 int usage(char const* program)
 {
     std::cerr << "usage: " << program
-              << " [--ref DIR] [--runtime openvino|tensorrt] [--plugin LIB] [--batch N] [--threads N]"
+              << " [--ref DIR] [--runtime openvino|tensorrt] [--plugin LIB] [--batch N] [--threads N] [--explain]"
                  " ARTIFACT IMAGE...\n";
     return 2;
 }
 
+// One output line: the path, the score, and with --explain each attribute as name=value.
+void print_row(iqart::Scorer const& scorer, std::string const& path, iqart::Scored const& scored)
+{
+    std::printf("%s\t%.9g", path.c_str(), scored.score);
+    std::vector<std::string> const& names = scorer.attribute_names();
+    for (std::size_t k = 0; k < scored.attributes.size(); ++k)
+        std::printf("\t%s=%.9g", names[k].c_str(), scored.attributes[k]);
+    std::printf("\n");
+}
+
+// Scores (with `explain`, explains) the images; the attributes stay empty without it.
+std::vector<iqart::Scored> score_views(iqart::Scorer& scorer, std::vector<iqart::ImageView> const& views,
+    std::vector<iqart::ImageView> const& reference_views, bool explain)
+{
+    if (explain)
+        return scorer.explain(views, reference_views);
+    std::vector<float> const scores = scorer.score(views, reference_views);
+    std::vector<iqart::Scored> out(scores.size());
+    for (std::size_t i = 0; i < scores.size(); ++i)
+        out[i].score = scores[i];
+    return out;
+}
+
 // Scores one round of jobs; returns whether every file was scored.
-bool score_round(iqart::Scorer& scorer, std::vector<Job> const& jobs)
+bool score_round(iqart::Scorer& scorer, std::vector<Job> const& jobs, bool explain)
 {
     bool all = true;
     std::vector<Job> kept;
@@ -98,9 +123,9 @@ bool score_round(iqart::Scorer& scorer, std::vector<Job> const& jobs)
     }
     try
     {
-        std::vector<float> const scores = scorer.score(views, reference_views);
-        for (std::size_t i = 0; i < scores.size(); ++i)
-            std::printf("%s\t%.9g\n", kept[i].path.c_str(), scores[i]);
+        std::vector<iqart::Scored> const scored = score_views(scorer, views, reference_views, explain);
+        for (std::size_t i = 0; i < scored.size(); ++i)
+            print_row(scorer, kept[i].path, scored[i]);
         return all;
     }
     catch (iqart::Error const&)
@@ -110,9 +135,9 @@ bool score_round(iqart::Scorer& scorer, std::vector<Job> const& jobs)
     {
         try
         {
-            float const score
-                = reference_views.empty() ? scorer.score(views[i]) : scorer.score(views[i], reference_views[i]);
-            std::printf("%s\t%.9g\n", kept[i].path.c_str(), score);
+            std::vector<iqart::ImageView> const one_reference
+                = reference_views.empty() ? std::vector<iqart::ImageView>{} : std::vector{reference_views[i]};
+            print_row(scorer, kept[i].path, score_views(scorer, {views[i]}, one_reference, explain).front());
         }
         catch (iqart::Error const& e)
         {
@@ -128,6 +153,7 @@ int run(int argc, char** argv)
     iqart::ScorerOptions options;
     iqart::Runtime runtime = iqart::Runtime::OpenVINO;
     std::string reference_dir;
+    bool explain = false;
     std::vector<std::string> positional;
     for (int i = 1; i < argc; ++i)
     {
@@ -148,6 +174,8 @@ int run(int argc, char** argv)
             options.max_batch = std::stoi(argv[++i]);
         else if (arg == "--threads" && has_value)
             options.threads = std::stoi(argv[++i]);
+        else if (arg == "--explain")
+            explain = true;
         else if (arg.rfind("--", 0) == 0)
             return usage(argv[0]);
         else
@@ -172,7 +200,7 @@ int run(int argc, char** argv)
     {
         std::size_t const end = std::min(jobs.size(), start + kImagesPerRound);
         std::vector<Job> const round(jobs.begin() + start, jobs.begin() + end);
-        all = score_round(scorer, round) && all;
+        all = score_round(scorer, round, explain) && all;
     }
     return all ? 0 : 1;
 }

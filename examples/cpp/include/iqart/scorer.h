@@ -2,6 +2,7 @@
 //
 //   iqart::Scorer scorer("artifacts/qualiclip", iqart::Runtime::OpenVINO);
 //   std::vector<float> scores = scorer.score({iqart::ImageView{rgb, width, height}});
+//   std::vector<iqart::Scored> why = scorer.explain(views); // each score with its attributes
 //
 // Images are uint8 RGB held by the caller, any size: the model's resize policy is applied here,
 // exactly as the Python engine applies it, and same-sized images are scored together in batches.
@@ -47,6 +48,14 @@ struct Image
     ImageView view() const { return ImageView{rgb.data(), width, height, static_cast<std::size_t>(width) * 3}; }
 };
 
+// One image's score and the attributes the same run of the graph gave: attributes[k] is
+// Scorer::attribute_names()[k] (spec.json's outputs, "attributes").
+struct Scored
+{
+    float score = 0.0f;
+    std::vector<float> attributes;
+};
+
 constexpr int kMinSide = 32; // the ResNet's total stride: smaller images have no last-stage grid
 
 struct ScorerOptions
@@ -75,10 +84,25 @@ public:
     float score(ImageView const& image);
     float score(ImageView const& image, ImageView const& reference);
 
+    // Each image's score with its attributes, in input order; takes what score() takes. Scores are
+    // the ones score() returns: both outputs come from one run of the graph.
+    std::vector<Scored> explain(std::vector<ImageView> const& images, std::vector<ImageView> const& references = {});
+    Scored explain(ImageView const& image);
+    Scored explain(ImageView const& image, ImageView const& reference);
+
+    // What explain() returns per image, in order (QualiCLIP: its 7 antonym pairs, named by the
+    // positive prompt, whose mean is the score; BPCLIP: its 6 quality dimensions, then its 40
+    // adjective similarities, "adj_..."). spec().attributes_meaning says how they are computed.
+    std::vector<std::string> const& attribute_names() const { return spec_.attribute_names; }
+
     Spec const& spec() const { return spec_; }
     std::string describe() const; // the runtime and what it runs, for logs
 
 private:
+    // Scores, and when `attributes` is given, the attributes row by row (images x K), in input order.
+    std::vector<float> run(std::vector<ImageView> const& images, std::vector<ImageView> const& references,
+        std::vector<float>* attributes);
+
     Spec spec_;
     ScorerOptions options_;
     std::unique_ptr<Engine> engine_;

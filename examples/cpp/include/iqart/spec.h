@@ -42,6 +42,11 @@ struct Spec
     double score_max = 1.0;
     bool higher_better = true;
     std::map<std::string, std::string> sha256; // file name -> hex digest ("weights" too, when known)
+    // The graphs' second output, attributes (N, K) float32: what column k holds is attribute_names[k]
+    // (QualiCLIP: its 7 antonym pairs, whose mean is the score; BPCLIP: its 6 quality dimensions, then
+    // its 40 adjective similarities), and attributes_meaning says how they are computed.
+    std::vector<std::string> attribute_names;
+    std::string attributes_meaning;
 
     bool full_reference() const { return task == "fr"; }
 };
