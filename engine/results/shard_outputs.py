@@ -20,7 +20,7 @@ from pathlib import Path
 from iqart.engine.pipeline.jobs import ScoreRow
 from iqart.engine.results.formats import read_result_file
 from iqart.engine.results.output import PROVENANCE, OutputError, ResultOutput
-from iqart.engine.sources.shard_locations import is_url, shard_stem
+from iqart.engine.sources.shard_locations import is_url, redact, shard_stem
 
 OUTPUT_FORMATS = ("parquet", "csv", "jsonl")
 
@@ -33,13 +33,13 @@ class OneOutput:
         self.output = output
 
     def is_shard_done(self, shard: str) -> bool:
-        return shard in self.output.done_shards
+        return redact(shard) in self.output.done_shards  # rows name shards without credentials
 
     def start_shard(self, shard: str) -> None:
         pass
 
     def is_sample_done(self, shard: str, key: str) -> bool:
-        return self.output.is_sample_done(shard, key)
+        return self.output.is_sample_done(redact(shard), key)
 
     def write(self, row: ScoreRow) -> None:
         self.output.write(row)
@@ -51,7 +51,8 @@ class OneOutput:
 
 class PerShardOutputs:
     """One result file per shard in `out_dir`. Use as a context manager: outputs left open by
-    an interrupted run are closed (their journals stay for --resume)."""
+    an interrupted run are closed (their journals stay for --resume). Shards are known by their
+    URLs without credentials (redact), as rows name them; methods take either spelling."""
 
     def __init__(
         self,
@@ -69,7 +70,7 @@ class PerShardOutputs:
         self.out_dir, self.fmt, self.task, self.keep_fields = out_dir.rstrip("/"), fmt, task, keep_fields
         self.model, self.weights_sha256, self.resume = model, weights_sha256, resume
         self.remote = is_url(out_dir) and not out_dir.startswith("file://")
-        self.shards = list(shards)
+        self.shards = [redact(shard) for shard in shards]
         self.names = self._output_names(self.shards)
         self._staging = Path(tempfile.mkdtemp(prefix="iqart-shard-out-")) if self.remote else None
         if not self.remote:
@@ -92,10 +93,10 @@ class PerShardOutputs:
         return names
 
     def target(self, shard: str) -> str:
-        return f"{self.out_dir}/{self.names[shard]}"
+        return f"{self.out_dir}/{self.names[redact(shard)]}"
 
     def _local(self, shard: str) -> Path:
-        return (self._staging / self.names[shard]) if self.remote else Path(self.target(shard))
+        return (self._staging / self.names[redact(shard)]) if self.remote else Path(self.target(shard))
 
     def _finished_shards(self) -> set[str]:
         """Shards whose output exists, by this model and weights, with no row about a damaged
@@ -142,9 +143,10 @@ class PerShardOutputs:
     # -- the ShardSink protocol ------------------------------------------------------------------
 
     def is_shard_done(self, shard: str) -> bool:
-        return shard in self.done
+        return redact(shard) in self.done
 
     def start_shard(self, shard: str) -> None:
+        shard = redact(shard)
         self.open[shard] = ResultOutput(
             self._local(shard),
             self.model,
@@ -156,6 +158,7 @@ class PerShardOutputs:
         )
 
     def is_sample_done(self, shard: str, key: str) -> bool:
+        shard = redact(shard)
         return self.open[shard].is_sample_done(shard, key)
 
     def write(self, row: ScoreRow) -> None:
@@ -163,6 +166,7 @@ class PerShardOutputs:
         self.written += 1
 
     def complete_shard(self, shard: str, clean: bool) -> None:
+        shard = redact(shard)
         output = self.open.pop(shard)
         try:
             if clean:

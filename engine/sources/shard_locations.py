@@ -20,10 +20,17 @@ SHARD_KINDS = {".tar": "webdataset", ".tgz": "webdataset", ".tar.gz": "webdatase
 _BRACE = re.compile(r"\{([^{}]*)\}")
 _RANGE = re.compile(r"^(\d+)\.\.(\d+)$")
 _GLOB_CHARS = re.compile(r"[*?\[]")
+_USERINFO = re.compile(r"(://)[^/@]*@")
 
 
 class NoShardsError(ValueError):
     """A shard name, pattern or folder that gives nothing to read."""
+
+
+def redact(url: str) -> str:
+    """`https://user:secret@host/x` -> `https://host/x`: how rows, outputs and messages name a
+    shard, so that no credential reaches them (the reader alone opens the URL as given)."""
+    return _USERINFO.sub(r"\1", url)
 
 
 def is_url(name: str) -> bool:

@@ -15,7 +15,6 @@ shard naming its URL (credentials removed) and the reason.
 from __future__ import annotations
 
 import queue
-import re
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -23,16 +22,10 @@ from dataclasses import dataclass
 from iqart.engine.pipeline.jobs import ScoreJob
 from iqart.engine.sources.parquet_images import iter_parquet_samples
 from iqart.engine.sources.samples import Sample, SampleFormat, sample_job, shard_job
-from iqart.engine.sources.shard_locations import open_shard, shard_kind
+from iqart.engine.sources.shard_locations import open_shard, redact, shard_kind
 from iqart.engine.sources.webdataset_tar import ShardDamaged, iter_tar_samples
 
 QUEUE_SAMPLES = 64  # samples read ahead of the pipeline, per shard being read
-_USERINFO = re.compile(r"(://)[^/@]*@")
-
-
-def redact(url: str) -> str:
-    """`https://user:secret@host/x` -> `https://host/x`: no credential reaches a row or a log."""
-    return _USERINFO.sub(r"\1", url)
 
 
 @dataclass(frozen=True)
@@ -43,12 +36,16 @@ class ParquetColumns:
 
 
 def read_samples(url: str, fmt: SampleFormat, columns: ParquetColumns = ParquetColumns()) -> Iterator[Sample]:
-    """The samples of one shard, streamed. Raises what opening or reading it raises."""
+    """The samples of one shard, streamed, named by the shard's URL without credentials.
+    Raises what opening or reading it raises."""
+    name = redact(url)
     with open_shard(url) as stream:
         if shard_kind(url) == "parquet":
-            yield from iter_parquet_samples(stream, url, columns.image, columns.key, fmt.keep_fields, columns.reference)
+            yield from iter_parquet_samples(
+                stream, name, columns.image, columns.key, fmt.keep_fields, columns.reference
+            )
         else:
-            yield from iter_tar_samples(stream, url)
+            yield from iter_tar_samples(stream, name)
 
 
 class _Finished:
@@ -72,8 +69,9 @@ def _read_into(url: str, fmt: SampleFormat, columns: ParquetColumns, out: queue.
                 return
     except ShardDamaged as exc:
         problem = f"shard damaged at byte {exc.offset} after {exc.samples} samples: {exc.reason}"
-    except FileNotFoundError:
-        problem = "cannot read the shard: no such file or object"
+    except FileNotFoundError as exc:  # fsspec's HTTP filesystem says this of any failed request: keep its cause
+        cause = f" ({type(exc.__cause__).__name__}: {redact(str(exc.__cause__))})" if exc.__cause__ else ""
+        problem = f"cannot read the shard: no such file or object{cause}"
     except PermissionError as exc:
         problem = f"cannot read the shard: access denied ({redact(str(exc))})"
     except Exception as exc:  # an unreachable endpoint, a broken table: the shard's row says which
@@ -93,10 +91,12 @@ def shard_jobs(
     """One job per sample of each shard in turn (samples `skip(shard, key)` says are done are
     left out), plus one job with its problem for a shard that fails. `on_shard_start(shard)` is
     called before a shard is read; `on_shard_end(shard, jobs, clean)` once its last job has been
-    handed on, with how many it gave and whether the shard was read to its end."""
+    handed on, with how many it gave and whether the shard was read to its end. Jobs and
+    callbacks name a shard by its URL without credentials (redact)."""
     for url in shards:
+        name = redact(url)
         if on_shard_start is not None:
-            on_shard_start(url)
+            on_shard_start(name)
         samples: queue.Queue = queue.Queue(QUEUE_SAMPLES)
         stop = threading.Event()
         reader = threading.Thread(
@@ -111,21 +111,21 @@ def shard_jobs(
                     item = samples.get(timeout=read_timeout)
                 except queue.Empty:
                     stop.set()  # the thread is abandoned: a stalled read cannot be interrupted
-                    yield shard_job(url, f"shard read stalled: nothing for {read_timeout:g} s after {read} samples")
+                    yield shard_job(name, f"shard read stalled: nothing for {read_timeout:g} s after {read} samples")
                     issued += 1
                     break
                 if isinstance(item, _Finished):
                     clean = item.problem is None
                     if not clean:
-                        yield shard_job(url, item.problem)
+                        yield shard_job(name, item.problem)
                         issued += 1
                     break
                 read += 1
-                if skip is not None and skip(url, item.key):
+                if skip is not None and skip(name, item.key):
                     continue
                 yield sample_job(item, fmt)
                 issued += 1
         finally:
             stop.set()
         if on_shard_end is not None:
-            on_shard_end(url, issued, clean)
+            on_shard_end(name, issued, clean)
