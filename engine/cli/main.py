@@ -16,6 +16,7 @@ from importlib.metadata import PackageNotFoundError, version
 from iqart.engine.cli import exits
 from iqart.engine.cli.artifact import add_build_parser, add_export_parser, add_validate_parser
 from iqart.engine.cli.bench import add_bench_parser
+from iqart.engine.cli.explain import add_explain_parser
 from iqart.engine.cli.filter import add_filter_parser
 from iqart.engine.cli.models import add_list_parser
 from iqart.engine.cli.quantize import add_quantize_parser
@@ -55,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_filter_parser(subparsers)
     add_list_parser(subparsers)
     add_report_parser(subparsers)
+    add_explain_parser(subparsers)
     add_export_parser(subparsers)
     add_validate_parser(subparsers)
     add_build_parser(subparsers)

@@ -1,0 +1,138 @@
+"""`iqart explain`'s work: each image decoded as scoring decodes it, the model's quality maps
+(iqart.train.models.quality_maps), and per image the raw maps (.npy) and a heat-map overlay (.png).
+
+The map is of what the model saw: the image goes through the same decode and resize policy as
+`iqart score` (open_image, as_array), so the overlay is drawn on the model's input, which for a
+`fixed` policy is the resized image. The .npy holds the raw grid, float32 (channels, h, w) at
+1/32 of that input, one channel per name in explain.json ("score" first); the overlay shows it
+upsampled bilinearly to the input's size (cell centres on the pixels they stand for), which adds
+nothing the grid does not hold, so only the grid is kept.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from iqart.engine.pipeline.images import as_array, open_image
+from iqart.train.models.preprocess import uint8_nhwc_to_model_input
+from iqart.train.models.quality_maps import MAP_STRIDE, QualityMaps, quality_maps
+from iqart.train.models.zoo import ModelCard
+
+# Diverging, readable by the common colour-vision deficiencies: red where a map is low (worse),
+# blue where it is high (better). Every map channel lies in [0, 1], so the scale is fixed: the
+# same colour means the same value in every overlay.
+COLORMAP = "RdYlBu"
+OVERLAY_ALPHA = 0.55  # the map's share of each overlay pixel; the image shows through the rest
+SUMMARY_FILE = "explain.json"
+MAP_SUFFIX = ".map.npy"
+OVERLAY_SUFFIX = ".overlay.png"
+
+
+@dataclass
+class ExplainedImage:
+    source: str
+    stem: Path  # output path without suffix, relative to the output folder
+    input_size: tuple[int, int]  # (height, width) of what the model saw
+    maps: QualityMaps
+
+
+def output_stem(file: Path, root: Path) -> Path:
+    """Where an image's outputs go inside the output folder, without suffix: its path below the
+    folder it was found in (a file named on the command line: its name), suffix dropped."""
+    return file.relative_to(root).with_suffix("") if file != root else Path(file.stem)
+
+
+def clashing_stems(files: list[tuple[Path, Path]]) -> list[str]:
+    """Output stems that two or more inputs would share (a.jpg and a.png, or two folders' a.jpg)."""
+    seen: dict[Path, list[Path]] = {}
+    for file, root in files:
+        seen.setdefault(output_stem(file, root), []).append(file)
+    return [f"{stem} ({', '.join(map(str, sources))})" for stem, sources in seen.items() if len(sources) > 1]
+
+
+def model_input(image: np.ndarray, device: torch.device) -> torch.Tensor:
+    """uint8 RGB (H, W, 3) -> the CLIP-normalised (1, 3, H, W) tensor the models take."""
+    return uint8_nhwc_to_model_input(torch.from_numpy(image)[None].to(device))
+
+
+def explain_image(model: torch.nn.Module, card: ModelCard, path: Path) -> tuple[np.ndarray, QualityMaps]:
+    """What the model saw of one image file (uint8 RGB) and its maps."""
+    image = as_array(open_image(path), card.resize)
+    device = next(model.parameters()).device
+    return image, quality_maps(model, model_input(image, device))
+
+
+def upsample(grid: np.ndarray, height: int, width: int) -> np.ndarray:
+    """A (h, w) map bilinearly upsampled to (height, width): cell (i, j) lands on the centre of
+    the input region it stands for, the edges hold the outermost cells' values."""
+    tensor = torch.from_numpy(np.ascontiguousarray(grid, dtype=np.float32))[None, None]
+    return F.interpolate(tensor, size=(height, width), mode="bilinear", align_corners=False)[0, 0].numpy()
+
+
+def overlay(image: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """A heat-map overlay (H, W, 3) uint8 of a map in [0, 1] on the image the model saw."""
+    from matplotlib import colormaps
+
+    height, width = image.shape[:2]
+    colours = colormaps[COLORMAP](np.clip(upsample(grid, height, width), 0.0, 1.0))[..., :3] * 255.0
+    blended = (1.0 - OVERLAY_ALPHA) * image.astype(np.float32) + OVERLAY_ALPHA * colours
+    return np.clip(np.round(blended), 0, 255).astype(np.uint8)
+
+
+def _replace(path: Path, write: Callable[[Path], None]) -> None:
+    """Write through a temporary file beside `path`, then rename: never a half-written output."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(temporary)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    with open(path, "wb") as file:  # a file object: np.save would append .npy to the temporary name
+        np.save(file, array, allow_pickle=False)
+
+
+def write_outputs(out_dir: Path, explained: ExplainedImage, image: np.ndarray, per_attribute: bool) -> list[Path]:
+    """The raw maps (.npy) and the score channel's overlay (.png); with `per_attribute`, one
+    overlay per attribute too (<stem>.<name>.overlay.png). Returns the files written."""
+    maps = explained.maps.maps[0].float().cpu().numpy()
+    base = out_dir / explained.stem
+    written = [base.with_name(base.name + MAP_SUFFIX)]
+    _replace(written[0], lambda path: _save_npy(path, maps.astype(np.float32)))
+    channels = range(len(explained.maps.names)) if per_attribute else range(1)
+    for channel in channels:
+        name = "" if channel == 0 else "." + explained.maps.names[channel]
+        target = base.with_name(base.name + name + OVERLAY_SUFFIX)
+        picture = Image.fromarray(overlay(image, maps[channel]))
+        _replace(target, lambda path, picture=picture: picture.save(path, format="PNG"))
+        written.append(target)
+    return written
+
+
+def write_summary(out_dir: Path, card: ModelCard, names: list[str], rows: list[dict], errors: list[dict]) -> Path:
+    """explain.json: the model, what each .npy channel is, and per image its score and files."""
+    summary = {
+        "model": card.name,
+        "channels": names,
+        "stride": MAP_STRIDE,
+        "layout": "float32 (channels, h, w); cell (i, j) stands for the model input's pixels "
+        f"around ({MAP_STRIDE} i + {MAP_STRIDE // 2}, {MAP_STRIDE} j + {MAP_STRIDE // 2})",
+        "colormap": f"{COLORMAP}, fixed range 0..1 (red low, blue high)",
+        "images": rows,
+        "errors": errors,
+    }
+    path = out_dir / SUMMARY_FILE
+    _replace(path, lambda target: target.write_text(json.dumps(summary, indent=2) + "\n"))
+    return path
