@@ -52,6 +52,7 @@ from iqart.engine.pipeline.batch_scoring import DECODE_TIMEOUT_S
 from iqart.engine.pipeline.images import find_images
 from iqart.engine.pipeline.jobs import ScoreJob, ScoreRow, pair_with_references
 from iqart.engine.results.output import ResultOutput
+from iqart.train.models.prompts import attribute_names
 from iqart.train.models.zoo import ModelCard, get_card
 
 BLOCK_BATCHES = 4  # rows per Ray block, in batches: lost work on a crash vs. per-block overhead
@@ -140,6 +141,7 @@ def score_distributed(
     decode_timeout: float | None = DECODE_TIMEOUT_S,
     decode_device: str | None = None,
     actor_class: type = ScoringActor,
+    attributes: Sequence[str] = (),
     **scorer_options,
 ) -> DistributedSummary:
     """Score `inputs` (files and folders, or ScoreJobs) on Ray and write `out` (.csv, .jsonl or
@@ -153,14 +155,16 @@ def score_distributed(
     run) and scores the rest; it refuses rows of another model or other weights. `decode`,
     `decode_timeout` and `decode_device` as for Scorer.score_files (the decode device is each
     actor's: "cuda" fails in an actor without a GPU). A subclass of ScoringActor may be passed as
-    `actor_class` for per-actor setup.
+    `actor_class` for per-actor setup. `attributes`: the attribute columns to write (a subset of
+    the model's attribute names, in their order; see iqart.engine.cli.attributes).
     """
     card = get_card(model)
     jobs = _jobs(inputs, references, card)
     digest = weights_sha256(card.name, scorer_options.get("weights"))
     written: set[tuple[str, str | None]] = set()
     started = time.perf_counter()
-    with ResultOutput(out, card.name, digest, card.task, resume=resume) as writer:
+    explain = attribute_names(card.family) if attributes else None
+    with ResultOutput(out, card.name, digest, card.task, resume=resume, attributes=tuple(attributes)) as writer:
         todo = [job for job in jobs if not writer.is_done(job.key)]
         summary = DistributedSummary(jobs=len(jobs), kept=len(jobs) - len(todo))
         if todo:
@@ -185,6 +189,7 @@ def score_distributed(
                                 "decode": decode,
                                 "decode_timeout": decode_timeout,
                                 "decode_device": decode_device,
+                                "explain": bool(attributes),
                             },
                         },
                         batch_size=None,
@@ -196,7 +201,7 @@ def score_distributed(
                         num_gpus=gpus_per_actor or None,
                         **_bounded_retries(),
                     )
-                _write_unique(dataset, writer, written, summary, on_row, started)
+                _write_unique(dataset, writer, written, summary, on_row, started, explain or ())
             finally:
                 context.max_errored_blocks = errored_blocks
             if summary.stopped is None:
@@ -207,14 +212,16 @@ def score_distributed(
     return summary
 
 
-def _write_unique(dataset, writer, written: set, summary: DistributedSummary, on_row, started: float) -> None:
+def _write_unique(
+    dataset, writer, written: set, summary: DistributedSummary, on_row, started: float, names: Sequence[str] = ()
+) -> None:
     """Write the first row per job as blocks arrive, adding its key to `written`; stop, keeping
     what is written, on Ctrl-C or when Ray gives up on a block."""
     try:
         for table in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
             if not summary.startup_s:
                 summary.startup_s, summary.first_block = time.perf_counter() - started, table.num_rows
-            for row in table_rows(table):
+            for row in table_rows(table, names):
                 key = (row.path, row.reference)
                 if key in written:
                     summary.duplicates += 1
@@ -284,23 +291,27 @@ def job_items(jobs: Sequence[ScoreJob]) -> list[dict]:
 
 
 def rows_table(rows: Sequence[ScoreRow]) -> pa.Table:
-    """Score rows as an Arrow table that survives any file name (text as bytes)."""
+    """Score rows as an Arrow table that survives any file name (text as bytes); attributes (a
+    run with explain) as a list column, in the order of the rows' attribute names."""
     return pa.table(
         {
             "path": pa.array([_bytes(r.path) for r in rows], pa.binary()),
             "reference": pa.array([None if r.reference is None else _bytes(r.reference) for r in rows], pa.binary()),
             "score": pa.array([r.score for r in rows], pa.float64()),
             "error": pa.array([None if r.error is None else _bytes(r.error) for r in rows], pa.binary()),
+            "attributes": pa.array([list(r.attributes.values()) for r in rows], pa.list_(pa.float64())),
         }
     )
 
 
-def table_rows(table: pa.Table) -> list[ScoreRow]:
-    columns = {name: table.column(name).to_pylist() for name in ("path", "reference", "score", "error")}
-    return [
-        ScoreRow(_text(path), score, None if error is None else _text(error), None if ref is None else _text(ref))
-        for path, ref, score, error in zip(*columns.values(), strict=True)
-    ]
+def table_rows(table: pa.Table, attribute_names: Sequence[str] = ()) -> list[ScoreRow]:
+    columns = {name: table.column(name).to_pylist() for name in ("path", "reference", "score", "error", "attributes")}
+    rows = []
+    for path, ref, score, error, values in zip(*columns.values(), strict=True):
+        row = ScoreRow(_text(path), score, None if error is None else _text(error), None if ref is None else _text(ref))
+        row.attributes = dict(zip(attribute_names, values, strict=True)) if values else {}
+        rows.append(row)
+    return rows
 
 
 def _jobs(inputs: Sequence, references, card: ModelCard) -> list[ScoreJob]:

@@ -71,6 +71,7 @@ class ShardScoringActor:
                 self.scorer.task,
                 options["fmt"].keep_fields,
                 resume=options["resume"],
+                attributes=options["attributes"],
             ) as sink:
                 for row in score_shards(
                     self.scorer, [shard], sink, options["fmt"], options["columns"], **self.pipeline
@@ -115,6 +116,7 @@ def score_shards_distributed(
     decode_timeout: float | None = 60.0,
     decode_device: str | None = None,
     actor_class: type = ShardScoringActor,
+    attributes: Sequence[str] = (),
     **scorer_options,
 ) -> ShardSummary:
     """Score every shard `shards` name (paths, globs, brace ranges, URLs) on Ray, one output per
@@ -125,7 +127,9 @@ def score_shards_distributed(
     urls = list_shards(list(shards))
     digest = weights_sha256(card.name, scorer_options.get("weights"))
     started = time.perf_counter()
-    with PerShardOutputs(out_dir, urls, out_format, card.name, digest, card.task, fmt.keep_fields, resume) as plan:
+    with PerShardOutputs(
+        out_dir, urls, out_format, card.name, digest, card.task, fmt.keep_fields, resume, tuple(attributes)
+    ) as plan:
         todo = [url for url in urls if not plan.is_shard_done(url)]
     summary = ShardSummary(shards=len(urls), skipped=len(urls) - len(todo))
     if not todo:
@@ -142,6 +146,7 @@ def score_shards_distributed(
         "fmt": fmt,
         "columns": columns or ParquetColumns(),
         "resume": resume,
+        "attributes": tuple(attributes),
     }
     pipeline = {"decode": decode, "decode_timeout": decode_timeout, "decode_device": decode_device}
     context = ray.data.DataContext.get_current()

@@ -12,6 +12,7 @@ import pytest
 
 from iqart.engine.cli.main import main
 from iqart.engine.results.formats import read_result_file
+from iqart.train.models.prompts import attribute_names
 from tests.helpers import EXAMPLE_IMAGES
 
 ray = pytest.importorskip("ray", reason="Ray is not installed: pip install -e '.[ray]' (the dev extra includes it)")
@@ -63,15 +64,37 @@ def read_outputs(out_dir) -> dict:
 
 
 def test_each_shard_scored_on_ray_into_its_own_output(cluster, shards, weights, single_process, tmp_path):
+    """With the attributes asked for (--explain): QualiCLIP's 7 pair probabilities, whose mean is
+    the score, in every shard's output."""
     out_dir = tmp_path / "out"
+    names = attribute_names("qualiclip")
     summary = distributed_shards.score_shards_distributed(
-        [str(shards / "{00000..00002}.tar")], str(out_dir), MODEL, weights=weights(MODEL), batch_size=2
+        [str(shards / "{00000..00002}.tar")],
+        str(out_dir),
+        MODEL,
+        weights=weights(MODEL),
+        batch_size=2,
+        attributes=names,
     )
     assert summary.given_up == [] and summary.stopped is None and summary.scored == 16
     assert sorted(p.name for p in out_dir.iterdir()) == ["00000.parquet", "00001.parquet", "00002.parquet"]
     scores = read_outputs(out_dir)
     assert scores.keys() == single_process.keys()
     assert all(scores[key] == pytest.approx(single_process[key], abs=1e-6) for key in scores)
+    for row in read_result_file(out_dir / "00001.parquet"):
+        assert row["score"] == pytest.approx(sum(row[name] for name in names) / len(names), abs=1e-6)
+
+
+def test_files_on_ray_keep_their_attributes(cluster, weights, tmp_path):
+    from iqart.engine.distributed import score_distributed
+
+    out = tmp_path / "scores.jsonl"
+    names = attribute_names("qualiclip")
+    summary = score_distributed([EXAMPLE_IMAGES], out, MODEL, weights=weights(MODEL), batch_size=4, attributes=names)
+    rows = read_result_file(out)
+    assert summary.scored == 16 and len(rows) == 16
+    for row in rows:
+        assert row["score"] == pytest.approx(sum(row[name] for name in names) / len(names), abs=1e-6)
 
 
 def test_a_shard_whose_actor_dies_is_done_again_and_resume_skips_finished_shards(

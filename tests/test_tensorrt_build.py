@@ -60,6 +60,7 @@ def expected_io(spec: dict) -> list[tuple[str, str, str, list[int]]]:
         dims = [-1 if isinstance(d, str) else d for d in tensor["shape"]]
         rows.append((tensor["name"], "input", "UINT8", dims))
     rows.append(("score", "output", "FLOAT", [-1]))
+    rows.append(("attributes", "output", "FLOAT", [-1, len(spec["outputs"][1]["names"])]))
     return rows
 
 

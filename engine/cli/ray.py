@@ -8,6 +8,7 @@ import sys
 
 from tqdm import tqdm
 
+from iqart.engine.cli.attributes import explained_columns
 from iqart.engine.cli.usage import UsageError
 from iqart.engine.pipeline.jobs import ScoreJob, ScoreRow
 from iqart.train.models.zoo import ModelCard
@@ -80,6 +81,7 @@ def run_score_on_ray(
             decode=args.decode,
             decode_timeout=decode_timeout,
             decode_device=args.decode_device,
+            attributes=explained_columns(card, args.explain),
             **options,
         )
     resumed = f", {summary.kept} kept from before" if args.resume else ""
@@ -139,6 +141,7 @@ def run_shards_on_ray(
         decode=args.decode,
         decode_timeout=decode_timeout,
         decode_device=args.decode_device,
+        attributes=explained_columns(card, args.explain),
         **_scorer_options(args),
     )
     skipped = f", {summary.skipped} already done" if summary.skipped else ""

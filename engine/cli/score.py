@@ -12,6 +12,7 @@ from tqdm import tqdm
 from iqart.engine.artifact_cache import weights_sha256
 from iqart.engine.backends.plan_cache import DEFAULT_MAX_SIDE
 from iqart.engine.cli.artifact import add_attention_argument
+from iqart.engine.cli.attributes import add_explain_argument, explained_columns
 from iqart.engine.cli.ray import add_ray_arguments, run_score_on_ray, run_shards_on_ray
 from iqart.engine.cli.score_shards import add_shard_arguments, run_score_shards, shard_names
 from iqart.engine.cli.signals import exit_code
@@ -153,6 +154,7 @@ def add_score_parser(subparsers) -> None:
         help="keep the rows already in --out (and in the journal of a killed run) and score only the "
         "files without a score there; refuses rows of another model or other weights",
     )
+    add_explain_argument(output)
     add_shard_arguments(p)
     add_ray_arguments(p)
     p.set_defaults(run=run_score)
@@ -227,7 +229,8 @@ def run_score(args: argparse.Namespace) -> int:
     digest = weights_sha256(card.name, args.weights)
     if args.ray is not None:
         return run_score_on_ray(args, card, jobs, timeout)
-    with ResultOutput(args.out, card.name, digest, card.task, resume=args.resume) as output:
+    attributes = explained_columns(card, args.explain)
+    with ResultOutput(args.out, card.name, digest, card.task, resume=args.resume, attributes=attributes) as output:
         todo = [job for job in jobs if not output.is_done(job.key)]
         if not todo:
             output.finish()
@@ -240,7 +243,12 @@ def run_score(args: argparse.Namespace) -> int:
         with tqdm(total=len(todo), unit="img", disable=None) as bar:
             try:
                 for row in scorer.score_jobs(
-                    todo, stats, decode=args.decode, decode_timeout=timeout, decode_device=args.decode_device
+                    todo,
+                    stats,
+                    decode=args.decode,
+                    decode_timeout=timeout,
+                    decode_device=args.decode_device,
+                    explain=bool(attributes),
                 ):
                     output.write(row)
                     scored, failed = scored + row.ok, failed + (not row.ok)

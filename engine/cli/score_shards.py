@@ -9,6 +9,7 @@ import sys
 
 from tqdm import tqdm
 
+from iqart.engine.cli.attributes import explained_columns
 from iqart.engine.cli.signals import exit_code
 from iqart.engine.cli.usage import UsageError, require_existing, user_input
 from iqart.engine.pipeline.batch_scoring import PipelineStats
@@ -109,15 +110,31 @@ def run_score_shards(args: argparse.Namespace, card: ModelCard, names: list[str]
     if len(kinds) > 1:
         raise UsageError("tar shards and Parquet tables in one run: score them separately")
     fmt, columns = sample_format(args, card, kinds == {"parquet"})
+    attributes = explained_columns(card, args.explain)
     with user_input():
         if args.out_dir:
             sink_context = PerShardOutputs(
-                args.out_dir, shards, args.out_format, card.name, digest, card.task, fmt.keep_fields, args.resume
+                args.out_dir,
+                shards,
+                args.out_format,
+                card.name,
+                digest,
+                card.task,
+                fmt.keep_fields,
+                args.resume,
+                attributes=attributes,
             )
             output = None
         else:
             output = ResultOutput(
-                args.out, card.name, digest, card.task, resume=args.resume, shards=True, keep_fields=fmt.keep_fields
+                args.out,
+                card.name,
+                digest,
+                card.task,
+                resume=args.resume,
+                shards=True,
+                keep_fields=fmt.keep_fields,
+                attributes=attributes,
             )
             sink_context = output
     with sink_context:
@@ -144,6 +161,7 @@ def run_score_shards(args: argparse.Namespace, card: ModelCard, names: list[str]
                     decode=args.decode,
                     decode_timeout=args.decode_timeout or None,
                     decode_device=args.decode_device,
+                    explain=bool(attributes),
                 ):
                     scored, failed = scored + row.ok, failed + (not row.ok)
                     if not row.ok:

@@ -23,9 +23,10 @@ def is_parquet(path: str | os.PathLike) -> bool:
     return Path(path).suffix.lower() == ".parquet"
 
 
-def open_result_writer(path: str | os.PathLike, columns: list[str]):
-    """An atomic writer for `path`'s format (.parquet, .jsonl, else CSV)."""
-    return ParquetResultWriter(path, columns) if is_parquet(path) else AtomicResultWriter(path, columns)
+def open_result_writer(path: str | os.PathLike, columns: list[str], numeric: tuple[str, ...] = ("score",)):
+    """An atomic writer for `path`'s format (.parquet, .jsonl, else CSV); `numeric` columns are
+    float64 in Parquet (the score and any attributes), the rest text."""
+    return ParquetResultWriter(path, columns, numeric) if is_parquet(path) else AtomicResultWriter(path, columns)
 
 
 def read_result_file(path: str | os.PathLike) -> list[dict]:
@@ -37,14 +38,15 @@ class ParquetResultWriter(CommitOnSuccess):
     """AtomicResultWriter's contract for Parquet: rows go to a temporary file beside the target,
     `commit()` renames it into place, an exception inside `with` leaves earlier output alone."""
 
-    def __init__(self, path: str | os.PathLike, columns: list[str]):
+    def __init__(self, path: str | os.PathLike, columns: list[str], numeric: tuple[str, ...] = ("score",)):
         import pyarrow as pa
         import pyarrow.parquet as pq
 
         self.path = Path(path)
         self.columns = columns
+        self.numeric = set(numeric)
         self.format = "parquet"
-        self._schema = pa.schema([(c, pa.float64() if c == "score" else pa.string()) for c in columns])
+        self._schema = pa.schema([(c, pa.float64() if c in self.numeric else pa.string()) for c in columns])
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, self._tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
         honour_umask(fd)
@@ -53,7 +55,7 @@ class ParquetResultWriter(CommitOnSuccess):
         self._rows: list[dict] = []
 
     def write(self, row: dict) -> None:
-        self._rows.append({k: _text(row.get(k)) if k != "score" else row.get(k) for k in self.columns})
+        self._rows.append({k: _number(row.get(k)) if k in self.numeric else _text(row.get(k)) for k in self.columns})
         if len(self._rows) >= ROW_GROUP:
             self._flush()
 
@@ -97,6 +99,11 @@ def read_parquet_results(path: str | os.PathLike) -> list[dict]:
         else:
             row["reference"] = row.get("reference") or None
     return rows
+
+
+def _number(value: object) -> float | None:
+    """A float cell; a CSV read back for --resume holds its numbers as text."""
+    return None if value in (None, "") else float(value)
 
 
 def _text(value: object) -> str | None:

@@ -44,16 +44,16 @@ class OutputError(ValueError):
     """An output that cannot be written or resumed; the message names it and says why."""
 
 
-def result_columns(task: str, shards: bool = False, keep_fields: tuple[str, ...] = ()) -> list[str]:
+def result_columns(
+    task: str, shards: bool = False, keep_fields: tuple[str, ...] = (), attributes: tuple[str, ...] = ()
+) -> list[str]:
     """The columns of a result file: files' rows name path (and reference); shard samples' rows
-    name shard and key (a full-reference sample holds its reference) and the kept fields."""
+    name shard and key (a full-reference sample holds its reference) and the kept fields; then
+    the attributes asked for (--explain), then the provenance."""
     if shards:
-        return ["shard", "key", "score", "error", *keep_fields, *PROVENANCE]
-    return (
-        ["path", "reference", "score", "error", *PROVENANCE]
-        if task == "fr"
-        else ["path", "score", "error", *PROVENANCE]
-    )
+        return ["shard", "key", "score", "error", *keep_fields, *attributes, *PROVENANCE]
+    where = ["path", "reference"] if task == "fr" else ["path"]
+    return [*where, "score", "error", *attributes, *PROVENANCE]
 
 
 def row_identity(row: dict) -> Key | tuple[str, str, str | None]:
@@ -156,10 +156,12 @@ class ResultOutput:
         resume: bool = False,
         shards: bool = False,
         keep_fields: tuple[str, ...] = (),
+        attributes: tuple[str, ...] = (),
     ):
         self.path = check_output_path(out)
         self.provenance = {"model": model, "weights_sha256": weights_sha256}
-        self.columns = result_columns(task, shards, keep_fields)
+        self.columns = result_columns(task, shards, keep_fields, attributes)
+        self.numeric = ("score", *attributes)
         self.done_shards: set[str] = set()  # shards read to their end, by the journal's shard_done records
         self.journal = Journal.open_locked(journal_path(self.path), str(self.path))
         self.base: list[dict] = []
@@ -253,7 +255,7 @@ class ResultOutput:
         if "shard" in row and "path" not in row:
             fields = [c for c in self.columns if c not in PROVENANCE]
         else:
-            fields = ["path", "reference", "score", "error"]
+            fields = ["path", "reference", *(c for c in self.columns if c not in (*PROVENANCE, "path", "reference"))]
         self.journal.append({k: row.get(k) for k in fields})
         self.written += 1
 
@@ -269,7 +271,7 @@ class ResultOutput:
         _, rows, _ = self.journal.read()
         merged = merge_rows(self.base + rows)
         if rows or merged != self.base or not self.path.is_file():  # else the file already says it all
-            with open_result_writer(self.path, self.columns) as writer:
+            with open_result_writer(self.path, self.columns, self.numeric) as writer:
                 for row in merged:
                     writer.write({**row, **self.provenance})
             fsync_dir(self.path.parent)

@@ -64,11 +64,13 @@ class PerShardOutputs:
         task: str,
         keep_fields: tuple[str, ...] = (),
         resume: bool = False,
+        attributes: tuple[str, ...] = (),
     ):
         if fmt not in OUTPUT_FORMATS:
             raise OutputError(f"--out-format must be one of {', '.join(OUTPUT_FORMATS)}, not {fmt!r}")
         self.out_dir, self.fmt, self.task, self.keep_fields = out_dir.rstrip("/"), fmt, task, keep_fields
         self.model, self.weights_sha256, self.resume = model, weights_sha256, resume
+        self.attributes = attributes
         self.remote = is_url(out_dir) and not out_dir.startswith("file://")
         self.shards = [redact(shard) for shard in shards]
         self.names = self._output_names(self.shards)
@@ -155,6 +157,7 @@ class PerShardOutputs:
             resume=self.resume and not self.remote,
             shards=True,
             keep_fields=self.keep_fields,
+            attributes=self.attributes,
         )
 
     def is_sample_done(self, shard: str, key: str) -> bool:
