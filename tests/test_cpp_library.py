@@ -1,7 +1,8 @@
 """The C++ library (examples/cpp, CMake target iqart::scorer) built with CMake against the installed
 openvino wheel, and checked against the Python engine: its scores equal `iqart score --backend
-openvino` on the same files, its resize equals the engine's byte for byte, and bad artifacts,
-wrong sizes and truncated files give errors that name the file and the problem.
+openvino` on the same files, its attributes (`--explain`, Scorer::explain) equal
+`iqart.Scorer(..., backend="openvino").explain`, its resize equals the engine's byte for byte, and
+bad artifacts, wrong sizes and truncated files give errors that name the file and the problem.
 
 The build compiles the TensorRT runtime too wherever TensorRT's headers and the CUDA toolkit are
 found (TRT_ROOT); that is asserted when they are."""
@@ -20,6 +21,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import iqart
 from iqart.engine.artifact_cache import weights_sha256
 from iqart.engine.pipeline.images import resize
 from iqart.train.models.zoo import ResizePolicy
@@ -114,6 +116,75 @@ def test_fr_scores_equal_the_python_engine(build, home, tmp_path):
     assert_same_scores(cpp, python, len(list((pairs / "distorted").glob("*.png"))))
 
 
+def cpp_explained(build: Path, *args) -> dict[str, tuple[float, dict[str, float]]]:
+    """`iqart_score_cpp --explain`: per file, its score and its attributes by name, in printed order."""
+    result = checked([build / "iqart_score_cpp", "--explain", *args])
+    rows = {}
+    for line in result.stdout.splitlines():
+        path, score, *columns = line.split("\t")
+        attributes = {name: float(value) for name, value in (column.split("=") for column in columns)}
+        assert len(attributes) == len(columns), f"repeated attribute names in {line!r}"
+        rows[str(Path(path).resolve())] = (float(score), attributes)
+    return rows
+
+
+def python_explained(home: Path, monkeypatch, name: str, images: list[Path], references: list[Path] | None = None):
+    """iqart.Scorer(name, backend="openvino").explain on the artifact `exported` wrote: (names, rows)
+    with rows as cpp_explained gives them."""
+    monkeypatch.setenv("IQART_HOME", str(home))
+    scorer = iqart.Scorer(name, backend="openvino")
+    scores, attributes = scorer.explain(
+        [str(path) for path in images], None if references is None else [str(p) for p in references]
+    )
+    rows = {
+        str(Path(path).resolve()): (float(score), dict(zip(scorer.attribute_names, map(float, row), strict=True)))
+        for path, score, row in zip(images, scores, attributes, strict=True)
+    }
+    return scorer.attribute_names, rows
+
+
+def assert_same_attributes(cpp: dict, python: dict, names: list[str], expected_files: int) -> None:
+    """The C++ rows carry the Python engine's attribute names in its order, and its values within
+    TOLERANCE."""
+    assert len(cpp) == expected_files and sorted(cpp) == sorted(python)
+    worst = 0.0
+    for path, (_, attributes) in python.items():
+        assert list(cpp[path][1]) == names, path
+        worst = max(worst, *(abs(cpp[path][1][key] - value) for key, value in attributes.items()))
+    assert worst <= TOLERANCE, f"largest attribute difference {worst:.3g} over {len(python)} files"
+    for key in names:  # each attribute moves with the image: the comparison means something
+        assert len({attributes[key] for _, attributes in python.values()}) > 1, key
+
+
+def test_nr_attributes_equal_the_python_engine_and_average_to_the_score(build, home, monkeypatch):
+    """qualiclip-tiny's 7 antonym-pair probabilities: the C++ values are the Python engine's, and
+    the C++ score (from the same run) is their mean, and the score `score()` gives."""
+    artifact = exported(home, "qualiclip-tiny")
+    images = sorted((REPO / "examples" / "images").glob("*.png"))
+    names, python = python_explained(home, monkeypatch, "qualiclip-tiny", images)
+    assert len(names) == 7 and names[0] == "good_photo"
+    cpp = cpp_explained(build, artifact, REPO / "examples" / "images")
+    assert_same_attributes(cpp, python, names, len(images))
+    for path, (score, attributes) in cpp.items():
+        assert score == pytest.approx(np.mean(list(attributes.values())), abs=1e-6), path
+    plain = cpp_scores(build, artifact, REPO / "examples" / "images")
+    assert {path: score for path, (score, _) in cpp.items()} == plain
+
+
+def test_fr_attributes_equal_the_python_engine(build, home, monkeypatch):
+    """bpclip-fr-tiny's 6 dimension scores and 40 adjective similarities (values up to ~50), with references."""
+    artifact = exported(home, "bpclip-fr-tiny")
+    pairs = REPO / "examples" / "fr"
+    images = sorted((pairs / "distorted").glob("*.png"))
+    references = [pairs / "reference" / image.name for image in images]
+    names, python = python_explained(home, monkeypatch, "bpclip-fr-tiny", images, references)
+    assert len(names) == 46 and sum(name.startswith("adj_") for name in names) == 40
+    cpp = cpp_explained(build, artifact, "--ref", pairs / "reference", pairs / "distorted")
+    assert_same_attributes(cpp, python, names, len(images))
+    for path, (score, _) in cpp.items():
+        assert score == pytest.approx(python[path][0], abs=TOLERANCE), path
+
+
 RESIZE_CASES = [  # (width, height, policy): odd sizes, up and down by large factors, one side kept
     (97, 61, ResizePolicy("fixed", (224, 224))),
     (61, 97, ResizePolicy("fixed", (224, 224))),
@@ -182,6 +253,17 @@ def test_malformed_or_missing_spec_is_refused(build, artifact_copy, tmp_path):
     assert f'{spec_path}: unknown resize policy "thumbnail"' in failure(build, artifact_copy, image)
     spec_path.write_text(json.dumps(spec)[:200])
     assert f"{spec_path}: not valid JSON: line 1" in failure(build, artifact_copy, image)
+    without = {**spec, "outputs": [output for output in spec["outputs"] if output["name"] != "attributes"]}
+    spec_path.write_text(json.dumps(without))
+    assert f'{spec_path}: no "attributes" output' in failure(build, artifact_copy, image)
+    short = [
+        output if output["name"] != "attributes" else {**output, "names": output["names"][:-1]}
+        for output in spec["outputs"]
+    ]
+    spec_path.write_text(json.dumps({**spec, "outputs": short}))
+    assert f"{spec_path}: the attributes output's shape is not [N, 6] (one column per name)" in failure(
+        build, artifact_copy, image
+    )
     empty = tmp_path / "empty"
     empty.mkdir()
     assert f"{empty}: not an iqart artifact (no spec.json)" in failure(build, empty, image)
