@@ -91,12 +91,13 @@ def _sources(chosen: dict, names: list[str]) -> dict[str, str]:
         raise UsageError(str(exc)) from None
     except (OSError, ValueError) as exc:
         raise UsageError(f"cannot list the shards: {exc}") from None
+    named = set(given)
     by_stem: dict[str, list[str]] = {}
     for url in given:
         by_stem.setdefault(shard_stem(url), []).append(url)
     sources = {}
     for shard in chosen:
-        if shard in given:
+        if shard in named:
             sources[shard] = shard
             continue
         matches = by_stem.get(shard_stem(shard), [])
