@@ -388,7 +388,8 @@ def test_resume_finishes_a_shard_left_unfinished_sample_by_sample(tmp_path, weig
     scores only the samples after them (the journal is left the way a kill leaves it: written
     by the run's own code, then closed without the final file)."""
     items = photos(rng, 9)
-    shard = write_with_tarfile(tmp_path / "00000.tar", [photo_members(p) for p in items])
+    shard = write_with_tarfile(tmp_path / "00001.tar", [photo_members(p) for p in items])
+    earlier = write_with_tarfile(tmp_path / "00000.tar", [photo_members(p) for p in photos(rng, 2, first=9)])
     out_dir = tmp_path / "scores"
     w = weights(MODEL)
     done = int(rng.integers(2, 7))
@@ -398,15 +399,21 @@ def test_resume_finishes_a_shard_left_unfinished_sample_by_sample(tmp_path, weig
         rows = score_shards(scorer, [str(shard)], sink, SampleFormat())
         first = [next(rows) for _ in range(done)]
         rows.close()  # stopped here: the shard's journal holds `done` rows, its output does not exist
-    assert not (out_dir / "00000.parquet").exists()
-    assert journal_path(out_dir / "00000.parquet").exists()
+    unfinished = journal_path(out_dir / "00001.parquet")
+    assert not (out_dir / "00001.parquet").exists() and unfinished.exists()
+    left = unfinished.read_bytes()
 
-    assert score(str(shard), "--out-dir", str(out_dir), "--resume", weights=w) == 0
-    assert f"1 shards, scored {len(items) - done}, failed 0" in capsys.readouterr().out
-    rows = read_result_file(out_dir / "00000.parquet")
+    both = [str(earlier), str(shard)]
+    assert score(*both, "--out-dir", str(out_dir), "--resume", weights=weights(MODEL, 1)) == 2  # other weights
+    assert "do not mix" in capsys.readouterr().err
+    assert sorted(out_dir.iterdir()) == [unfinished] and unfinished.read_bytes() == left  # refused before any work
+
+    assert score(*both, "--out-dir", str(out_dir), "--resume", weights=w) == 0
+    assert f"2 shards, scored {2 + len(items) - done}, failed 0" in capsys.readouterr().out
+    rows = read_result_file(out_dir / "00001.parquet")
     assert [row["key"] for row in rows] == [p.key for p in items]
     assert [row["score"] for row in rows[:done]] == [row.score for row in first]
-    assert not journal_path(out_dir / "00000.parquet").exists()
+    assert sorted(p.name for p in out_dir.iterdir()) == ["00000.parquet", "00001.parquet"]
 
 
 # -- memory ---------------------------------------------------------------------------------------------

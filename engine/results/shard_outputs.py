@@ -11,6 +11,7 @@ sample from its journal.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -19,6 +20,7 @@ from pathlib import Path
 
 from iqart.engine.pipeline.jobs import ScoreRow
 from iqart.engine.results.formats import read_result_file
+from iqart.engine.results.journal import journal_path
 from iqart.engine.results.output import PROVENANCE, OutputError, ResultOutput
 from iqart.engine.sources.shard_locations import is_url, redact, shard_stem
 
@@ -47,6 +49,16 @@ class OneOutput:
     def complete_shard(self, shard: str, clean: bool) -> None:
         if clean:
             self.output.shard_done(shard)
+
+
+def _journal_header(path: Path) -> dict | None:
+    """The first record of a journal a killed run left (what produced its rows), if any."""
+    try:
+        with open(path, "rb") as f:
+            header = json.loads(f.readline())
+    except (OSError, ValueError):
+        return None
+    return header if isinstance(header, dict) else None
 
 
 class PerShardOutputs:
@@ -105,20 +117,27 @@ class PerShardOutputs:
         shard; OutputError for an output of another model or weights (scores must not mix)."""
         done = set()
         for shard in self.shards:
+            if not self.remote:  # an unfinished shard's journal: refused now, not when the run reaches it
+                header = _journal_header(journal_path(self.target(shard)))
+                if header is not None:
+                    self._check_provenance(header, str(journal_path(self.target(shard))))
             rows = self._existing_rows(shard)
             if rows is None:
                 continue
             for row in rows:
-                if any(row.get(field) != value for field, value in zip(PROVENANCE, self._provenance(), strict=True)):
-                    raise OutputError(
-                        f"--resume: {self.target(shard)} holds scores of {row.get('model')} (weights sha256 "
-                        f"{str(row.get('weights_sha256'))[:12]}), not of {self.model} (weights sha256 "
-                        f"{self.weights_sha256[:12]}); scores of different models or weights do not mix: "
-                        "use another --out-dir, or drop --resume"
-                    )
+                self._check_provenance(row, self.target(shard))
             if not any(row.get("key") is None and row.get("error") for row in rows):
                 done.add(shard)
         return done
+
+    def _check_provenance(self, record: dict, where: str) -> None:
+        if any(record.get(field) != value for field, value in zip(PROVENANCE, self._provenance(), strict=True)):
+            raise OutputError(
+                f"--resume: {where} holds scores of {record.get('model')} (weights sha256 "
+                f"{str(record.get('weights_sha256'))[:12]}), not of {self.model} (weights sha256 "
+                f"{self.weights_sha256[:12]}); scores of different models or weights do not mix: "
+                "use another --out-dir, or drop --resume"
+            )
 
     def _provenance(self) -> tuple[str, str]:
         return self.model, self.weights_sha256
