@@ -132,6 +132,28 @@ def test_only_feature_map_convolutions_are_quantised(int8_home):
         assert quantised[op] == 0, op
 
 
+def test_full_reference_int8_keeps_layer3_and_layer4_of_both_passes_in_fp32(tmp_path, monkeypatch):
+    """An FR score reads |Fd - Fr| of the deep stages, which int8 noise swamps: by default their
+    convolutions stay fp32 in the graph, in the distorted pass and in the reference pass (_1)."""
+    monkeypatch.setenv("IQART_HOME", str(tmp_path))
+    weights = tmp_path / "w.pt"
+    save_checkpoint(weights, "bpclip-fr-tiny", scramble(build_model("bpclip-fr-tiny", seed=6), 6).state_dict())
+    artifact = cached_artifact("bpclip-fr-tiny", weights)
+    report = add_int8_graph(artifact, "skimage:astronaut", None)
+    graph = onnx.load(artifact / INT8_GRAPH).graph
+    producers = {out: node for node in graph.node for out in node.output}
+    quantised = {  # a convolution runs in int8 when its weights come dequantised
+        node.name
+        for node in graph.node
+        if node.op_type == "Conv" and getattr(producers.get(node.input[1]), "op_type", "") == "DequantizeLinear"
+    }
+    deep = [n.name for n in graph.node if n.op_type == "Conv" and n.name.startswith(("/layer3/", "/layer4/"))]
+    assert any(name.endswith("_1/Conv") for name in deep) and any(not name.endswith("_1/Conv") for name in deep)
+    assert not quantised & set(deep), sorted(quantised & set(deep))
+    assert any(name.startswith("/layer2/") for name in quantised)  # the shallower stages are int8
+    assert report.keep_fp32 == [r"^/layer3/", r"^/layer4/"]
+
+
 def test_int8_scores_track_fp32_at_any_size(int8_home):
     """Dynamic sizes and batches run, near fp32. Random weights on noise barely spread their
     scores, so this is no parity test: that is tests/test_parity.py's (demo weights, photos)."""
