@@ -9,6 +9,7 @@ resumes an unfinished one sample by sample; the reader holds a bounded number of
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import re
@@ -57,8 +58,8 @@ def scores(rows: dict[str, dict]) -> dict[str, float]:
 
 
 def test_samples_score_exactly_as_the_same_images_as_files(tmp_path, weights, rng):
-    """Files, a webdataset-written tar, a tarfile-written tar and an img2dataset Parquet table of
-    the same photos give bit-identical scores (one decode for all); rows name shard and key and
+    """Files, a webdataset-written tar, a tarfile-written tar (and it gzipped) and an img2dataset
+    Parquet table of the same photos give bit-identical scores (one decode for all); rows name shard and key and
     keep url and caption from the .json member or the Parquet row."""
     items = photos(rng, 7)
     folder = tmp_path / "files"
@@ -68,13 +69,15 @@ def test_samples_score_exactly_as_the_same_images_as_files(tmp_path, weights, rn
     wds_tar = write_with_webdataset(tmp_path / "wds-00000.tar", items)
     plain_tar = write_with_tarfile(tmp_path / "plain-00000.tar", [photo_members(p) for p in items])
     table = write_img2dataset_parquet(tmp_path / "table-00000.parquet", items, row_group_size=3)
+    gzipped = tmp_path / "gz-00000.tar.gz"
+    gzipped.write_bytes(gzip.compress(wds_tar.read_bytes()))
     w = weights(MODEL)
 
     assert score(str(folder), "--out", str(tmp_path / "files.parquet"), weights=w) == 0
     by_file = {Path(row["path"]).stem: row["score"] for row in read_result_file(tmp_path / "files.parquet")}
     assert len(by_file) == len(items) and len(set(by_file.values())) == len(items)  # scores move with the image
-    for source in (wds_tar, plain_tar, table):
-        out = tmp_path / f"{source.stem}.parquet"
+    for source in (wds_tar, plain_tar, table, gzipped):
+        out = tmp_path / f"{source.name}.parquet"
         assert score(str(source), "--keep-fields", "url,caption", "--out", str(out), weights=w) == 0
         rows = rows_by_key(out)
         assert scores(rows) == by_file, source.name  # exactly: the same bytes, the same decode
@@ -186,6 +189,26 @@ def test_a_name_that_gives_no_shard_exits_2_before_any_work(shard_folder, tmp_pa
     err = capsys.readouterr().err
     assert name in err or os.path.dirname(name) in err, err
     assert not out.exists() and not journal_path(out).exists()
+
+
+def test_a_folder_of_img2dataset_parquet_tables_is_scored_as_shards(tmp_path, weights, rng):
+    """img2dataset's parquet output: NNNNN.parquet with NNNNN_stats.json, no image files."""
+    folder = tmp_path / "dataset"
+    folder.mkdir()
+    for index in range(2):
+        write_img2dataset_parquet(folder / f"{index:05d}.parquet", photos(rng, 2, first=2 * index))
+        (folder / f"{index:05d}_stats.json").write_text("{}")
+    assert looks_like_shards([str(folder)])
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "a.jpg").write_bytes(photos(rng, 1)[0].data)
+    write_img2dataset_parquet(tmp_path / "photos" / "index.parquet", photos(rng, 1))
+    assert not looks_like_shards([str(tmp_path / "photos")])  # images with a table beside them: images
+    out = tmp_path / "rows.csv"
+    assert score(str(folder), "--out", str(out), weights=weights(MODEL)) == 0
+    rows = read_result_file(out)
+    assert [(Path(r["shard"]).name, r["key"]) for r in rows] == [
+        (f"{i // 2:05d}.parquet", f"{i:09d}") for i in range(4)
+    ]
 
 
 # -- what goes wrong -----------------------------------------------------------------------------------
@@ -317,6 +340,28 @@ def test_a_shard_that_cannot_be_read_is_one_error_row_and_the_run_goes_on(tmp_pa
     assert score(str(table), "--image-column", "png", "--out", str(out), weights=weights(MODEL)) == 1
     (row,) = read_result_file(out)
     assert row["shard"] == str(table) and "no column 'png' (--image-column)" in row["error"]
+
+
+def test_a_shard_whose_read_stalls_is_given_up_after_the_timeout(tmp_path, weights, rng):
+    """A stream that sends nothing (a FIFO nobody writes: opening it blocks, as a hung remote read
+    does) costs --decode-timeout seconds and one row; the next shard goes on."""
+    folder = tmp_path / "shards"
+    folder.mkdir()
+    os.mkfifo(folder / "00000.tar")
+    write_with_tarfile(folder / "00001.tar", [photo_members(p) for p in photos(rng, 2)])
+    out = tmp_path / "rows.csv"
+    try:
+        started = time.monotonic()
+        command = [str(folder / "{00000..00001}.tar"), "--decode-timeout", "1", "--out", str(out)]
+        assert score(*command, weights=weights(MODEL)) == 0
+        assert time.monotonic() - started < 30
+    finally:
+        descriptor = os.open(folder / "00000.tar", os.O_WRONLY | os.O_NONBLOCK)  # the abandoned reader gets EOF
+        os.close(descriptor)
+    rows = read_result_file(out)
+    stalled = [row for row in rows if row["shard"] == str(folder / "00000.tar")]
+    assert len(stalled) == 1 and "shard read stalled: nothing for 1 s after 0 samples" in stalled[0]["error"]
+    assert len([row for row in rows if row["error"] is None]) == 2
 
 
 def test_a_local_url_with_a_password_never_shows_it(tmp_path, weights):

@@ -16,6 +16,8 @@ import os
 import re
 from pathlib import PurePosixPath
 
+from iqart.engine.pipeline.images import IMAGE_SUFFIXES
+
 SHARD_KINDS = {".tar": "webdataset", ".tgz": "webdataset", ".tar.gz": "webdataset", ".parquet": "parquet"}
 _BRACE = re.compile(r"\{([^{}]*)\}")
 _RANGE = re.compile(r"^(\d+)\.\.(\d+)$")
@@ -63,13 +65,20 @@ def expand_braces(pattern: str) -> list[str]:
 
 def looks_like_shards(names: list[str]) -> bool:
     """Whether the command line names shards (a URL, a shard's suffix, a brace range, or a folder
-    holding .tar files) rather than image files."""
+    holding tar shards, or Parquet tables and no images: img2dataset's parquet output) rather
+    than image files."""
     for name in names:
         if is_url(name) or shard_kind(name) or _BRACE.search(name):
             return True
-        if os.path.isdir(name) and any(entry.name.endswith(".tar") for entry in os.scandir(name)):
-            return True
+        if os.path.isdir(name):
+            kinds = {shard_kind(entry.name) for entry in os.scandir(name)}
+            if "webdataset" in kinds or ("parquet" in kinds and not _holds_images(name)):
+                return True
     return False
+
+
+def _holds_images(folder: str) -> bool:
+    return any(os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES for entry in os.scandir(folder))
 
 
 def _filesystem(name: str):
