@@ -48,7 +48,7 @@ class ExplainedImage:
 def output_stem(file: Path, root: Path) -> Path:
     """Where an image's outputs go inside the output folder, without suffix: its path below the
     folder it was found in (a file named on the command line: its name), suffix dropped."""
-    return file.relative_to(root).with_suffix("") if file != root else Path(file.stem)
+    return file.relative_to(root).with_suffix("")
 
 
 def clashing_stems(files: list[tuple[Path, Path]]) -> list[str]:
