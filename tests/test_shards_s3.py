@@ -155,7 +155,9 @@ def test_a_missing_object_or_bucket_is_an_error_row_naming_the_url(tmp_path, wei
     upload_shards(tmp_path, rng, bucket)
     s3().rm(f"{bucket}/shards/00001.tar")  # a shard img2dataset never wrote
     out = tmp_path / "rows.csv"
-    names = [f"s3://{bucket}/shards/{{00000..00002}}.tar", "s3://iqart-no-such-bucket/shards/00000.tar"]
+    listing = tmp_path / "shards.txt"  # a --paths-from list of URLs, as the range is a pattern of them
+    listing.write_text("s3://iqart-no-such-bucket/shards/00000.tar\n")
+    names = [f"s3://{bucket}/shards/{{00000..00002}}.tar", "--paths-from", str(listing)]
     assert score(*names, "--out", str(out), weights=weights(MODEL)) == 0
     rows = read_result_file(out)
     failed = {row["shard"]: row["error"] for row in rows if row["error"] is not None}
