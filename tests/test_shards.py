@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shutil
+import threading
 import time
 from pathlib import Path
 
@@ -499,6 +500,35 @@ def test_the_reader_holds_a_bounded_number_of_samples_whatever_the_shard_size(tm
     assert position < size / 10
     rest = sum(1 for _ in jobs)
     assert len(taken) + rest == count
+
+
+def is_open(path: Path) -> bool:
+    try:
+        stream_position(path)
+        return True
+    except AssertionError:
+        return False
+
+
+def test_the_reader_ends_when_the_pipeline_stops_taking_samples(tmp_path, rng):
+    """A reader left with a full queue (the pipeline stopped: an interrupted run, an iterator
+    dropped) ends instead of waiting for ever holding its samples, also when its shard ends in
+    damage after the queue filled."""
+    samples = [[(f"{i:05d}.jpg", rng.bytes(600))] for i in range(QUEUE_SAMPLES + 2)]
+    intact = write_with_tarfile(tmp_path / "intact.tar", samples)
+    shard = tmp_path / "cut.tar"
+    shard.write_bytes(intact.read_bytes()[: tar_member_spans(intact)[-1][1] + 700])  # the last sample is cut
+    before = set(threading.enumerate())
+    jobs = shard_jobs([str(shard)], SampleFormat())
+    next(jobs)
+    (reader,) = set(threading.enumerate()) - before
+    deadline = time.monotonic() + 30
+    while is_open(shard):  # the reader has read to the damage and waits to hand on its last word
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    jobs.close()
+    reader.join(timeout=10)
+    assert not reader.is_alive(), "the reader thread still waits on its queue"
 
 
 def test_parquet_columns_of_other_names_and_a_row_without_a_key(tmp_path, weights, rng):

@@ -55,17 +55,23 @@ class _Finished:
         self.problem = problem
 
 
+def _hand_on(item, out: queue.Queue, stop: threading.Event) -> bool:
+    """Put `item` in the queue unless the pipeline stopped taking (then the reader must end, not
+    wait for ever on a full queue holding samples nobody will take)."""
+    while not stop.is_set():
+        try:
+            out.put(item, timeout=0.5)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
 def _read_into(url: str, fmt: SampleFormat, columns: ParquetColumns, out: queue.Queue, stop: threading.Event):
     problem = None
     try:
         for sample in read_samples(url, fmt, columns):
-            while not stop.is_set():
-                try:
-                    out.put(sample, timeout=0.5)
-                    break
-                except queue.Full:
-                    continue
-            if stop.is_set():
+            if not _hand_on(sample, out, stop):
                 return
     except ShardDamaged as exc:
         problem = f"shard damaged at byte {exc.offset} after {exc.samples} samples: {exc.reason}"
@@ -76,7 +82,7 @@ def _read_into(url: str, fmt: SampleFormat, columns: ParquetColumns, out: queue.
         problem = f"cannot read the shard: access denied ({redact(str(exc))})"
     except Exception as exc:  # an unreachable endpoint, a broken table: the shard's row says which
         problem = f"cannot read the shard: {type(exc).__name__}: {redact(str(exc))}"
-    out.put(_Finished(problem))
+    _hand_on(_Finished(problem), out, stop)
 
 
 def shard_jobs(
