@@ -58,11 +58,8 @@ def point_fsspec_at(monkeypatch, endpoint: str, **options) -> dict:
 
 
 @pytest.fixture
-def bucket(s3_endpoint, monkeypatch, tmp_path, random_seed):
-    """A fresh bucket on the server; s3:// points at it and credentials come from the
-    environment (none of this machine's AWS configuration is read)."""
-    import fsspec
-
+def aws_environment(monkeypatch, tmp_path):
+    """Credentials in the variables botocore reads; none of this machine's AWS configuration."""
     for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
@@ -70,6 +67,13 @@ def bucket(s3_endpoint, monkeypatch, tmp_path, random_seed):
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+
+
+@pytest.fixture
+def bucket(s3_endpoint, aws_environment, monkeypatch, random_seed):
+    """A fresh bucket on the server, and s3:// pointed at the server."""
+    import fsspec
+
     point_fsspec_at(monkeypatch, s3_endpoint)
     name = f"iqart-{random_seed}"
     fs = fsspec.filesystem("s3")
@@ -195,8 +199,9 @@ def test_access_denied_is_an_error_row_naming_the_url_and_no_credential(
 
     upload_shards(tmp_path, rng, bucket, count=1)
     iam = boto3.client("iam", endpoint_url=s3_endpoint, region_name="us-east-1")
-    iam.create_user(UserName="reader")
-    key = iam.create_access_key(UserName="reader")["AccessKey"]
+    user = f"reader-{bucket}"  # one server serves the whole module: a name of this test's own
+    iam.create_user(UserName=user)
+    key = iam.create_access_key(UserName=user)["AccessKey"]
     point_fsspec_at(monkeypatch, s3_endpoint, key=key["AccessKeyId"], secret=key["SecretAccessKey"])
     w = weights(MODEL)
     enforce_auth()
@@ -218,10 +223,9 @@ def closed_port() -> int:
         return probe.getsockname()[1]
 
 
-def test_an_unreachable_endpoint_is_an_error_row_after_the_retries(tmp_path, weights, monkeypatch, capsys):
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+def test_an_unreachable_endpoint_is_an_error_row_after_the_retries(
+    tmp_path, weights, aws_environment, monkeypatch, capsys
+):
     endpoint = f"http://127.0.0.1:{closed_port()}"
     point_fsspec_at(monkeypatch, endpoint)
     out = tmp_path / "rows.csv"
