@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import tomllib
 import torch
+from scipy import stats
 
 from iqart.train.data.degradations import GROUPS, NUM_LEVELS, degrade_levels
 from iqart.train.data.pristine import load_pristine, quantize, random_crop
@@ -70,6 +71,48 @@ def score_and_attributes(
     return ["score", *names[:keep]], torch.cat(rows).numpy()
 
 
+def degraded_values(
+    model: torch.nn.Module,
+    images: dict[str, torch.Tensor],
+    kinds: tuple[str, ...] = KINDS,
+    crop: int = 224,
+    crops_per_image: int = 4,
+    seed: int = 1,
+) -> tuple[list[str], dict[str, np.ndarray]]:
+    """Names ("score" first) and, per type, the values (levels, crops, names) on its crops."""
+    generator = torch.Generator().manual_seed(seed)
+    crops = torch.stack(
+        [random_crop(image, crop, generator) for image in images.values() for _ in range(crops_per_image)]
+    )
+    values = {}
+    for kind in kinds:
+        degraded = quantize(degrade_levels(crops, kind, generator))  # (levels, crops, 3, H, W)
+        names, flat = score_and_attributes(model, degraded.reshape(-1, *crops.shape[1:]))
+        values[kind] = flat.reshape(NUM_LEVELS, len(crops), len(names))
+    return names, values
+
+
+def ranking_rows(names: list[str], values: dict[str, np.ndarray]) -> list[dict]:
+    """One row per (type, attribute): its per-crop and pooled SRCC with -level."""
+    levels = np.arange(NUM_LEVELS, dtype=float)
+    rows = []
+    for kind, table in values.items():
+        crops = table.shape[1]
+        for index, name in enumerate(names):
+            per_crop = [_srcc(table[:, i, index], levels) for i in range(crops)]
+            pooled = _srcc(table[:, :, index].reshape(-1), np.repeat(levels, crops))
+            summary = {"per_crop": float(np.mean(per_crop)), "pooled": pooled, "crops": crops}
+            rows.append({"kind": kind, "attribute": name, **summary})
+    return rows
+
+
+def agreement_with_score(names: list[str], values: dict[str, np.ndarray]) -> dict[str, float]:
+    """Each attribute's SRCC with the score over every degraded crop of every type: near 1, the
+    attribute orders images as the score does and adds little beside it."""
+    pooled = np.concatenate([table.reshape(-1, len(names)) for table in values.values()])
+    return {name: float(stats.spearmanr(pooled[:, index], pooled[:, 0]).statistic) for index, name in enumerate(names)}
+
+
 def attribute_ranking(
     model: torch.nn.Module,
     images: dict[str, torch.Tensor],
@@ -79,23 +122,7 @@ def attribute_ranking(
     seed: int = 1,
 ) -> list[dict]:
     """One row per (type, attribute): its per-crop and pooled SRCC with -level."""
-    generator = torch.Generator().manual_seed(seed)
-    crops = torch.stack(
-        [random_crop(image, crop, generator) for image in images.values() for _ in range(crops_per_image)]
-    )
-    levels = np.arange(NUM_LEVELS, dtype=float)
-    rows = []
-    for kind in kinds:
-        degraded = quantize(degrade_levels(crops, kind, generator))  # (levels, crops, 3, H, W)
-        names, values = score_and_attributes(model, degraded.reshape(-1, *crops.shape[1:]))
-        values = values.reshape(NUM_LEVELS, len(crops), len(names))
-        for index, name in enumerate(names):
-            table = values[:, :, index]
-            per_crop = [_srcc(table[:, i], levels) for i in range(len(crops))]
-            pooled = _srcc(table.reshape(-1), np.repeat(levels, len(crops)))
-            summary = {"per_crop": float(np.mean(per_crop)), "pooled": pooled, "crops": len(crops)}
-            rows.append({"kind": kind, "attribute": name, **summary})
-    return rows
+    return ranking_rows(*degraded_values(model, images, kinds, crop, crops_per_image, seed))
 
 
 def machine() -> dict:
@@ -144,11 +171,15 @@ def main(argv: list[str] | None = None) -> int:
     }
     for name in MODELS:
         started = time.perf_counter()
-        rows = attribute_ranking(load_model(name), images, KINDS, args.crop, args.crops_per_image, args.seed)
-        attributes = list(dict.fromkeys(row["attribute"] for row in rows))
-        report["models"][name] = {"attributes": attributes, "rows": rows, "seconds": time.perf_counter() - started}
-        print(f"\n{name} ({report['models'][name]['seconds']:.0f} s): SRCC with -level, per crop (pooled)")
-        print(markdown_table(rows, attributes))
+        names, values = degraded_values(load_model(name), images, KINDS, args.crop, args.crops_per_image, args.seed)
+        rows, agreement = ranking_rows(names, values), agreement_with_score(names, values)
+        seconds = time.perf_counter() - started
+        report["models"][name] = {"attributes": names, "rows": rows, "agreement_with_score": agreement}
+        report["models"][name]["seconds"] = seconds
+        print(f"\n{name} ({seconds:.0f} s): SRCC with -level, per crop (pooled)")
+        print(markdown_table(rows, names))
+        pairs = ", ".join(f"{attribute} {value:.2f}" for attribute, value in agreement.items())
+        print(f"SRCC with the score over every degraded crop: {pairs}")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2) + "\n")
     print(f"\n-> {args.json}")

@@ -11,7 +11,7 @@ half pasted over the original, so the edge between the halves is the photo's own
 The halves are the map columns whose input region lies wholly left, or wholly right, of the
 photo's middle; a column straddling the middle (odd grids) is in neither.
 
-    python benchmarks/explain_locality.py        # the figures in docs/explain.md
+    python benchmarks/explain_locality.py --picture docs/explain-example.png   # docs/explain.md's figures
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageFilter
 
-from iqart.engine.explain import explain_image
+from iqart.engine.explain import explain_image, overlay
 from iqart.train.data.degradations import LEVELS, NUM_LEVELS, degrade
 from iqart.train.data.pristine import _skimage_photo
 from iqart.train.models.zoo import get_card, load_model
@@ -108,6 +108,21 @@ def measure(model_name: str, folder: Path, photos: tuple[str, ...] = PHOTOS, see
     return rows
 
 
+def picture(model_name: str, photo_name: str, folder: Path, seed: int = 0, width: int = 960) -> Image.Image:
+    """Score-channel overlays of a photo side by side: clean, left half blurred, left half noised."""
+    card, model = get_card(model_name), load_model(model_name)
+    photo = _skimage_photo(photo_name)
+    versions = {"clean": photo} | {name: make(photo, seed) for name, make in DEGRADATIONS.items()}
+    panels = []
+    for version, pixels in versions.items():
+        path = folder / f"{photo_name}-{version}.png"
+        Image.fromarray(pixels).save(path)
+        image, maps = explain_image(model, card, path)
+        panels.append(overlay(image, maps.maps[0, 0].numpy()))
+    strip = Image.fromarray(np.concatenate(panels, axis=1))
+    return strip.resize((width, round(strip.height * width / strip.width)), Image.Resampling.LANCZOS)
+
+
 def markdown_table(rows: list[dict]) -> str:
     """The score channel: left and right half means, clean -> degraded, and the model's score."""
     lines = [
@@ -131,11 +146,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seed", type=int, default=0, help="seed of the noise (default 0)")
     parser.add_argument("--json", type=Path, help="also write the rows (every channel) to this JSON file")
+    parser.add_argument("--picture", type=Path, help="also draw qualiclip-tiny's overlays of astronaut to this PNG")
     args = parser.parse_args(argv)
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         for name in MODELS:
             rows += measure(name, Path(folder), seed=args.seed)
+        if args.picture:
+            picture("qualiclip-tiny", "astronaut", Path(folder), args.seed).save(args.picture, optimize=True)
     print(markdown_table(rows))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

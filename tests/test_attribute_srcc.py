@@ -6,7 +6,15 @@ from __future__ import annotations
 import pytest
 import tomllib
 
-from benchmarks.attribute_srcc import CONFIGS, MODELS, attribute_ranking, held_out_photos, markdown_table
+from benchmarks.attribute_srcc import (
+    CONFIGS,
+    MODELS,
+    agreement_with_score,
+    attribute_ranking,
+    degraded_values,
+    held_out_photos,
+    markdown_table,
+)
 from iqart.train.data.pristine import load_pristine
 from iqart.train.evaluate import model_score_fn, synthetic_ranking
 from iqart.train.models.zoo import load_model
@@ -36,3 +44,10 @@ def test_attribute_ranking_on_a_tiny_input(random_seed, name, attributes):
     names = list(dict.fromkeys(row["attribute"] for row in rows))
     assert names[0] == "score" and names[1:] == model.attribute_names()[: attributes - 1]
     assert markdown_table(rows, names).count("\n") == 1 + len(kinds)
+
+
+def test_agreement_with_score():
+    names, values = degraded_values(load_model("qualiclip-tiny"), load_pristine("skimage:coffee"), ("jpeg",), 64, 1)
+    agreement = agreement_with_score(names, values)
+    assert list(agreement) == names and agreement["score"] == pytest.approx(1.0)
+    assert all(-1.0 <= value <= 1.0 for value in agreement.values())
