@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from iqart.engine.artifact_cache import weights_sha256
 from iqart.engine.pipeline import images
@@ -90,35 +91,38 @@ def test_samples_score_exactly_as_the_same_images_as_files(tmp_path, weights, rn
 
 
 def test_a_full_reference_model_takes_the_reference_from_its_member(tmp_path, weights, rng):
-    """bpclip-fr-tiny on shard samples KEY.jpg + KEY.ref.jpg scores as on the same pairs as files;
-    a sample without its reference member is an error row."""
-    names = sorted(p.name for p in (EXAMPLE_PAIRS / "distorted").iterdir())
-    pairs = tmp_path / "pairs.csv"
-    pairs.write_text(
-        "distorted,reference\n"
-        + "".join(f"{EXAMPLE_PAIRS / 'distorted' / n},{EXAMPLE_PAIRS / 'reference' / n}\n" for n in names)
-    )
-    samples = [
-        [
-            (f"{index:05d}.png", (EXAMPLE_PAIRS / "distorted" / name).read_bytes()),
-            (f"{index:05d}.ref.png", (EXAMPLE_PAIRS / "reference" / name).read_bytes()),
-        ]
-        for index, name in enumerate(names)
-    ]
-    samples.append([("lonely.png", (EXAMPLE_PAIRS / "distorted" / names[0]).read_bytes())])
+    """bpclip-fr-tiny on shard samples KEY.jpg + KEY.ref.jpg scores as on the same pairs as files
+    (--pairs); a sample without its reference member is an error row."""
+    names = sorted(p.stem for p in (EXAMPLE_PAIRS / "distorted").iterdir())
+    folder = tmp_path / "pairs"
+    folder.mkdir()
+    samples, lines = [], ["distorted,reference"]
+    for index, name in enumerate(names):
+        members = []
+        for role, suffix in (("distorted", "jpg"), ("reference", "ref.jpg")):
+            pixels = np.asarray(Image.open(EXAMPLE_PAIRS / role / f"{name}.png").convert("RGB").resize((160, 160)))
+            data = encode(pixels, "jpg", rng)
+            (folder / f"{name}.{suffix}").write_bytes(data)
+            members.append((f"{index:05d}.{suffix}", data))
+        samples.append(members)
+        lines.append(f"{folder / name}.jpg,{folder / name}.ref.jpg")
+    (folder / "pairs.csv").write_text("\n".join(lines) + "\n")
+    samples.append([("lonely.jpg", samples[0][0][1])])
     shard = write_with_tarfile(tmp_path / "pairs-00000.tar", samples)
     w = weights(FR_MODEL)
 
     torch = ["--backend", "torch"]  # no export of a second model in this module: seconds saved, same comparison
-    assert score("--pairs", str(pairs), *torch, "--out", str(tmp_path / "f.parquet"), weights=w, model=FR_MODEL) == 0
-    by_file = {Path(row["path"]).name: row["score"] for row in read_result_file(tmp_path / "f.parquet")}
+    files = ["--pairs", str(folder / "pairs.csv"), *torch, "--out", str(tmp_path / "f.parquet")]
+    assert score(*files, weights=w, model=FR_MODEL) == 0
+    by_file = {Path(row["path"]).stem: row["score"] for row in read_result_file(tmp_path / "f.parquet")}
     out = tmp_path / "shard.parquet"
-    assert score(str(shard), "--ref-ext", "ref.png", *torch, "--out", str(out), weights=w, model=FR_MODEL) == 0
+    assert score(str(shard), "--ref-ext", "ref.jpg", *torch, "--out", str(out), weights=w, model=FR_MODEL) == 0
     rows = rows_by_key(out)
     assert {f"{i:05d}": by_file[name] for i, name in enumerate(names)} == {
         key: row["score"] for key, row in rows.items() if key != "lonely"
     }
-    assert rows["lonely"]["score"] is None and "no reference member .ref.png" in rows["lonely"]["error"]
+    assert len(set(by_file.values())) == len(names)  # scores that move with the pair
+    assert rows["lonely"]["score"] is None and "no reference member .ref.jpg" in rows["lonely"]["error"]
     assert score(str(shard), "--out", str(tmp_path / "x.csv"), weights=w, model=FR_MODEL) == 2  # --ref-ext needed
 
 
