@@ -536,7 +536,8 @@ def test_the_reader_ends_when_the_pipeline_stops_taking_samples(tmp_path, rng):
 
 
 def test_parquet_columns_of_other_names_and_a_row_without_a_key(tmp_path, weights, rng):
-    """--key-column and --image-column as named; a row without a key is keyed by its row number."""
+    """--key-column and --image-column as named (a capital letter too); a row without a key is
+    keyed by its row number."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -544,13 +545,13 @@ def test_parquet_columns_of_other_names_and_a_row_without_a_key(tmp_path, weight
     table = pa.table(
         {
             "id": [items[0].key, None, items[2].key],
-            "image": [p.data for p in items],
+            "Image": [p.data for p in items],
             "caption": [p.meta["caption"] for p in items],
         }
     )
     pq.write_table(table, tmp_path / "t.parquet")
     out = tmp_path / "rows.jsonl"
-    command = [str(tmp_path / "t.parquet"), "--image-column", "image", "--key-column", "id"]
+    command = [str(tmp_path / "t.parquet"), "--image-column", "Image", "--key-column", "id"]
     assert score(*command, "--keep-fields", "caption", "--out", str(out), weights=weights(MODEL)) == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [row["key"] for row in rows] == [items[0].key, "1", items[2].key]

@@ -46,7 +46,8 @@ def sample_job(sample: Sample, fmt: SampleFormat) -> ScoreJob:
     """The sample as a job. One that cannot be scored (no image member, no reference, unreadable
     metadata) is a job with its `problem`, which becomes its error row in order."""
     fields, problem = _kept_fields(sample, fmt.keep_fields)
-    image_ext = next((ext for ext in sample.members if ext.lower() in fmt.image_extensions), None)
+    wanted = {ext.lower() for ext in fmt.image_extensions}  # a Parquet column may be named `Image`
+    image_ext = next((ext for ext in sample.members if ext.lower() in wanted), None)
     if image_ext is None:
         have = ", ".join(sample.members) or "none"
         problem = problem or f"no image member (looked for {', '.join(fmt.image_extensions)}; members: {have})"
