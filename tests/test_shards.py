@@ -416,14 +416,17 @@ def test_out_dir_writes_one_output_per_shard_and_resume_skips_them(shard_folder,
 
 
 @pytest.mark.parametrize("out_format", ["csv", "jsonl"])
-def test_a_damaged_shard_is_read_again_on_resume_and_leaves_no_stale_error(tmp_path, weights, rng, out_format):
+def test_a_damaged_shard_is_read_again_on_resume_and_leaves_no_stale_error(
+    tmp_path, weights, rng, out_format, monkeypatch
+):
     items = photos(rng, 4)
     folder = tmp_path / "shards"
     folder.mkdir()
     intact = write_with_tarfile(tmp_path / "intact.tar", [photo_members(p) for p in items])
     (folder / "00000.tar").write_bytes(intact.read_bytes()[: tar_member_spans(intact)[6][1] + 100])
     out_dir = tmp_path / "scores"
-    common = ["--out-dir", str(out_dir), "--out-format", out_format, "--resume"]
+    monkeypatch.chdir(tmp_path)
+    common = ["--out-dir", f"file://{out_dir}", "--out-format", out_format, "--resume"]  # a local folder as a URL
     assert score(str(folder / "00000.tar"), *common, weights=weights(MODEL)) == 0
     rows = read_result_file(out_dir / f"00000.{out_format}")
     assert [row["key"] for row in rows] == [items[0].key, items[1].key, None]
@@ -431,6 +434,7 @@ def test_a_damaged_shard_is_read_again_on_resume_and_leaves_no_stale_error(tmp_p
     assert score(str(folder / "00000.tar"), *common, weights=weights(MODEL)) == 0
     rows = read_result_file(out_dir / f"00000.{out_format}")
     assert [row["key"] for row in rows] == [p.key for p in items] and all(row["error"] is None for row in rows)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["intact.tar", "scores", "shards"]
 
 
 def test_resume_finishes_a_shard_left_unfinished_sample_by_sample(tmp_path, weights, rng, capsys):

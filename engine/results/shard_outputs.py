@@ -84,6 +84,8 @@ class PerShardOutputs:
         self.model, self.weights_sha256, self.resume = model, weights_sha256, resume
         self.attributes = attributes
         self.remote = is_url(out_dir) and not out_dir.startswith("file://")
+        if out_dir.startswith("file://"):  # a local folder: written as a path (os.makedirs took the URL as one)
+            self.out_dir = self.out_dir.removeprefix("file://")
         self.shards = [redact(shard) for shard in shards]
         self.names = self._output_names(self.shards)
         self._staging = Path(tempfile.mkdtemp(prefix="iqart-shard-out-")) if self.remote else None
