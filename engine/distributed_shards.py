@@ -73,9 +73,16 @@ class ShardScoringActor:
                 resume=options["resume"],
                 attributes=options["attributes"],
             ) as sink:
-                for row in score_shards(
-                    self.scorer, [shard], sink, options["fmt"], options["columns"], **self.pipeline
-                ):
+                rows = score_shards(
+                    self.scorer,
+                    [shard],
+                    sink,
+                    options["fmt"],
+                    options["columns"],
+                    explain=bool(options["attributes"]),
+                    **self.pipeline,
+                )
+                for row in rows:
                     scored, failed = scored + row.ok, failed + (not row.ok)
             counts["shard"].append(shard)
             counts["scored"].append(scored)
