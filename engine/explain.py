@@ -1,9 +1,10 @@
 """`iqart explain`'s work: each image decoded as scoring decodes it, the model's quality maps
 (iqart.train.models.quality_maps), and per image the raw maps (.npy) and a heat-map overlay (.png).
 
-The map is of what the model saw: the image goes through the same decode and resize policy as
-`iqart score` (open_image, as_array), so the overlay is drawn on the model's input, which for a
-`fixed` policy is the resized image. The .npy holds the raw grid, float32 (channels, h, w) at
+The map is of what the model saw: the image is decoded exactly as `iqart score` decodes it
+(batch_scoring.decode_job: EXIF, ICC, the model's resize policy, a JPEG bound for a fixed size
+decoded reduced), so the overlay is drawn on the model's input, which for a `fixed` policy is
+the resized image. The .npy holds the raw grid, float32 (channels, h, w) at
 1/32 of that input, one channel per name in explain.json ("score" first); the overlay shows it
 upsampled bilinearly to the input's size (cell centres on the pixels they stand for), which adds
 nothing the grid does not hold, so only the grid is kept.
@@ -14,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +22,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from iqart.engine.pipeline.images import as_array, open_image
+from iqart.engine.pipeline.batch_scoring import decode_job
+from iqart.engine.pipeline.jobs import ScoreJob
 from iqart.train.models.preprocess import uint8_nhwc_to_model_input
 from iqart.train.models.quality_maps import MAP_STRIDE, QualityMaps, quality_maps
 from iqart.train.models.zoo import ModelCard
@@ -35,14 +36,6 @@ OVERLAY_ALPHA = 0.55  # the map's share of each overlay pixel; the image shows t
 SUMMARY_FILE = "explain.json"
 MAP_SUFFIX = ".map.npy"
 OVERLAY_SUFFIX = ".overlay.png"
-
-
-@dataclass
-class ExplainedImage:
-    source: str
-    stem: Path  # output path without suffix, relative to the output folder
-    input_size: tuple[int, int]  # (height, width) of what the model saw
-    maps: QualityMaps
 
 
 def output_stem(file: Path, root: Path) -> Path:
@@ -66,7 +59,7 @@ def model_input(image: np.ndarray, device: torch.device) -> torch.Tensor:
 
 def explain_image(model: torch.nn.Module, card: ModelCard, path: Path) -> tuple[np.ndarray, QualityMaps]:
     """What the model saw of one image file (uint8 RGB) and its maps."""
-    image = as_array(open_image(path), card.resize)
+    image, _ = decode_job(ScoreJob(path), card.resize)
     device = next(model.parameters()).device
     return image, quality_maps(model, model_input(image, device))
 
@@ -104,16 +97,17 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
         np.save(file, array, allow_pickle=False)
 
 
-def write_outputs(out_dir: Path, explained: ExplainedImage, image: np.ndarray, per_attribute: bool) -> list[Path]:
-    """The raw maps (.npy) and the score channel's overlay (.png); with `per_attribute`, one
-    overlay per attribute too (<stem>.<name>.overlay.png). Returns the files written."""
-    maps = explained.maps.maps[0].float().cpu().numpy()
-    base = out_dir / explained.stem
+def write_outputs(out_dir: Path, stem: Path, maps: QualityMaps, image: np.ndarray, per_attribute: bool) -> list[Path]:
+    """One image's raw maps (<stem>.map.npy) and its score channel's overlay
+    (<stem>.overlay.png); with `per_attribute`, one overlay per attribute too
+    (<stem>.<name>.overlay.png). `stem`: relative to `out_dir`. Returns the files written."""
+    names, maps = maps.names, maps.maps[0].float().cpu().numpy()
+    base = out_dir / stem
     written = [base.with_name(base.name + MAP_SUFFIX)]
     _replace(written[0], lambda path: _save_npy(path, maps.astype(np.float32)))
-    channels = range(len(explained.maps.names)) if per_attribute else range(1)
+    channels = range(len(names)) if per_attribute else range(1)
     for channel in channels:
-        name = "" if channel == 0 else "." + explained.maps.names[channel]
+        name = "" if channel == 0 else "." + names[channel]
         target = base.with_name(base.name + name + OVERLAY_SUFFIX)
         picture = Image.fromarray(overlay(image, maps[channel]))
         _replace(target, lambda path, picture=picture: picture.save(path, format="PNG"))

@@ -211,6 +211,19 @@ def test_cli_writes_overlay_and_map_per_image(demo_models, photo_folder, tmp_pat
     assert not list(out.rglob("*.tmp"))
 
 
+@pytest.mark.parametrize("name", ["qualiclip-tiny", "bpclip-nr-tiny"])
+def test_cli_maps_what_iqart_score_scores(tmp_path, iqart_home, name):
+    """A large JPEG (which scoring decodes reduced for a fixed-size model): the score beside the
+    map equals `iqart score`'s on the torch backend, so the map is of the image that was scored."""
+    photo = tmp_path / "cat.jpg"
+    Image.fromarray(_skimage_photo("chelsea")).resize((2000, 1400), Image.Resampling.BICUBIC).save(photo, quality=90)
+    assert main(["score", str(photo), "-m", name, "--backend", "torch", "-o", str(tmp_path / "s.csv")]) == 0
+    assert main(["explain", str(photo), "-m", name, "-o", str(tmp_path / "maps")]) == 0
+    (row,) = json.loads((tmp_path / "maps" / SUMMARY_FILE).read_text())["images"]
+    scored = (tmp_path / "s.csv").read_text().splitlines()[1].split(",")[1]
+    assert row["score"] == pytest.approx(float(scored), abs=1e-6)
+
+
 def test_cli_per_attribute_overlays(photo_folder, tmp_path):
     out = tmp_path / "maps"
     assert (

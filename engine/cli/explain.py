@@ -17,7 +17,6 @@ from iqart.engine.cli.usage import UsageError, require_existing, require_output_
 from iqart.engine.explain import (
     MAP_SUFFIX,
     OVERLAY_SUFFIX,
-    ExplainedImage,
     clashing_stems,
     explain_image,
     output_stem,
@@ -87,8 +86,7 @@ def run_explain(args: argparse.Namespace) -> int:
             print(f"error: {file}: {exc}", file=sys.stderr)
             errors.append({"source": str(file), "error": str(exc)})
             continue
-        explained = ExplainedImage(str(file), output_stem(file, root), image.shape[:2], maps)
-        written = write_outputs(out, explained, image, args.per_attribute)
+        written = write_outputs(out, output_stem(file, root), maps, image, args.per_attribute)
         score = float(maps.scores[0])
         rows.append(
             {
