@@ -38,6 +38,7 @@ from iqart.train.data.pristine import load_pristine, quantize, random_crop
 from iqart.train.evaluate import _srcc
 from iqart.train.models.bpclip import BPCLIP
 from iqart.train.models.preprocess import normalize_float
+from iqart.train.models.quality_maps import bpclip_dimension_count
 from iqart.train.models.zoo import load_model
 
 MODELS = ("qualiclip-tiny", "bpclip-nr-tiny")
@@ -63,7 +64,7 @@ def score_and_attributes(
     """Names ("score" first) and values (N, 1 + attributes) of float images in [0, 1]: the
     score and, for QualiCLIP, the 7 pair probabilities; for BPCLIP, the six dimension scores."""
     names = model.attribute_names()
-    keep = len(names) - model.adjective_features.shape[0] if isinstance(model, BPCLIP) else len(names)
+    keep = bpclip_dimension_count(model) if isinstance(model, BPCLIP) else len(names)
     rows = []
     for start in range(0, len(images), batch_size):
         score, attributes = model.explain_head(model.embed(normalize_float(images[start : start + batch_size])))

@@ -10,11 +10,11 @@ read with a head; a map reads every location with that same head instead of only
   dense-feature reading of CLIP's attention pool that MaskCLIP (Zhou et al., "Extract Free Dense
   Labels from CLIP") uses for segmentation. Each location's feature then goes through
   QualiCLIP's head unchanged: the 7 antonym-pair probabilities (CLIP's temperature 100,
-  `QualiCLIP.pair_probabilities`) and their mean, the location's "score" channel. Both
-  projections are affine and the attention weights of each head sum to 1, so the pooled
-  feature is a per-head attention-weighted mixture of these per-location features; with equal
-  attention everywhere it is exactly their mean (the pool's query token is the mean of the
-  locations, and its own reading is their mean feature).
+  `QualiCLIP.pair_probabilities`) and their mean, the location's "score" channel. The pool's
+  own output mixes the same per-location values, each head's share with that head's attention
+  weights (over the locations and their mean), before the same output projection; with equal
+  attention everywhere it is exactly the mean of the per-location features (the mean token's
+  own reading is that mean, the projections being affine).
 - **BPCLIP.** Its score head reads the mean of the last tokens h5 of the bottom-up chain (one
   token per location of the layer4 grid): projected to the CLIP space, compared with the 40
   adjectives, read as six dimension scores (`dimension_scores`) and, with the pooled tokens,
@@ -72,7 +72,7 @@ def attention_pool_locations(pool, features: torch.Tensor) -> torch.Tensor:
     return pool.c_proj(pool.v_proj(tokens))
 
 
-def _per_location(head, features: torch.Tensor, grid: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+def _per_location(head, features: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
     """Apply a model's explain_head to each location alone: features (N, L, ...) -> maps
     (N, 1 + attributes, h, w), channel 0 the head's score."""
     batch, locations = features.shape[:2]
