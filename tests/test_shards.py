@@ -14,8 +14,10 @@ import json
 import os
 import re
 import shutil
+import sys
 import threading
 import time
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -532,7 +534,9 @@ def test_the_reader_ends_when_the_pipeline_stops_taking_samples(tmp_path, rng):
     (reader,) = set(threading.enumerate()) - before
     deadline = time.monotonic() + 30
     while is_open(shard):  # the reader has read to the damage and waits to hand on its last word
-        assert time.monotonic() < deadline
+        if time.monotonic() > deadline:
+            where = "".join(traceback.format_stack(sys._current_frames()[reader.ident]))
+            pytest.fail(f"the reader did not read to the damage in 30 s; it is at:\n{where}")
         time.sleep(0.05)
     jobs.close()
     reader.join(timeout=10)
