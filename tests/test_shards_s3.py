@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -128,7 +129,15 @@ def test_s3_brace_ranges_globs_and_parquet_score_as_the_same_shards_on_disk(tmp_
     assert {r["shard"] for r in in_s3.values()} == {f"s3://{bucket}/parquet/00000.parquet"}
 
 
-def test_out_dir_in_s3_writes_one_object_per_shard_and_resume_skips_them(tmp_path, weights, rng, bucket, capsys):
+def objects_read(caplog, prefix: str) -> set[str]:
+    """The objects under `prefix` that the server was asked for (GET, in werkzeug's request log)."""
+    found = (re.search(r"GET (/\S+) HTTP", record.getMessage()) for record in caplog.records)
+    return {match.group(1) for match in found if match and match.group(1).startswith(f"/{prefix}")}
+
+
+def test_out_dir_in_s3_writes_one_object_per_shard_and_resume_skips_them(
+    tmp_path, weights, rng, bucket, capsys, caplog
+):
     upload_shards(tmp_path, rng, bucket)
     shards, out_dir = f"s3://{bucket}/shards/*.tar", f"s3://{bucket}/scores"
     w = weights(MODEL)
@@ -143,11 +152,16 @@ def test_out_dir_in_s3_writes_one_object_per_shard_and_resume_skips_them(tmp_pat
     etags = {name: s3().info(name)["ETag"] for name in objects}
     capsys.readouterr()
 
-    assert score(shards, "--out-dir", out_dir, "--resume", weights=w) == 0
+    with caplog.at_level(logging.INFO, logger="werkzeug"):
+        assert score(shards, "--out-dir", out_dir, "--resume", weights=w) == 0
     assert "all 3 shards already scored" in capsys.readouterr().out
+    assert objects_read(caplog, f"{bucket}/shards/") == set()  # no shard read again, not even opened
     s3().rm(objects[1])
-    assert score(shards, "--out-dir", out_dir, "--resume", weights=w) == 0
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="werkzeug"):
+        assert score(shards, "--out-dir", out_dir, "--resume", weights=w) == 0
     assert "1 shards, scored 3, failed 0, 2 shards already done" in capsys.readouterr().out
+    assert objects_read(caplog, f"{bucket}/shards/") == {f"/{bucket}/shards/00001.tar"}
     assert {name: s3().info(name)["ETag"] for name in (objects[0], objects[2])} == {
         name: etags[name] for name in (objects[0], objects[2])
     }
