@@ -181,12 +181,27 @@ def test_error_rows_are_never_kept(tmp_path, rng):
     assert [row["key"] for row in pq.read_table(out / INDEX_NAME).to_pylist()] == keys[:3]
 
 
-def test_a_damaged_shard_gives_what_came_before_the_damage(tmp_path, rng, capsys):
-    samples = random_samples(rng, 8)
+def member_spans(path) -> list[tuple[int, int]]:
+    """(header offset, data offset) of every member, in order."""
+    with tarfile.open(path) as tar:
+        return [(m.offset, m.offset_data) for m in tar.getmembers()]
+
+
+@pytest.mark.parametrize(
+    "cut", ["inside the data of sample 3's second member", "at the header of sample 4's last member"]
+)
+def test_a_damaged_shard_gives_the_complete_samples_before_the_damage(tmp_path, rng, capsys, cut):
+    """Cut part-way (an interrupted upload): the kept samples before the damage are copied whole,
+    never one that may lack members; the run says where and exits 1."""
+    samples = random_samples(rng, 8)  # three members each
     whole = write_shard(tmp_path / "whole.tar", samples, rng)
+    spans = member_spans(whole)
+    if cut.startswith("inside"):
+        at, complete = spans[3 * 3 + 1][1] + 5, 2  # sample 2, the last read before the damage, is held back
+    else:
+        at, complete = spans[4 * 3 + 2][0], 4  # sample 4 lost its last member
     shard = tmp_path / "00000.tar"
-    data = whole.read_bytes()
-    shard.write_bytes(data[: len(data) // 2])  # cut part-way, as an interrupted upload leaves it
+    shard.write_bytes(whole.read_bytes()[:at])
     rows = [{"shard": str(shard), "key": key, "score": 1.0} for key in samples]
     scores_file = write_scores(tmp_path / "scores.csv", rows)
     out = tmp_path / "kept"
@@ -194,8 +209,9 @@ def test_a_damaged_shard_gives_what_came_before_the_damage(tmp_path, rng, capsys
     assert f"{shard}: damaged at byte" in capsys.readouterr().err
     written = [record for path in output_shards(out) for record in tar_records(path)]
     copied = list(dict.fromkeys(r[0].split(".")[0] for r in written))
-    assert 0 < len(copied) < 8 and copied == list(samples)[: len(copied)]
+    assert copied == list(samples)[:complete]
     assert written == [r for r in tar_records(whole) if r[0].split(".")[0] in copied]
+    assert [row["key"] for row in pq.read_table(out / INDEX_NAME).to_pylist()] == copied
 
 
 def test_shards_read_from_where_they_are_now(shard_and_scores, tmp_path, rng, capsys):

@@ -19,8 +19,7 @@ from dataclasses import dataclass, field
 
 from iqart.engine.results.formats import read_result_file
 from iqart.engine.results.shard_outputs import OUTPUT_FORMATS
-from iqart.engine.sources.shard_locations import open_shard
-from iqart.engine.sources.shard_reader import redact
+from iqart.engine.sources.shard_locations import open_shard, redact
 from iqart.engine.sources.webdataset_tar import ShardDamaged, iter_tar_records
 from iqart.train.models.zoo import get_card
 
@@ -169,19 +168,26 @@ def copy_kept(chosen: dict[str, dict], sources: dict[str, str], writer, report: 
     """Copy every chosen sample, shard by shard, into `writer` (a ShardWriter; each sample's info
     is (the shard read, its score)). `sources` maps a shard as the rows name it to where to read
     it. Yields how many samples each shard gave; `report` gathers what could not be copied: a
-    shard damaged part-way gives what came before the damage, and a chosen key the shard does not
-    hold is reported, never invented."""
+    shard damaged part-way gives the samples before the damage but the last of them (it may be
+    missing members that came after it), and a chosen key the shard does not hold is reported,
+    never invented."""
     for shard, keys in chosen.items():
         url = sources.get(shard, shard)
         found: set[str] = set()
         problem = None
+        held = None  # the kept sample read last: copied once another begins or the shard ends cleanly
         try:
             with open_shard(url) as stream:
                 for key, members in iter_tar_records(stream):
-                    if key in keys:
-                        writer.add(key, members, (url, keys[key]))
-                        found.add(key)
+                    if held is not None:
+                        writer.add(held[0], held[1], (url, keys[held[0]]))
+                        found.add(held[0])
+                    held = (key, members) if key in keys else None
+            if held is not None:
+                writer.add(held[0], held[1], (url, keys[held[0]]))
+                found.add(held[0])
         except ShardDamaged as exc:
+            # The sample read just before the damage may lack members that came after it: not copied.
             problem = f"damaged at byte {exc.offset} after {exc.samples} samples ({exc.reason})"
         except FileNotFoundError:
             problem = "no such file or object"
