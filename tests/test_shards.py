@@ -164,17 +164,8 @@ def test_paths_globs_brace_ranges_folders_and_lists_name_shards(shard_folder, tm
     listing.parent.mkdir()
     listing.write_text("# shards to score\n../shards/00000.tar\n" + f"{tars[3]}\n")
     out = tmp_path / "listed.parquet"
-    assert (
-        score(
-            "--paths-from",
-            str(listing),
-            str(shard_folder / "{00001..00002}.tar"),
-            "--out",
-            str(out),
-            weights=weights(MODEL),
-        )
-        == 0
-    )
+    command = ["--paths-from", str(listing), str(shard_folder / "{00001..00002}.tar"), "--out", str(out)]
+    assert score(*command, weights=weights(MODEL)) == 0
     rows = read_result_file(out)
     assert sorted({row["shard"] for row in rows}) == [tars[0], tars[1], tars[2], tars[3]]
     assert len(rows) == 8 and all(row["error"] is None for row in rows)
@@ -259,7 +250,7 @@ def test_a_truncated_tar_scores_every_sample_before_the_cut_then_one_shard_row(t
     items = photos(rng, 8)
     intact = write_with_tarfile(tmp_path / "intact.tar", [photo_members(p) for p in items])
     spans = tar_member_spans(intact)
-    cut = int(rng.integers(spans[4][1], spans[-2][2]))  # somewhere after the second sample
+    cut = int(rng.integers(spans[4][1], spans[-2][2]))  # from inside the second sample to the last member
     cut_shard = tmp_path / "shards" / "00000.tar"
     cut_shard.parent.mkdir()
     cut_shard.write_bytes(intact.read_bytes()[:cut])
