@@ -50,6 +50,8 @@ from tests.shard_data import (
     write_with_webdataset,
 )
 
+pytest.importorskip("webdataset", reason="shards are written with webdataset's writers: pip install -e '.[dev]'")
+pytest.importorskip("pyarrow", reason="Parquet needs pyarrow (the ray extra; the dev extra includes it)")
 pytestmark = pytest.mark.usefixtures("iqart_home")  # one artifact cache per module (tests/conftest.py)
 SHARD_ERROR = re.compile(r"shard damaged at byte (\d+) after (\d+) samples: (.+)")
 
