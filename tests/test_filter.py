@@ -15,6 +15,7 @@ import pytest
 
 from iqart.engine.cli.main import main
 from iqart.engine.sources.shard_filter import INDEX_COLUMNS, INDEX_NAME, Scores, choose
+from iqart.engine.sources.shard_locations import list_shards
 from tests.helpers import EXAMPLE_IMAGES
 
 MODEL, WEIGHTS = "qualiclip-tiny", "ab" * 32
@@ -231,7 +232,8 @@ def test_shards_read_from_where_they_are_now(shard_and_scores, tmp_path, rng, ca
 
 def test_per_shard_outputs_folder_to_an_fsspec_filesystem(tmp_path, rng):
     """Scores as `iqart score --out-dir` leaves them (one Parquet file a shard, beside a hidden
-    journal), new shards into an fsspec URL (the in-memory filesystem)."""
+    journal), new shards into an fsspec URL (the in-memory filesystem); then the scores and the
+    shards read from URLs as well."""
     import pyarrow as pa
 
     shards, expected = [], []
@@ -259,6 +261,23 @@ def test_per_shard_outputs_folder_to_an_fsspec_filesystem(tmp_path, rng):
     assert {r["shard"] for r in index} == {f"{url}/00000.tar", f"{url}/00001.tar"}
     with fsspec.open(f"{url}/00001.tar", "rb") as f, tarfile.open(fileobj=io.BytesIO(f.read())) as second:
         assert len({m.name.split(".")[0] for m in second.getmembers()}) == 2
+
+    # scores and shards behind URLs too: the shards found by name among those given
+    remote = url.rsplit("/", 1)[0]
+    for path in [*scores_dir.iterdir(), *shards]:
+        folder = "scores" if path.parent == scores_dir else "shards"
+        fs.pipe_file(f"{remote.removeprefix('memory://')}/{folder}/{path.name}", path.read_bytes())
+    again = f"{remote}/again"
+    argv = ["filter", "-s", f"{remote}/scores", "--min", "2", "-o", again, "--samples-per-shard", "4"]
+    assert main([*argv, f"{remote}/shards/*.tar"]) == 0
+    with fsspec.open(f"{again}/{INDEX_NAME}", "rb") as f:
+        index = pq.read_table(f).to_pylist()
+    named = {Path(url).name: url for url in list_shards([f"{remote}/shards/*.tar"])}  # as `iqart score` names them
+    assert [(r["source_shard"], r["key"]) for r in index] == [(named[Path(shard).name], key) for shard, key in expected]
+    for name in ("00000.tar", "00001.tar"):
+        assert fs.cat_file(f"{again.removeprefix('memory://')}/{name}") == fs.cat_file(
+            f"{url.removeprefix('memory://')}/{name}"
+        )
 
 
 def run_cli(argv, capsys) -> tuple[int, str]:
