@@ -214,8 +214,9 @@ def test_a_folder_of_img2dataset_parquet_tables_is_scored_as_shards(tmp_path, we
 
 
 def test_samples_that_cannot_be_scored_are_error_rows_naming_shard_and_key(tmp_path, weights, rng, monkeypatch, capsys):
-    """No image member, an image that does not decode, one over the pixel budget: each an
-    error row naming shard and key, in a shard whose other samples are scored."""
+    """No image member, an image that does not decode, one over the pixel budget, metadata to
+    keep that is not JSON: each an error row naming shard and key, in a shard whose other
+    samples are scored."""
     good = photos(rng, 3, png_every=0)
     big_pixels = rng.integers(0, 256, (80, 80, 3), dtype=np.uint8)
     samples = [
@@ -224,14 +225,17 @@ def test_samples_that_cannot_be_scored_are_error_rows_naming_shard_and_key(tmp_p
         photo_members(good[1]),
         [("broken.jpg", b"\xff\xd8\xff\xe0 this is not a JPEG after all"), ("broken.json", b"{}")],
         [("too-big.jpg", encode(big_pixels, "jpg", rng))],
+        [("bad-meta.jpg", good[2].data), ("bad-meta.json", b'{"url": "https://x/2", ')],
         photo_members(good[2]),
     ]
     shard = write_with_tarfile(tmp_path / "mixed-00000.tar", samples)
     monkeypatch.setattr(images, "MAX_PIXELS", 64 * 64)  # our photos are at most 56 x 56
     out = tmp_path / "rows.csv"
-    assert score(str(shard), "--out", str(out), weights=weights(MODEL)) == 0
+    assert score(str(shard), "--keep-fields", "url", "--out", str(out), weights=weights(MODEL)) == 0
     rows = rows_by_key(out)
-    assert list(rows) == [good[0].key, "no-image", good[1].key, "broken", "too-big", good[2].key]
+    assert list(rows) == [good[0].key, "no-image", good[1].key, "broken", "too-big", "bad-meta", good[2].key]
+    assert "its .json member is not JSON" in rows["bad-meta"]["error"]
+    assert rows["no-image"]["url"] == "https://x/1"  # what could be kept is kept
     assert all(rows[p.key]["error"] is None and rows[p.key]["score"] is not None for p in good)
     assert all(row["shard"] == str(shard) for row in rows.values())
     assert "no image member" in rows["no-image"]["error"] and "json, txt" in rows["no-image"]["error"]
