@@ -16,6 +16,8 @@ import pytest
 from iqart.engine.cli.main import main
 from iqart.engine.sources.shard_filter import INDEX_COLUMNS, INDEX_NAME, Scores, choose
 from iqart.engine.sources.shard_locations import list_shards
+from iqart.engine.sources.shard_writer import OutputFolder, ShardWriter
+from iqart.engine.sources.webdataset_tar import iter_tar_records
 from tests.helpers import EXAMPLE_IMAGES
 
 MODEL, WEIGHTS = "qualiclip-tiny", "ab" * 32
@@ -278,6 +280,33 @@ def test_per_shard_outputs_folder_to_an_fsspec_filesystem(tmp_path, rng):
         assert fs.cat_file(f"{again.removeprefix('memory://')}/{name}") == fs.cat_file(
             f"{url.removeprefix('memory://')}/{name}"
         )
+
+
+def test_a_stopped_writer_leaves_complete_shards_and_no_partial_one(tmp_path, rng):
+    """A shard appears only complete: while being written it is a hidden temporary file, and an
+    exception (a stop signal, a full disk) removes the one in progress; those done stay, and each
+    completion reports exactly the samples it holds."""
+    samples = random_samples(rng, 7)
+    source = write_shard(tmp_path / "source.tar", samples, rng)
+    with open(source, "rb") as stream:
+        records = list(iter_tar_records(stream))
+    folder, completed = tmp_path / "out", []
+    writer = ShardWriter(OutputFolder(str(folder)), 3, lambda url, held: completed.append((url, held)))
+    with pytest.raises(KeyboardInterrupt), writer:
+        for index, (key, members) in enumerate(records):
+            writer.add(key, members, index)
+            visible = sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
+            assert visible == [f"{n:05d}.tar" for n in range(index // 3)]  # only complete shards show
+            if index == 6:
+                raise KeyboardInterrupt
+    assert sorted(p.name for p in folder.iterdir()) == ["00000.tar", "00001.tar"]  # nothing partial or hidden
+    assert [(Path(url).name, [key for key, _ in held]) for url, held in completed] == [
+        ("00000.tar", list(samples)[0:3]),
+        ("00001.tar", list(samples)[3:6]),
+    ]
+    assert tar_records(folder / "00001.tar") == [
+        r for r in tar_records(source) if r[0].split(".")[0] in list(samples)[3:6]
+    ]
 
 
 def run_cli(argv, capsys) -> tuple[int, str]:
