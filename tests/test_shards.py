@@ -173,6 +173,18 @@ def test_paths_globs_brace_ranges_folders_and_lists_name_shards(shard_folder, tm
     assert len(rows) == 8 and all(row["error"] is None for row in rows)
 
 
+def test_the_python_api_scores_shards_as_the_cli_does(shard_folder, tmp_path, weights):
+    """Scorer.score_shards: the same rows (shard, key, kept fields, score) as `iqart score`."""
+    w = weights(MODEL)
+    pattern = str(shard_folder / "{00001..00003}.tar")
+    out = tmp_path / "cli.parquet"
+    assert score(pattern, "--keep-fields", "url", "--out", str(out), weights=w) == 0
+    by_cli = {(row["shard"], row["key"]): (row["score"], row["url"]) for row in read_result_file(out)}
+    rows = list(Scorer(MODEL, weights=w, batch_size=1).score_shards(pattern, keep_fields=["url"]))
+    assert {(row.shard, row.key): (row.score, row.fields["url"]) for row in rows} == by_cli
+    assert len(by_cli) == 6
+
+
 @pytest.mark.parametrize(
     "pattern",
     ["*.tar", "{00007..00009}.tar", "00009.tar", "empty", "none-such-folder", "0000[5-9].parquet"],
