@@ -57,11 +57,15 @@ def model_input(image: np.ndarray, device: torch.device) -> torch.Tensor:
     return uint8_nhwc_to_model_input(torch.from_numpy(image)[None].to(device))
 
 
-def explain_image(model: torch.nn.Module, card: ModelCard, path: Path) -> tuple[np.ndarray, QualityMaps]:
-    """What the model saw of one image file (uint8 RGB) and its maps."""
-    image, _ = decode_job(ScoreJob(path), card.resize)
+def explain_image(
+    model: torch.nn.Module, card: ModelCard, path: Path, reference: Path | None = None
+) -> tuple[np.ndarray, QualityMaps]:
+    """What the model saw of one image file (uint8 RGB) and its maps (full-reference models: the
+    image against its `reference`, decoded as `iqart score` decodes a pair)."""
+    image, reference_image = decode_job(ScoreJob(path, reference), card.resize)
     device = next(model.parameters()).device
-    return image, quality_maps(model, model_input(image, device))
+    references = None if reference_image is None else model_input(reference_image, device)
+    return image, quality_maps(model, model_input(image, device), references)
 
 
 def upsample(grid: np.ndarray, height: int, width: int) -> np.ndarray:

@@ -16,6 +16,7 @@ from scipy import stats
 from benchmarks.explain_locality import PHOTOS, half_columns, measure
 from iqart.engine.cli.main import main
 from iqart.engine.explain import MAP_SUFFIX, OVERLAY_SUFFIX, SUMMARY_FILE, output_stem
+from iqart.engine.results.formats import read_result_file
 from iqart.train.data.pristine import _skimage_photo
 from iqart.train.models.clip_backbone import stage_features
 from iqart.train.models.preprocess import uint8_nhwc_to_model_input
@@ -28,6 +29,7 @@ from iqart.train.models.quality_maps import (
     quality_maps,
 )
 from iqart.train.models.zoo import load_model
+from tests.helpers import EXAMPLE_IMAGES
 
 
 @pytest.fixture(scope="module")
@@ -224,6 +226,22 @@ def test_cli_maps_what_iqart_score_scores(tmp_path, iqart_home, name):
     assert row["score"] == pytest.approx(float(scored), abs=1e-6)
 
 
+def test_cli_maps_a_full_reference_pair_as_iqart_score_scores_it(tmp_path, iqart_home):
+    """BPCLIP-FR maps each image against its reference (--ref, paired by relative path): the score
+    beside each map equals `iqart score --ref`'s on the torch backend."""
+    pairs = EXAMPLE_IMAGES.parent / "fr"
+    scores = tmp_path / "s.csv"
+    common = ["-m", "bpclip-fr-tiny", "-r", str(pairs / "reference")]
+    assert main(["score", str(pairs / "distorted"), *common, "--backend", "torch", "-o", str(scores)]) == 0
+    assert main(["explain", str(pairs / "distorted"), *common, "-o", str(tmp_path / "maps")]) == 0
+    summary = json.loads((tmp_path / "maps" / SUMMARY_FILE).read_text())
+    scored = {row["path"]: row["score"] for row in read_result_file(scores)}
+    assert len(summary["images"]) == len(scored) == 3
+    for row in summary["images"]:
+        assert row["score"] == pytest.approx(scored[row["source"]], abs=1e-6)
+        assert np.load(tmp_path / "maps" / row["map"]).shape == (7, 7, 7)  # score + six dimensions, 7x7 grid
+
+
 def test_cli_per_attribute_overlays(photo_folder, tmp_path):
     out = tmp_path / "maps"
     assert (
@@ -254,7 +272,17 @@ def test_cli_usage_errors_exit_2(photo_folder, tmp_path, capsys):
     (tmp_path / "a_file").write_text("")
     Image.open(photo_folder / "cat.png").save(photo_folder / "cat.jpg")
     cases = {
-        "full-reference": ["explain", str(photo_folder), "-m", "bpclip-fr-tiny", "-o", out],
+        "full-reference model: pass --ref": ["explain", str(photo_folder), "-m", "bpclip-fr-tiny", "-o", out],
+        "no-reference model: --ref": [
+            "explain",
+            str(photo_folder),
+            "-m",
+            "qualiclip-tiny",
+            "-r",
+            str(photo_folder),
+            "-o",
+            out,
+        ],
         "no such file": ["explain", str(tmp_path / "missing.png"), "-m", "qualiclip-tiny", "-o", out],
         "no image files": ["explain", str(tmp_path / "empty"), "-m", "qualiclip-tiny", "-o", out],
         "same outputs": ["explain", str(photo_folder), "-m", "qualiclip-tiny", "-o", out],

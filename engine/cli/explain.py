@@ -34,7 +34,8 @@ def add_explain_parser(subparsers) -> None:
         help="quality maps: where in each image the model's score and attributes fall (PNG overlay + .npy)",
         description="Quality maps of image files or folders (searched recursively): the model's score head "
         "read at every location of its last feature grid (1/32 of the input), for QualiCLIP the score and "
-        "its 7 antonym-pair probabilities, for BPCLIP-NR the score and its six quality dimensions. Writes "
+        "its 7 antonym-pair probabilities, for BPCLIP the score and its six quality dimensions (BPCLIP-FR: each "
+        "image against its reference, --ref). Writes "
         f"per image <name>{OVERLAY_SUFFIX} (the score channel over the image the model saw; red low, blue "
         f"high, scale 0..1) and <name>{MAP_SUFFIX} (float32 channels x grid), and explain.json naming the "
         "channels. The method is iqart's, not the papers' (docs/explain.md).",
@@ -47,6 +48,9 @@ def add_explain_parser(subparsers) -> None:
         help=f"a no-reference model (default: qualiclip): {', '.join(list_models())}",
     )
     p.add_argument("-w", "--weights", metavar="FILE", help="local weight file (default: demo or official weights)")
+    p.add_argument(
+        "-r", "--ref", metavar="DIR", help="full-reference models: folder of references, paired by relative path"
+    )
     p.add_argument("-o", "--out", required=True, metavar="DIR", help="folder for the maps, overlays and explain.json")
     p.add_argument(
         "--per-attribute",
@@ -61,11 +65,13 @@ def run_explain(args: argparse.Namespace) -> int:
     with user_input():
         card = get_card(args.model)
         device = torch.device(args.device)
-    if card.task != "nr":
-        raise UsageError(f"{card.name} is full-reference: `iqart explain` maps no-reference models only")
+    if card.task == "fr" and not args.ref:
+        raise UsageError(f"{card.name} is a full-reference model: pass --ref DIR (references paired by relative path)")
+    if card.task == "nr" and args.ref:
+        raise UsageError(f"{card.name} is a no-reference model: --ref does not apply")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UsageError(f"--device {args.device}: no CUDA device is available")
-    require_existing(*((None, path) for path in args.paths), ("--weights", args.weights))
+    require_existing(*((None, path) for path in args.paths), ("--weights", args.weights), ("--ref", args.ref))
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out}: is a file, not a folder")
@@ -80,8 +86,9 @@ def run_explain(args: argparse.Namespace) -> int:
 
     rows, errors = [], []
     for file, root in files:
+        reference = Path(args.ref) / file.relative_to(root) if args.ref else None
         try:
-            image, maps = explain_image(model, card, file)
+            image, maps = explain_image(model, card, file, reference)
         except ImageError as exc:
             print(f"error: {file}: {exc}", file=sys.stderr)
             errors.append({"source": str(file), "error": str(exc)})

@@ -100,12 +100,15 @@ def bpclip_dimension_count(model: BPCLIP) -> int:
 
 
 @torch.no_grad()
-def bpclip_maps(model: BPCLIP, images: torch.Tensor) -> QualityMaps:
-    """Maps of CLIP-normalised images (N, 3, H, W) for BPCLIP-NR: the score channel (the score head on
-    each h5 token alone) and the six dimension scores per token of the layer4 grid."""
-    if model.task != "nr":
-        raise ValueError("quality maps are made for no-reference models; BPCLIP-FR needs a reference per image")
-    tokens = model.embed(images)  # (N, h*w, d_model), row-major over the layer4 grid
+def bpclip_maps(model: BPCLIP, images: torch.Tensor, references: torch.Tensor | None = None) -> QualityMaps:
+    """Maps of CLIP-normalised images (N, 3, H, W) for BPCLIP: the score channel (the score head on
+    each h5 token alone) and the six dimension scores per token of the layer4 grid. BPCLIP-FR
+    takes the references too: its tokens already compare each location with the reference's."""
+    if (model.task == "fr") != (references is not None):
+        raise ValueError(
+            f"BPCLIP-{model.task.upper()} maps take {'a reference' if model.task == 'fr' else 'no reference'}"
+        )
+    tokens = model.embed(images, references)  # (N, h*w, d_model), row-major over the layer4 grid
     grid = layer4_grid(*images.shape[-2:])
     dimensions = bpclip_dimension_count(model)
 
@@ -128,10 +131,11 @@ def map_channel_names(model: torch.nn.Module) -> list[str]:
     raise TypeError(f"no quality map for {type(model).__name__}")
 
 
-def quality_maps(model: torch.nn.Module, images: torch.Tensor) -> QualityMaps:
-    """The maps of a QualiCLIP or BPCLIP-NR model (see the module's docstring)."""
+def quality_maps(model: torch.nn.Module, images: torch.Tensor, references: torch.Tensor | None = None) -> QualityMaps:
+    """The maps of a QualiCLIP or BPCLIP model (see the module's docstring); full-reference
+    models take `references`."""
     if isinstance(model, QualiCLIP):
         return qualiclip_maps(model, images)
     if isinstance(model, BPCLIP):
-        return bpclip_maps(model, images)
+        return bpclip_maps(model, images, references)
     raise TypeError(f"no quality map for {type(model).__name__}")
