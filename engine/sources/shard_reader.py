@@ -1,9 +1,13 @@
 """Shards -> jobs for the scoring pipeline: each shard streamed once, in a reader thread.
 
 The reader thread is what keeps a stalled read (an object store that stops answering) inside a
-timeout: the pipeline takes samples from a bounded queue, and a shard that sends nothing for
+timeout: the pipeline takes samples from a queue, and a shard that sends nothing for
 `read_timeout` seconds is given up with an error row (its thread is left to die on its own) and
-the next shard goes on. The queue bounds memory to a few samples whatever the shard's size.
+the next shard goes on. The reader holds at most QUEUE_SAMPLES samples ahead of the pipeline (a
+count of free slots it waits on), so memory stays at a few samples whatever the shard's size.
+While it is ahead it hands samples on in lists of up to HAND_ON: each hand-over wakes a thread
+and passes the GIL, which per sample cost more CPU than reading the sample from the tar did
+(benchmarks/bench_shards.py); when the pipeline waits, a sample goes on at once.
 
 What goes wrong costs this much: a sample without an image, one that does not decode or is too
 large -> its own error row (naming shard and key); a shard cut short or corrupt part-way -> the
@@ -26,6 +30,7 @@ from iqart.engine.sources.shard_locations import open_shard, redact, shard_kind
 from iqart.engine.sources.webdataset_tar import ShardDamaged, iter_tar_samples
 
 QUEUE_SAMPLES = 64  # samples read ahead of the pipeline, per shard being read
+HAND_ON = 8  # samples handed on at once while the reader is ahead of the pipeline
 
 
 @dataclass(frozen=True)
@@ -56,23 +61,40 @@ class _Finished:
 
 
 def _hand_on(item, out: queue.Queue, stop: threading.Event) -> bool:
-    """Put `item` in the queue unless the pipeline stopped taking (then the reader must end, not
-    wait for ever on a full queue holding samples nobody will take)."""
+    """Put `item` in the queue unless the pipeline stopped taking (then the reader must end)."""
+    if stop.is_set():
+        return False
+    out.put(item)
+    return True
+
+
+def _take_slot(slots: threading.Semaphore, stop: threading.Event) -> bool:
+    """Wait for room to hold one more sample, unless the pipeline stopped taking (then the reader
+    must end, not wait for ever holding samples nobody will take)."""
     while not stop.is_set():
-        try:
-            out.put(item, timeout=0.5)
+        if slots.acquire(timeout=0.5):
             return True
-        except queue.Full:
-            continue
     return False
 
 
-def _read_into(url: str, fmt: SampleFormat, columns: ParquetColumns, out: queue.Queue, stop: threading.Event):
-    problem = None
+def _read_into(
+    url: str,
+    fmt: SampleFormat,
+    columns: ParquetColumns,
+    out: queue.Queue,
+    slots: threading.Semaphore,
+    stop: threading.Event,
+):
+    problem, ahead = None, []
     try:
         for sample in read_samples(url, fmt, columns):
-            if not _hand_on(sample, out, stop):
+            if not _take_slot(slots, stop):
                 return
+            ahead.append(sample)
+            if len(ahead) >= HAND_ON or out.empty():
+                if not _hand_on(ahead, out, stop):
+                    return
+                ahead = []
     except ShardDamaged as exc:
         problem = f"shard damaged at byte {exc.offset} after {exc.samples} samples: {exc.reason}"
     except FileNotFoundError as exc:  # fsspec's HTTP filesystem says this of any failed request: keep its cause
@@ -82,6 +104,8 @@ def _read_into(url: str, fmt: SampleFormat, columns: ParquetColumns, out: queue.
         problem = f"cannot read the shard: access denied ({redact(str(exc))})"
     except Exception as exc:  # an unreachable endpoint, a broken table: the shard's row says which
         problem = f"cannot read the shard: {type(exc).__name__}: {redact(str(exc))}"
+    if ahead and not _hand_on(ahead, out, stop):
+        return
     _hand_on(_Finished(problem), out, stop)
 
 
@@ -103,10 +127,11 @@ def shard_jobs(
         name = redact(url)
         if on_shard_start is not None:
             on_shard_start(name)
-        samples: queue.Queue = queue.Queue(QUEUE_SAMPLES)
+        samples: queue.Queue = queue.Queue()  # lists of samples, bounded by the slots
+        slots = threading.Semaphore(QUEUE_SAMPLES)
         stop = threading.Event()
         reader = threading.Thread(
-            target=_read_into, args=(url, fmt, columns, samples, stop), name="iqart-shard-reader", daemon=True
+            target=_read_into, args=(url, fmt, columns, samples, slots, stop), name="iqart-shard-reader", daemon=True
         )
         reader.start()
         issued = read = 0
@@ -126,11 +151,13 @@ def shard_jobs(
                         yield shard_job(name, item.problem)
                         issued += 1
                     break
-                read += 1
-                if skip is not None and skip(name, item.key):
-                    continue
-                yield sample_job(item, fmt)
-                issued += 1
+                for sample in item:
+                    slots.release()
+                    read += 1
+                    if skip is not None and skip(name, sample.key):
+                        continue
+                    yield sample_job(sample, fmt)
+                    issued += 1
         finally:
             stop.set()
         if on_shard_end is not None:
