@@ -39,12 +39,15 @@ FAST_FAILURE = {"connect_timeout": 2, "read_timeout": 20, "retries": {"max_attem
 @pytest.fixture(scope="module")
 def s3_endpoint():
     """moto's S3 API server on a free port of 127.0.0.1, for this module."""
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # not a line per request in a failure's report
+    requests_log = logging.getLogger("werkzeug")
+    level = requests_log.level
+    requests_log.setLevel(logging.WARNING)  # not a line per request in a failure's report
     server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
     yield f"http://{host}:{port}"
     server.stop()
+    requests_log.setLevel(level)
 
 
 def point_fsspec_at(monkeypatch, endpoint: str, **options) -> dict:
