@@ -152,3 +152,18 @@ def assert_parity(expected: np.ndarray, got: np.ndarray, atol: float, min_srcc: 
     assert delta.max() <= atol, f"max |delta| {delta.max():.3g} > {atol} (at input {int(delta.argmax())})"
     rank = srcc(expected, got)
     assert rank >= min_srcc, f"SRCC {rank:.4f} < {min_srcc}"
+
+
+SAMPLE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")
+SAMPLE_DEGRADATIONS = ("blur", "jpeg", "noise")
+
+
+def sample_inputs(task: str) -> tuple[list, list | None]:
+    """(images, references or None): the 16 sample files (each photo, then its degraded copies),
+    or for a full-reference model each copy paired with its photo and each photo with itself."""
+    if task == "nr":
+        names = [name for photo in SAMPLE_PHOTOS for name in (photo, *(f"{photo}_{d}" for d in SAMPLE_DEGRADATIONS))]
+        return [EXAMPLE_IMAGES / f"{name}.png" for name in names], None
+    pairs = [(f"{photo}_{d}", photo) for photo in SAMPLE_PHOTOS for d in SAMPLE_DEGRADATIONS]
+    pairs += [(photo, photo) for photo in SAMPLE_PHOTOS]
+    return [EXAMPLE_IMAGES / f"{a}.png" for a, _ in pairs], [EXAMPLE_IMAGES / f"{b}.png" for _, b in pairs]

@@ -22,13 +22,12 @@ from iqart.engine.results.formats import read_result_file
 from iqart.export.validate import FP16_ABS_TOL, FP32_REL_TOL
 from iqart.train.metrics import srcc
 from iqart.train.models.prompts import QUALITY_ADJECTIVES, attribute_names
-from tests.helpers import EXAMPLE_IMAGES
+from iqart.train.models.zoo import get_card
+from tests.helpers import EXAMPLE_IMAGES, sample_inputs
 
 pytestmark = pytest.mark.usefixtures("iqart_home")
 
 MODELS = ["qualiclip-tiny", "bpclip-nr-tiny", "bpclip-fr-tiny"]
-PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")
-DEGRADATIONS = ("blur", "jpeg", "noise")
 ADJECTIVE_SCALE = 100.0  # BPCLIP's adjective similarities are 100 x cosine: tolerances scale with it
 # (backend, precision) -> absolute tolerance on attributes in [0, 1] (pair probabilities, dimensions),
 # the scores' tolerance of that precision (test_parity.py states the measured worst cases)
@@ -50,18 +49,10 @@ MISSES = {
 }
 
 
-def inputs(task: str) -> tuple[list, list | None]:
-    if task == "nr":
-        names = [name for photo in PHOTOS for name in (photo, *(f"{photo}_{d}" for d in DEGRADATIONS))]
-        return [EXAMPLE_IMAGES / f"{name}.png" for name in names], None
-    pairs = [(f"{photo}_{d}", photo) for photo in PHOTOS for d in DEGRADATIONS] + [(p, p) for p in PHOTOS]
-    return [EXAMPLE_IMAGES / f"{a}.png" for a, _ in pairs], [EXAMPLE_IMAGES / f"{b}.png" for _, b in pairs]
-
-
 @pytest.fixture(scope="module")
 def reference():
     """name -> (scores, attributes) of torch fp32 on the inputs."""
-    return {name: iqart.Scorer(name, "torch", "cpu").explain(*inputs(iqart.Scorer(name).task)) for name in MODELS}
+    return {name: iqart.Scorer(name, "torch", "cpu").explain(*sample_inputs(get_card(name).task)) for name in MODELS}
 
 
 def column_tolerances(name: str, atol: float) -> np.ndarray:
@@ -87,9 +78,9 @@ def assert_attributes_match(name: str, expected: np.ndarray, got: np.ndarray, at
 @pytest.mark.parametrize(("backend", "precision"), list(CASES))
 def test_attributes_match_torch_in_every_backend(reference, name, backend, precision):
     scorer = iqart.Scorer(name, backend, "cpu", precision=precision)
-    scores, attributes = scorer.explain(*inputs(scorer.task))
+    scores, attributes = scorer.explain(*sample_inputs(scorer.task))
     expected_scores, expected = reference[name]
-    np.testing.assert_allclose(scores, scorer.score(*inputs(scorer.task)), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(scores, scorer.score(*sample_inputs(scorer.task)), rtol=0, atol=1e-6)
     assert np.abs(scores - expected_scores).max() <= CASES[backend, precision]
     atol = MISSES.get((backend, precision, name), CASES[backend, precision])
     assert_attributes_match(name, expected.astype(np.float64), attributes, atol)
@@ -100,7 +91,7 @@ def test_attributes_match_torch_in_every_backend(reference, name, backend, preci
 @pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".parquet"])
 def test_explain_writes_one_column_per_attribute_and_resume_keeps_them(reference, tmp_path, suffix):
     out = tmp_path / f"scores{suffix}"
-    images = [str(p) for p in inputs("nr")[0][:8]]
+    images = [str(p) for p in sample_inputs("nr")[0][:8]]
     assert main(["score", *images[:4], "-m", "bpclip-nr-tiny", "-o", str(out), "--explain"]) == 0
     assert main(["score", *images, "-m", "bpclip-nr-tiny", "-o", str(out), "--explain", "--resume"]) == 0
     rows = read_result_file(out)

@@ -22,13 +22,11 @@ from iqart.export.int8_artifact import add_int8_graph
 from iqart.export.int8_parity import INT8_MIN_SRCC, OPENVINO_INT8_MIN_SRCC
 from iqart.export.native_attention import NATIVE_GRAPH
 from iqart.export.validate import FP16_ABS_TOL, FP32_REL_TOL, ort_session
-from tests.helpers import EXAMPLE_IMAGES, assert_parity
+from tests.helpers import assert_parity, sample_inputs
 
 pytestmark = pytest.mark.usefixtures("iqart_home")  # the demo artifacts are exported once, for this module
 
 MODELS = ["qualiclip-tiny", "bpclip-nr-tiny", "bpclip-fr-tiny"]
-PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")
-DEGRADATIONS = ("blur", "jpeg", "noise")
 
 # max - min of the torch fp32 scores on the 16 inputs, as measured with the demo weights
 # (train/weights/); the tests assert the spread they see, not these numbers.
@@ -46,29 +44,20 @@ INT8_ATOL = {"qualiclip-tiny": 0.08, "bpclip-nr-tiny": 0.04}
 INT8_CALIBRATION = "skimage:astronaut,coffee"
 
 
-def parity_inputs(task: str) -> tuple[list, list | None]:
-    """(images, references or None): the 16 sample files, or the 16 pairs of the FR model."""
-    if task == "nr":
-        names = [name for photo in PHOTOS for name in (photo, *(f"{photo}_{d}" for d in DEGRADATIONS))]
-        return [EXAMPLE_IMAGES / f"{name}.png" for name in names], None
-    pairs = [(f"{photo}_{d}", photo) for photo in PHOTOS for d in DEGRADATIONS] + [(p, p) for p in PHOTOS]
-    return [EXAMPLE_IMAGES / f"{a}.png" for a, _ in pairs], [EXAMPLE_IMAGES / f"{b}.png" for _, b in pairs]
-
-
 @pytest.fixture(scope="module")
 def reference():
     """name -> the torch fp32 scores (the reference) of the demo weights on the parity inputs."""
     scores = {}
     for name in MODELS:
         scorer = iqart.Scorer(name, "torch", "cpu")
-        scores[name] = scorer.score(*parity_inputs(scorer.task)).astype(np.float64)
+        scores[name] = scorer.score(*sample_inputs(scorer.task)).astype(np.float64)
         assert scores[name].max() - scores[name].min() >= 0.9 * SPREAD[name], "the demo weights changed: restate SPREAD"
     return scores
 
 
 def scores_of(name: str, backend: str, precision: str = "fp32") -> np.ndarray:
     scorer = iqart.Scorer(name, backend, "cpu", precision=precision)
-    return scorer.score(*parity_inputs(scorer.task))
+    return scorer.score(*sample_inputs(scorer.task))
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -88,7 +77,7 @@ def test_native_attention_graph_matches_torch(reference, name):
     inputs of one size in one batch (all 16 at BPCLIP's fixed size)."""
     scorer = iqart.Scorer(name, "onnxruntime", "cpu")
     session = ort_session(scorer.artifact / NATIVE_GRAPH)
-    images, references = parity_inputs(scorer.task)
+    images, references = sample_inputs(scorer.task)
     arrays = [load_image(path, scorer.resize) for path in images]
     reference_arrays = None if references is None else [load_image(path, scorer.resize) for path in references]
     got = np.full(len(arrays), np.nan, dtype=np.float32)
