@@ -109,8 +109,8 @@ MUTANTS = [
     Mutant(
         "an error row loses its file name",
         "engine/pipeline/batch_scoring.py",
-        "    return ScoreRow(path, score, error, reference)",
-        "    return ScoreRow(path if error is None else None, score, error, reference)",
+        "        row = ScoreRow(path, score, error, reference)",
+        "        row = ScoreRow(path if error is None else None, score, error, reference)",
         ("tests/test_engine.py", "tests/test_bad_input.py"),
     ),
     Mutant(
@@ -182,8 +182,8 @@ MUTANTS = [
     Mutant(
         "QualiCLIP scores the negative prompt's probability",
         "train/models/qualiclip.py",
-        "return pair_probs[..., 0].mean(dim=1)",
-        "return pair_probs[..., 1].mean(dim=1)",
+        ".softmax(dim=-1)[..., 0]",
+        ".softmax(dim=-1)[..., 1]",
         ("tests/test_qualiclip.py",),
     ),
     # -- BPCLIP
