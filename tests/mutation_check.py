@@ -279,6 +279,49 @@ MUTANTS = [
         "    if False:",
         ("tests/test_engine_plan_cache.py",),
     ),
+    Mutant(
+        "a plan is reused only for the profile it was built for",
+        "engine/backends/plan_cache.py",
+        "            and key.profile.covers(needed)",
+        "            and key.profile == needed",
+        ("tests/test_tensorrt_build.py",),
+    ),
+    # -- shards and attributes
+    Mutant(
+        "a tar member's key ends at the last dot, not the first (a/b.c.jpg keyed a/b.c)",
+        "engine/sources/webdataset_tar.py",
+        '    stem, dot, extension = base.partition(".")',
+        '    stem, dot, extension = base.rpartition(".")',
+        ("tests/test_shards.py",),
+    ),
+    Mutant(
+        "a sample's image is its last image member, not its first",
+        "engine/sources/samples.py",
+        "    image_ext = next((ext for ext in sample.members if ext.lower() in wanted), None)",
+        "    image_ext = next((ext for ext in reversed(sample.members) if ext.lower() in wanted), None)",
+        ("tests/test_shards.py",),
+    ),
+    Mutant(
+        "a shard read to its end leaves its earlier shard-level error row",
+        "engine/results/output.py",
+        '            latest.pop((SHARD, row["shard_done"], None), None)',
+        "            pass",
+        ("tests/test_shards.py",),
+    ),
+    Mutant(
+        "one output: a shard journaled as done is read again on resume",
+        "engine/results/shard_outputs.py",
+        "        return redact(shard) in self.output.done_shards  # rows name shards without credentials",
+        "        return False",
+        ("tests/test_shards.py",),
+    ),
+    Mutant(
+        "QualiCLIP's attributes are the negative prompts' probabilities",
+        "train/models/qualiclip.py",
+        "        return logits.reshape(logits.shape[0], self.num_pairs, 2).softmax(dim=-1)[..., 0]",
+        "        return logits.reshape(logits.shape[0], self.num_pairs, 2).softmax(dim=-1)[..., 1]",
+        ("tests/test_attributes.py", "tests/test_qualiclip.py"),
+    ),
 ]
 
 

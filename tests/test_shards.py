@@ -573,3 +573,50 @@ def test_parquet_columns_of_other_names_and_a_row_without_a_key(tmp_path, weight
     assert [row["key"] for row in rows] == [items[0].key, "1", items[2].key]
     assert [row["caption"] for row in rows] == [p.meta["caption"] for p in items]
     assert all(row["error"] is None for row in rows) and items[1].ext == "png"
+
+
+def test_a_samples_image_is_its_first_member_with_an_image_extension(tmp_path, weights, rng):
+    """Two image members in one sample (a .png, then a .jpg of another photo): the row is the
+    first one's score, as WebDataset's rule takes the first matching member."""
+    first, second = photos(rng, 2)
+    folder = tmp_path / "files"
+    folder.mkdir()
+    for photo in (first, second):
+        (folder / f"{photo.key}.{photo.ext}").write_bytes(photo.data)
+    assert score(str(folder), "--out", str(tmp_path / "files.csv"), weights=weights(MODEL)) == 0
+    by_file = {Path(row["path"]).stem: row["score"] for row in read_result_file(tmp_path / "files.csv")}
+    assert by_file[first.key] != by_file[second.key]
+    members = [("00000.a.png" if first.ext == "png" else f"00000.a.{first.ext}", first.data)]
+    members.append((f"00000.{second.ext}", second.data))
+    shard = write_with_tarfile(tmp_path / "00000.tar", [members])
+    out = tmp_path / "rows.csv"
+    assert (
+        score(str(shard), "--image-ext", f"a.{first.ext},{second.ext}", "--out", str(out), weights=weights(MODEL)) == 0
+    )
+    (row,) = read_result_file(out)
+    assert row["key"] == "00000" and row["score"] == by_file[first.key]
+
+
+def test_one_output_resumes_without_reading_the_shards_its_journal_says_are_done(tmp_path, weights, rng):
+    """A run into one file, stopped after its first shard was read to the end: --resume keeps that
+    shard's rows from the journal and does not read it again (here it is gone: reading it would
+    be an error row), and scores the next shard."""
+    from iqart.engine.results.output import ResultOutput
+    from iqart.engine.results.shard_outputs import OneOutput
+
+    items = photos(rng, 4)
+    shard_a = write_with_tarfile(tmp_path / "00000.tar", [photo_members(p) for p in items[:2]])
+    shard_b = write_with_tarfile(tmp_path / "00001.tar", [photo_members(p) for p in items[2:]])
+    out, w = tmp_path / "rows.csv", weights(MODEL)
+    output = ResultOutput(out, MODEL, weights_sha256(MODEL, w), "nr", shards=True)
+    try:
+        first = list(score_shards(Scorer(MODEL, weights=w, batch_size=1), [str(shard_a)], OneOutput(output)))
+    finally:
+        output.close()  # not finished: the journal stays, as after a kill
+    assert len(first) == 2 and journal_path(out).is_file()
+    shard_a.unlink()
+    both = str(tmp_path / "{00000..00001}.tar")  # a range: one missing shard in it is no usage error
+    assert score(both, "--resume", "--out", str(out), weights=w) == 0
+    rows = read_result_file(out)
+    assert sorted(row["key"] for row in rows) == sorted(p.key for p in items)
+    assert all(row["error"] is None for row in rows), [row["error"] for row in rows]
