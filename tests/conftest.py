@@ -84,3 +84,14 @@ def iqart_home(tmp_path_factory):
         home = tmp_path_factory.mktemp("iqart_home")
         patch.setenv("IQART_HOME", str(home))
         yield home
+
+
+@pytest.fixture(scope="module")
+def ray_cluster(iqart_home):
+    """A local Ray on this machine's 2 CPUs for one test module (starting it costs seconds), started
+    after $IQART_HOME is set so that its workers inherit it."""
+    ray = pytest.importorskip("ray", reason="Ray is not installed: pip install -e '.[ray]' (the dev extra includes it)")
+    ray.init(address="local", num_cpus=2, include_dashboard=False)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    yield
+    ray.shutdown()

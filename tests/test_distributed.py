@@ -30,14 +30,6 @@ BAD_FILES = {"empty.png": b"", "text.jpg": b"not an image", "truncated.png": Non
 
 
 @pytest.fixture(scope="module")
-def cluster(iqart_home):
-    ray.init(address="local", num_cpus=2, include_dashboard=False)
-    ray.data.DataContext.get_current().enable_progress_bars = False
-    yield
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def images(tmp_path_factory):
     """24 images of three sizes (in two folders), and one file for each kind of bad input."""
     root = tmp_path_factory.mktemp("images")
@@ -91,7 +83,7 @@ def test_rows_survive_the_trip_through_arrow_with_any_file_name():
     assert distributed.table_rows(distributed.rows_table(rows)) == rows
 
 
-def test_scores_and_error_rows_equal_the_single_process_path(cluster, images, weights, single_process, tmp_path):
+def test_scores_and_error_rows_equal_the_single_process_path(ray_cluster, images, weights, single_process, tmp_path):
     out = tmp_path / "scores.jsonl"
     listed_twice = images / "a" / "img01.png"  # also found in the folder: scored twice, written once
     summary = distributed.score_distributed([images, listed_twice], out, MODEL, weights=weights(MODEL), batch_size=2)
@@ -101,7 +93,7 @@ def test_scores_and_error_rows_equal_the_single_process_path(cluster, images, we
     assert_same_rows(read_result_file(out), single_process)
 
 
-def test_cli_scores_a_parquet_list_and_resumes(cluster, images, weights, single_process, tmp_path):
+def test_cli_scores_a_parquet_list_and_resumes(ray_cluster, images, weights, single_process, tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -142,7 +134,7 @@ def test_cli_scores_a_parquet_list_and_resumes(cluster, images, weights, single_
     )
 
 
-def test_an_actor_killed_mid_run_loses_and_duplicates_no_rows(cluster, images, weights, single_process, tmp_path):
+def test_an_actor_killed_mid_run_loses_and_duplicates_no_rows(ray_cluster, images, weights, single_process, tmp_path):
     marker = tmp_path / "died"
 
     class DiesOnce(distributed.ScoringActor):
@@ -166,7 +158,9 @@ def test_an_actor_killed_mid_run_loses_and_duplicates_no_rows(cluster, images, w
     assert_same_rows(read_result_file(out), single_process)
 
 
-def test_a_block_that_kills_its_actor_every_time_becomes_error_rows(cluster, images, weights, single_process, tmp_path):
+def test_a_block_that_kills_its_actor_every_time_becomes_error_rows(
+    ray_cluster, images, weights, single_process, tmp_path
+):
     poison = str(min(single_process))
 
     class DiesOnOneFile(distributed.ScoringActor):
@@ -195,7 +189,7 @@ def test_a_block_that_kills_its_actor_every_time_becomes_error_rows(cluster, ima
 
 @pytest.mark.slow  # another actor pool: about 20 s
 def test_ray_resumes_from_the_journal_of_a_killed_run_and_refuses_a_second_writer(
-    cluster, images, weights, single_process, tmp_path, capsys
+    ray_cluster, images, weights, single_process, tmp_path, capsys
 ):
     out = tmp_path / "scores.csv"
     killed = ResultOutput(out, MODEL, weights_sha256(MODEL, weights(MODEL)), "nr")

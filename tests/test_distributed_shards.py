@@ -24,14 +24,6 @@ MODEL = "qualiclip-tiny"
 
 
 @pytest.fixture(scope="module")
-def cluster(iqart_home):
-    ray.init(address="local", num_cpus=2, include_dashboard=False)
-    ray.data.DataContext.get_current().enable_progress_bars = False
-    yield
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def shards(tmp_path_factory):
     """Three tar shards of the example photos (5, 5 and 6 samples), keys unique per shard."""
     root = tmp_path_factory.mktemp("shards")
@@ -63,7 +55,7 @@ def read_outputs(out_dir) -> dict:
     return {key: row["score"] for key, row in zip(keys, rows, strict=True)}
 
 
-def test_each_shard_scored_on_ray_into_its_own_output(cluster, shards, weights, single_process, tmp_path):
+def test_each_shard_scored_on_ray_into_its_own_output(ray_cluster, shards, weights, single_process, tmp_path):
     """With the attributes asked for (--explain): QualiCLIP's 7 pair probabilities, whose mean is
     the score, in every shard's output."""
     out_dir = tmp_path / "out"
@@ -85,7 +77,7 @@ def test_each_shard_scored_on_ray_into_its_own_output(cluster, shards, weights, 
         assert row["score"] == pytest.approx(sum(row[name] for name in names) / len(names), abs=1e-6)
 
 
-def test_files_on_ray_keep_their_attributes(cluster, weights, tmp_path):
+def test_files_on_ray_keep_their_attributes(ray_cluster, weights, tmp_path):
     from iqart.engine.distributed import score_distributed
 
     out = tmp_path / "scores.jsonl"
@@ -98,7 +90,7 @@ def test_files_on_ray_keep_their_attributes(cluster, weights, tmp_path):
 
 
 def test_a_shard_whose_actor_dies_is_done_again_and_resume_skips_finished_shards(
-    cluster, shards, weights, single_process, tmp_path
+    ray_cluster, shards, weights, single_process, tmp_path
 ):
     marker = tmp_path / "died"
 

@@ -606,7 +606,7 @@ def test_one_output_resumes_without_reading_the_shards_its_journal_says_are_done
 
     items = photos(rng, 4)
     shard_a = write_with_tarfile(tmp_path / "00000.tar", [photo_members(p) for p in items[:2]])
-    shard_b = write_with_tarfile(tmp_path / "00001.tar", [photo_members(p) for p in items[2:]])
+    write_with_tarfile(tmp_path / "00001.tar", [photo_members(p) for p in items[2:]])
     out, w = tmp_path / "rows.csv", weights(MODEL)
     output = ResultOutput(out, MODEL, weights_sha256(MODEL, w), "nr", shards=True)
     try:
