@@ -114,18 +114,6 @@ def agreement_with_score(names: list[str], values: dict[str, np.ndarray]) -> dic
     return {name: float(stats.spearmanr(pooled[:, index], pooled[:, 0]).statistic) for index, name in enumerate(names)}
 
 
-def attribute_ranking(
-    model: torch.nn.Module,
-    images: dict[str, torch.Tensor],
-    kinds: tuple[str, ...] = KINDS,
-    crop: int = 224,
-    crops_per_image: int = 4,
-    seed: int = 1,
-) -> list[dict]:
-    """One row per (type, attribute): its per-crop and pooled SRCC with -level."""
-    return ranking_rows(*degraded_values(model, images, kinds, crop, crops_per_image, seed))
-
-
 def machine() -> dict:
     """The CPU's model name and the vector extensions that change float results and speed."""
     model, flags = platform.processor() or "unknown", set()

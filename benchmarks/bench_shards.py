@@ -1,7 +1,7 @@
 """Scoring from tar shards against the same images as loose files, and memory while reading a
 large shard against a small one.
 
-    python3 benchmarks/bench_shards.py [--images 1024] [--rounds 5] [--big-mb 1024] [--small-mb 10] [--json FILE]
+    python3 benchmarks/bench_shards.py [--images 512] [--rounds 9] [--big-mb 1024] [--small-mb 10] [--json FILE]
 
 1. Throughput: `--images` JPEGs as img2dataset writes them by default (256x256, quality 95; crops
    of scikit-image's photos), once as loose files and once as WebDataset tar shards (each sample
@@ -195,7 +195,7 @@ def write_big_shard(path: Path, megabytes: float) -> dict:
 def read_peak_rss(path: Path) -> dict:
     """The child's peak RSS while reading (VmHWM at the end of reading), its peak before the
     first read (after its imports), and wait4's figure for the whole child, which also counts the
-    interpreter's shutdown (tearing down torch's modules adds about 150 MiB on its own)."""
+    interpreter's shutdown (tearing down torch's modules adds about 170 MiB on its own, as measured)."""
     report = path.with_suffix(".json")
     code, whole_child_mib, wall = run_measured(
         [sys.executable, __file__, "--read-only", str(path), "--report", str(report)]
@@ -224,7 +224,8 @@ def peak_so_far_mib() -> float:
 
 def read_only(shard: str, report: str) -> None:
     """The child of the RSS measurement: every sample of `shard` through the reader thread and
-    its queue into jobs, as the scoring pipeline takes them, each dropped at once."""
+    its read-ahead into jobs, as the scoring pipeline takes them, each taken CONSUMER_DELAY_S after
+    the last so that the read-ahead stays full."""
     from iqart.engine.sources.samples import SampleFormat
     from iqart.engine.sources.shard_reader import shard_jobs
 

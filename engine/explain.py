@@ -12,8 +12,7 @@ nothing the grid does not hold, so only the grid is kept.
 
 from __future__ import annotations
 
-import json
-import os
+import io
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from iqart.engine.pipeline.jobs import ScoreJob
 from iqart.train.models.preprocess import uint8_nhwc_to_model_input
 from iqart.train.models.quality_maps import MAP_STRIDE, QualityMaps, quality_maps
 from iqart.train.models.zoo import ModelCard
+from iqart.train.storage import write_atomic, write_json_atomic
 
 # Diverging, readable by the common colour-vision deficiencies: red where a map is low (worse),
 # blue where it is high (better). Every map channel lies in [0, 1], so the scale is fixed: the
@@ -85,20 +85,10 @@ def overlay(image: np.ndarray, grid: np.ndarray) -> np.ndarray:
     return np.clip(np.round(blended), 0, 255).astype(np.uint8)
 
 
-def _replace(path: Path, write: Callable[[Path], None]) -> None:
-    """Write through a temporary file beside `path`, then rename: never a half-written output."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(temporary)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-
-
-def _save_npy(path: Path, array: np.ndarray) -> None:
-    with open(path, "wb") as file:  # a file object: np.save would append .npy to the temporary name
-        np.save(file, array, allow_pickle=False)
+def _encoded(save: Callable[[io.BytesIO], None]) -> bytes:
+    buffer = io.BytesIO()
+    save(buffer)
+    return buffer.getvalue()
 
 
 def write_outputs(out_dir: Path, stem: Path, maps: QualityMaps, image: np.ndarray, per_attribute: bool) -> list[Path]:
@@ -108,13 +98,14 @@ def write_outputs(out_dir: Path, stem: Path, maps: QualityMaps, image: np.ndarra
     names, maps = maps.names, maps.maps[0].float().cpu().numpy()
     base = out_dir / stem
     written = [base.with_name(base.name + MAP_SUFFIX)]
-    _replace(written[0], lambda path: _save_npy(path, maps.astype(np.float32)))
+    base.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(written[0], _encoded(lambda buffer: np.save(buffer, maps, allow_pickle=False)))
     channels = range(len(names)) if per_attribute else range(1)
     for channel in channels:
         name = "" if channel == 0 else "." + names[channel]
         target = base.with_name(base.name + name + OVERLAY_SUFFIX)
         picture = Image.fromarray(overlay(image, maps[channel]))
-        _replace(target, lambda path, picture=picture: picture.save(path, format="PNG"))
+        write_atomic(target, _encoded(lambda buffer, picture=picture: picture.save(buffer, format="PNG")))
         written.append(target)
     return written
 
@@ -132,5 +123,6 @@ def write_summary(out_dir: Path, card: ModelCard, names: list[str], rows: list[d
         "errors": errors,
     }
     path = out_dir / SUMMARY_FILE
-    _replace(path, lambda target: target.write_text(json.dumps(summary, indent=2) + "\n"))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(path, summary)
     return path

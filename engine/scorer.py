@@ -31,9 +31,9 @@ from iqart.engine.pipeline.gpu_decode import GpuDecoder, gpu_decoder_for
 from iqart.engine.pipeline.images import as_array, find_images
 from iqart.engine.pipeline.inputs import as_rgb_images
 from iqart.engine.pipeline.jobs import ScoreJob, ScoreRow, pair_with_references
-from iqart.engine.sources.samples import IMAGE_EXTENSIONS, SampleFormat
+from iqart.engine.sources.samples import IMAGE_EXTENSIONS
 from iqart.engine.sources.shard_locations import list_shards
-from iqart.engine.sources.shard_reader import ParquetColumns
+from iqart.engine.sources.shard_reader import sample_formats
 from iqart.engine.sources.shard_scoring import NoRecord, score_shards
 from iqart.train.models.prompts import attribute_names
 from iqart.train.models.zoo import get_card, load_model
@@ -263,10 +263,7 @@ class Scorer:
                 f"{'pass ref_ext, the reference member' if self.task == 'fr' else 'ref_ext does not apply'}"
             )
         urls = list_shards(names)
-        parquet = all(url.lower().endswith(".parquet") for url in urls)
-        extensions = (image_column,) if parquet else tuple(ext.lstrip(".").lower() for ext in image_ext)
-        fmt = SampleFormat(extensions, ref_ext, tuple(keep_fields))
-        columns = ParquetColumns(image_column, key_column, ref_ext if parquet else None)
+        fmt, columns = sample_formats(urls, tuple(image_ext), ref_ext, tuple(keep_fields), image_column, key_column)
         return score_shards(
             self,
             urls,

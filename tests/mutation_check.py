@@ -109,8 +109,8 @@ MUTANTS = [
     Mutant(
         "an error row loses its file name",
         "engine/pipeline/batch_scoring.py",
-        "        row = ScoreRow(path, score, error, reference)",
-        "        row = ScoreRow(path if error is None else None, score, error, reference)",
+        "    return ScoreRow(path, score, error, reference, attributes=attributes)",
+        "    return ScoreRow(path if error is None else None, score, error, reference, attributes=attributes)",
         ("tests/test_engine.py", "tests/test_bad_input.py"),
     ),
     Mutant(

@@ -89,7 +89,7 @@ def test_attributes_match_torch_in_every_backend(reference, name, backend, preci
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".parquet"])
-def test_explain_writes_one_column_per_attribute_and_resume_keeps_them(reference, tmp_path, suffix):
+def test_explain_writes_one_column_per_attribute_and_resume_keeps_them(tmp_path, suffix):
     out = tmp_path / f"scores{suffix}"
     images = [str(p) for p in sample_inputs("nr")[0][:8]]
     assert main(["score", *images[:4], "-m", "bpclip-nr-tiny", "-o", str(out), "--explain"]) == 0
@@ -98,7 +98,7 @@ def test_explain_writes_one_column_per_attribute_and_resume_keeps_them(reference
     dimensions = list(QUALITY_ADJECTIVES)
     assert len(rows) == 8 and all(set(dimensions) <= row.keys() for row in rows)
     assert not any(key.startswith("adj_") for key in rows[0])
-    scores, attributes = iqart.Scorer("bpclip-nr-tiny").explain(images)
+    _, attributes = iqart.Scorer("bpclip-nr-tiny").explain(images)
     by_path = {row["path"]: row for row in rows}
     for path, expected in zip(images, attributes, strict=True):
         got = [float(by_path[path][d]) for d in dimensions]

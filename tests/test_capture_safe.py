@@ -124,8 +124,8 @@ def test_forward_holds_nothing_a_cuda_graph_cannot(models, name, precision, rng)
 
 
 class _HostCopies(torch.nn.Module):
-    """The two forms that once broke capture in every model: CLIP's mean made from a Python
-    tuple on each pass, and BPCLIP's positional table made in NumPy and moved on each pass."""
+    """Two forms a capture cannot hold, as the models could write them: CLIP's mean made from a
+    Python tuple on each pass, and BPCLIP's positional table made in NumPy and moved on each pass."""
 
     def forward(self, images: Tensor) -> Tensor:
         x = images.float().permute(0, 3, 1, 2)

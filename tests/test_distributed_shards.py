@@ -4,9 +4,7 @@ to the actors, and --resume works by shard across runs."""
 
 from __future__ import annotations
 
-import io
 import os
-import tarfile
 
 import pytest
 
@@ -14,6 +12,7 @@ from iqart.engine.cli.main import main
 from iqart.engine.results.formats import read_result_file
 from iqart.train.models.prompts import attribute_names
 from tests.helpers import EXAMPLE_IMAGES
+from tests.shard_data import write_with_tarfile
 
 ray = pytest.importorskip("ray", reason="Ray is not installed: pip install -e '.[ray]' (the dev extra includes it)")
 distributed_shards = pytest.importorskip(
@@ -29,12 +28,7 @@ def shards(tmp_path_factory):
     root = tmp_path_factory.mktemp("shards")
     photos = sorted(EXAMPLE_IMAGES.glob("*.png"))
     for number, chunk in enumerate((photos[:5], photos[5:10], photos[10:])):
-        with tarfile.open(root / f"{number:05d}.tar", "w") as tar:
-            for photo in chunk:
-                data = photo.read_bytes()
-                member = tarfile.TarInfo(f"{photo.stem}.png")
-                member.size = len(data)
-                tar.addfile(member, io.BytesIO(data))
+        write_with_tarfile(root / f"{number:05d}.tar", [[(f"{photo.stem}.png", photo.read_bytes())] for photo in chunk])
     return root
 
 

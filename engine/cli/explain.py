@@ -17,6 +17,7 @@ from iqart.engine.cli.usage import UsageError, require_existing, require_output_
 from iqart.engine.explain import (
     MAP_SUFFIX,
     OVERLAY_SUFFIX,
+    SUMMARY_FILE,
     clashing_stems,
     explain_image,
     output_stem,
@@ -75,7 +76,7 @@ def run_explain(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out}: is a file, not a folder")
-    require_output_folder(out / "explain.json", "--out")
+    require_output_folder(out / SUMMARY_FILE, "--out")
     files = scan_images(args.paths).files
     if not files:
         raise UsageError(f"no image files in {', '.join(args.paths)}")

@@ -121,10 +121,9 @@ def run_shards_on_ray(
     except ImportError as exc:
         raise UsageError(f"--ray needs Ray Data: pip install 'iqart[ray]' ({exc})") from None
     try:
-        kinds = {"parquet" if s.lower().endswith(".parquet") else "webdataset" for s in list_shards(shards)}
+        fmt, columns = sample_format(args, card, list_shards(shards))
     except (NoShardsError, OSError) as exc:
         raise UsageError(str(exc)) from None
-    fmt, columns = sample_format(args, card, kinds == {"parquet"})
     ray.data.DataContext.get_current().enable_progress_bars = False
     summary = score_shards_distributed(
         shards,

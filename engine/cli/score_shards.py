@@ -18,7 +18,7 @@ from iqart.engine.results.output import ResultOutput
 from iqart.engine.results.shard_outputs import OUTPUT_FORMATS, OneOutput, PerShardOutputs
 from iqart.engine.sources.samples import IMAGE_EXTENSIONS, SampleFormat
 from iqart.engine.sources.shard_locations import NoShardsError, is_url, list_shards, looks_like_shards
-from iqart.engine.sources.shard_reader import ParquetColumns
+from iqart.engine.sources.shard_reader import ParquetColumns, sample_formats
 from iqart.engine.sources.shard_scoring import score_shards
 from iqart.train.models.zoo import ModelCard
 
@@ -83,17 +83,17 @@ def shard_names(args: argparse.Namespace) -> list[str] | None:
     return names
 
 
-def sample_format(args: argparse.Namespace, card: ModelCard, parquet: bool) -> tuple[SampleFormat, ParquetColumns]:
+def sample_format(args: argparse.Namespace, card: ModelCard, shards: list[str]) -> tuple[SampleFormat, ParquetColumns]:
+    """The command line's reading of `shards`' samples (iqart.engine.sources.shard_reader.sample_formats)."""
     if card.task == "fr" and not args.ref_ext:
         raise UsageError(f"{card.name} is a full-reference model: name the reference member with --ref-ext")
     if card.task == "nr" and args.ref_ext:
         raise UsageError(f"{card.name} is a no-reference model: --ref-ext does not apply")
     keep = tuple(name.strip() for name in args.keep_fields.split(",") if name.strip())
-    extensions = tuple(ext.strip().lstrip(".").lower() for ext in args.image_ext.split(",") if ext.strip())
-    if parquet:
-        extensions = (args.image_column,)
-    fmt = SampleFormat(extensions, args.ref_ext, keep)
-    return fmt, ParquetColumns(args.image_column, args.key_column, args.ref_ext if parquet else None)
+    with user_input():
+        return sample_formats(
+            shards, tuple(args.image_ext.split(",")), args.ref_ext, keep, args.image_column, args.key_column
+        )
 
 
 def run_score_shards(args: argparse.Namespace, card: ModelCard, names: list[str], digest: str, scorer_factory) -> int:
@@ -106,10 +106,7 @@ def run_score_shards(args: argparse.Namespace, card: ModelCard, names: list[str]
         raise UsageError(str(exc)) from None
     except (OSError, ValueError) as exc:
         raise UsageError(f"cannot list the shards: {exc}") from None
-    kinds = {"parquet" if s.lower().endswith(".parquet") else "webdataset" for s in shards}
-    if len(kinds) > 1:
-        raise UsageError("tar shards and Parquet tables in one run: score them separately")
-    fmt, columns = sample_format(args, card, kinds == {"parquet"})
+    fmt, columns = sample_format(args, card, shards)
     attributes = explained_columns(card, args.explain)
     with user_input():
         if args.out_dir:

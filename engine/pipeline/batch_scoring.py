@@ -327,10 +327,10 @@ def _run(
 def _row(
     job: ScoreJob, score: float | None = None, error: str | None = None, attributes: dict | None = None
 ) -> ScoreRow:
+    attributes = attributes or {}
     if job.shard is not None:
-        row = ScoreRow(None, score, error, shard=job.shard, key=job.sample, fields=dict(job.fields))
-    else:
-        path, reference = job.key
-        row = ScoreRow(path, score, error, reference)
-    row.attributes = attributes or {}
-    return row
+        return ScoreRow(
+            None, score, error, shard=job.shard, key=job.sample, fields=dict(job.fields), attributes=attributes
+        )
+    path, reference = job.key
+    return ScoreRow(path, score, error, reference, attributes=attributes)

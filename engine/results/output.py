@@ -142,6 +142,24 @@ def _merge(rows: list[dict]) -> tuple[list[dict], set[Key]]:
     return merged, scored_files
 
 
+def check_provenance(record: dict, provenance: dict, where: str, elsewhere: str) -> None:
+    """OutputError unless `record` (a row or a journal header, found at `where`) was made by the
+    model and weights of `provenance`: scores of two models are not comparable. `elsewhere` says
+    where else to write ("score into another --out")."""
+    if not all(record.get(field) for field in PROVENANCE):
+        raise OutputError(
+            f"--resume: {where} does not record which model and weights made it (written by an "
+            f"older iqart?); {elsewhere}, or drop --resume to replace it"
+        )
+    if any(record[field] != provenance[field] for field in PROVENANCE):
+        raise OutputError(
+            f"--resume: {where} holds scores of {record['model']} "
+            f"(weights sha256 {record['weights_sha256'][:12]}), "
+            f"not of {provenance['model']} (weights sha256 {provenance['weights_sha256'][:12]}); "
+            f"scores of different models or weights do not mix: {elsewhere}, or drop --resume"
+        )
+
+
 class ResultOutput:
     """The output `out` of one run of `model` with weights `weights_sha256` (see the module
     docstring). `resume=False` starts afresh (an earlier file is replaced at the end); True
@@ -215,18 +233,7 @@ class ResultOutput:
         self.kept, self.done = _merge(self.base + rows)
 
     def _check_provenance(self, record: dict, where: str) -> None:
-        if not all(record.get(field) for field in PROVENANCE):
-            raise OutputError(
-                f"--resume: {where} does not record which model and weights made it (written by an "
-                "older iqart?); score into another --out, or drop --resume to replace it"
-            )
-        if record["model"] != self.provenance["model"] or record["weights_sha256"] != self.provenance["weights_sha256"]:
-            raise OutputError(
-                f"--resume: {where} holds scores of {record['model']} "
-                f"(weights sha256 {record['weights_sha256'][:12]}), "
-                f"not of {self.provenance['model']} (weights sha256 {self.provenance['weights_sha256'][:12]}); "
-                "scores of different models or weights do not mix: score into another --out, or drop --resume"
-            )
+        check_provenance(record, self.provenance, where, "score into another --out")
 
     def _remove_stale_temporaries(self) -> None:
         """Temporary files of a final write that was killed half-way (we hold the lock: they

@@ -21,7 +21,7 @@ from pathlib import Path
 from iqart.engine.pipeline.jobs import ScoreRow
 from iqart.engine.results.formats import read_result_file
 from iqart.engine.results.journal import journal_path
-from iqart.engine.results.output import PROVENANCE, OutputError, ResultOutput
+from iqart.engine.results.output import OutputError, ResultOutput, check_provenance
 from iqart.engine.sources.shard_locations import is_url, redact, shard_stem
 
 OUTPUT_FORMATS = ("parquet", "csv", "jsonl")
@@ -41,7 +41,7 @@ class OneOutput:
         pass
 
     def is_sample_done(self, shard: str, key: str) -> bool:
-        return self.output.is_sample_done(redact(shard), key)
+        return self.output.is_sample_done(shard, key)
 
     def write(self, row: ScoreRow) -> None:
         self.output.write(row)
@@ -64,7 +64,8 @@ def _journal_header(path: Path) -> dict | None:
 class PerShardOutputs:
     """One result file per shard in `out_dir`. Use as a context manager: outputs left open by
     an interrupted run are closed (their journals stay for --resume). Shards are known by their
-    URLs without credentials (redact), as rows name them; methods take either spelling."""
+    URLs without credentials (redact), as rows name them: is_shard_done takes a URL as given, the
+    other methods the names the shard reader hands on (already without credentials)."""
 
     def __init__(
         self,
@@ -93,7 +94,6 @@ class PerShardOutputs:
             os.makedirs(self.out_dir, exist_ok=True)
         self.open: dict[str, ResultOutput] = {}
         self.done: set[str] = self._finished_shards() if resume else set()
-        self.written = 0
 
     def _output_names(self, shards: list[str]) -> dict[str, str]:
         names: dict[str, str] = {}
@@ -133,16 +133,8 @@ class PerShardOutputs:
         return done
 
     def _check_provenance(self, record: dict, where: str) -> None:
-        if any(record.get(field) != value for field, value in zip(PROVENANCE, self._provenance(), strict=True)):
-            raise OutputError(
-                f"--resume: {where} holds scores of {record.get('model')} (weights sha256 "
-                f"{str(record.get('weights_sha256'))[:12]}), not of {self.model} (weights sha256 "
-                f"{self.weights_sha256[:12]}); scores of different models or weights do not mix: "
-                "use another --out-dir, or drop --resume"
-            )
-
-    def _provenance(self) -> tuple[str, str]:
-        return self.model, self.weights_sha256
+        provenance = {"model": self.model, "weights_sha256": self.weights_sha256}
+        check_provenance(record, provenance, where, "use another --out-dir")
 
     def _existing_rows(self, shard: str) -> list[dict] | None:
         try:
@@ -182,12 +174,10 @@ class PerShardOutputs:
         )
 
     def is_sample_done(self, shard: str, key: str) -> bool:
-        shard = redact(shard)
         return self.open[shard].is_sample_done(shard, key)
 
     def write(self, row: ScoreRow) -> None:
         self.open[row.shard].write(row)
-        self.written += 1
 
     def complete_shard(self, shard: str, clean: bool) -> None:
         shard = redact(shard)

@@ -27,10 +27,6 @@ class Sample:
     members: dict[str, bytes] = field(default_factory=dict)
     columns: dict | None = None
 
-    @property
-    def size(self) -> int:
-        return sum(len(data) for data in self.members.values())
-
 
 @dataclass(frozen=True)
 class SampleFormat:
@@ -41,13 +37,16 @@ class SampleFormat:
     reference_extension: str | None = None
     keep_fields: tuple[str, ...] = ()
 
+    def __post_init__(self):
+        # compared with each member's extension lower-cased (a Parquet column may be named `Image`)
+        object.__setattr__(self, "image_extensions", tuple(ext.lower() for ext in self.image_extensions))
+
 
 def sample_job(sample: Sample, fmt: SampleFormat) -> ScoreJob:
     """The sample as a job. One that cannot be scored (no image member, no reference, unreadable
     metadata) is a job with its `problem`, which becomes its error row in order."""
     fields, problem = _kept_fields(sample, fmt.keep_fields)
-    wanted = {ext.lower() for ext in fmt.image_extensions}  # a Parquet column may be named `Image`
-    image_ext = next((ext for ext in sample.members if ext.lower() in wanted), None)
+    image_ext = next((ext for ext in sample.members if ext.lower() in fmt.image_extensions), None)
     if image_ext is None:
         have = ", ".join(sample.members) or "none"
         problem = problem or f"no image member (looked for {', '.join(fmt.image_extensions)}; members: {have})"

@@ -40,6 +40,28 @@ class ParquetColumns:
     reference: str | None = None
 
 
+def sample_formats(
+    shards: list[str],
+    image_extensions: tuple[str, ...],
+    reference: str | None,
+    keep_fields: tuple[str, ...],
+    image_column: str = "jpg",
+    key_column: str = "key",
+) -> tuple[SampleFormat, ParquetColumns]:
+    """How the samples of `shards` are read: a tar sample's image is its first member with one of
+    `image_extensions` and its reference the `reference` member; a Parquet row's are the
+    `image_column` and the `reference` column. ValueError for tars and tables in one list (one
+    run reads one kind, so that these options mean one thing)."""
+    kinds = {shard_kind(shard) for shard in shards}
+    if len(kinds) > 1:
+        raise ValueError("tar shards and Parquet tables in one run: score them separately")
+    parquet = kinds == {"parquet"}
+    listed = tuple(ext.strip().lstrip(".") for ext in image_extensions if ext.strip())
+    extensions = (image_column,) if parquet else listed
+    fmt = SampleFormat(extensions, reference, keep_fields)
+    return fmt, ParquetColumns(image_column, key_column, reference if parquet else None)
+
+
 def read_samples(url: str, fmt: SampleFormat, columns: ParquetColumns = ParquetColumns()) -> Iterator[Sample]:
     """The samples of one shard, streamed, named by the shard's URL without credentials.
     Raises what opening or reading it raises."""

@@ -18,6 +18,7 @@ import tarfile
 import tempfile
 from collections.abc import Callable
 
+from iqart.engine.results.journal import fsync_dir
 from iqart.train.storage import honour_umask
 
 SHARD_NAME = "{:05d}.tar"  # img2dataset's and webdataset's usual names
@@ -67,11 +68,7 @@ class OutputFolder:
             with open(path, "rb") as f:
                 os.fsync(f.fileno())
             os.replace(path, os.path.join(self.root, name))
-            fd = os.open(self.root, os.O_RDONLY)  # the rename itself survives a power loss
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            fsync_dir(self.root)  # the rename itself survives a power loss
         else:
             self.fs.put_file(path, f"{self._fs_root}/{name}")
             os.unlink(path)
