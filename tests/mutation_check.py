@@ -297,8 +297,8 @@ MUTANTS = [
     Mutant(
         "a sample's image is its last image member, not its first",
         "engine/sources/samples.py",
-        "    image_ext = next((ext for ext in sample.members if ext.lower() in wanted), None)",
-        "    image_ext = next((ext for ext in reversed(sample.members) if ext.lower() in wanted), None)",
+        "    image_ext = next((ext for ext in sample.members if ext.lower() in fmt.image_extensions), None)",
+        "    image_ext = next((ext for ext in reversed(sample.members) if ext.lower() in fmt.image_extensions), None)",
         ("tests/test_shards.py",),
     ),
     Mutant(
